@@ -1,0 +1,34 @@
+# Two commands: `make demo` (the main job on the embedded synthetic dataset) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DEMO   := data/demo
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(DEMO)/train.csv: | install
+	$(PY) -m birdsed synth --out $(DEMO) --seed 0
+
+demo: install $(DEMO)/train.csv
+	$(PY) -m birdsed prepare configs/demo.yaml --no-progress
+	$(PY) -m birdsed score --solution $(DEMO)/test_solution.csv --submission $(DEMO)/sample_submission.csv
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PY) benchmarks/bench_audio.py
+
+clean:
+	rm -rf data/demo cache runs submissions/*.csv submissions/*.html

@@ -1,0 +1,225 @@
+"""Decode any audio file to mono float32 at the configured rate, crop it, and turn waveforms into log-mels.
+
+Decoding uses soundfile (ogg/flac/wav/mp3, any channel count) and resampling soxr; both stream in blocks so a
+two-hour file never sits in memory whole. :class:`MelFrontend` is an ``nn.Module`` that lives inside the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import librosa
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from torch import nn
+
+from birdsed.config import AudioConfig
+
+AUDIO_EXTENSIONS = (".ogg", ".flac", ".wav", ".mp3", ".oga")
+
+
+class AudioError(ValueError):
+    """An audio file cannot be used; the message names the file and what is wrong with it."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def list_audio(folder: str | Path) -> list[Path]:
+    """Audio files directly inside `folder` (sorted); an absent folder gives an empty list."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
+def audio_info(path: str | Path) -> sf._SoundFileInfo:
+    """Header of an audio file (sample rate, frames, channels) without decoding it."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "file is empty (0 bytes)")
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # soundfile raises LibsndfileError/RuntimeError/TypeError by format
+        raise AudioError(path, f"not a readable audio file ({_short(err)})") from None
+    if info.frames <= 0:
+        raise AudioError(path, "contains no audio samples")
+    return info
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[-1] if text else type(err).__name__
+
+
+def iter_blocks(path: str | Path, sample_rate: int, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+    """Decode `path` block by block as mono float32 at `sample_rate`; memory is bounded by the block size.
+
+    Yields:
+        1-D float32 arrays whose concatenation is the whole resampled file.
+
+    Raises:
+        AudioError: unreadable, empty, truncated mid-stream, NaN/infinite samples.
+    """
+    info = audio_info(path)
+    sr_in = int(info.samplerate)
+    block = max(1, int(block_seconds * sr_in))
+    resampler = None if sr_in == sample_rate else soxr.ResampleStream(sr_in, sample_rate, 1, dtype="float32")
+    try:
+        handle = sf.SoundFile(str(path))
+    except Exception as err:
+        raise AudioError(path, f"not a readable audio file ({_short(err)})") from None
+    with handle:
+        while True:
+            try:
+                data = handle.read(block, dtype="float32", always_2d=True)  # (n, channels)
+            except Exception as err:
+                raise AudioError(path, f"decoding failed part-way, file truncated or corrupt ({_short(err)})") from None
+            last = len(data) < block
+            if not np.isfinite(data).all():
+                raise AudioError(path, "contains NaN or infinite samples")
+            mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+            if resampler is not None:
+                mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
+            if len(mono):
+                yield mono.astype(np.float32, copy=False)
+            if last:
+                break
+
+
+def load_audio(path: str | Path, sample_rate: int = 32000) -> np.ndarray:
+    """Decode a whole file to a mono float32 waveform at `sample_rate`, shape (n_samples,).
+
+    Raises:
+        AudioError: as :func:`iter_blocks`, and for files that decode to no samples.
+    """
+    blocks = list(iter_blocks(path, sample_rate))
+    if not blocks:
+        raise AudioError(path, "decodes to no audio samples")
+    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+
+
+# ---- crops ----------------------------------------------------------------------------------------------------------
+
+
+def crop_start(n_samples: int, length: int, mode: str, rng: np.random.Generator, first: int = 0) -> int:
+    """Start sample of a crop of `length` from a clip of `n_samples`.
+
+    Modes: ``first`` (0), ``center``, ``random`` (uniform over the clip), ``first_random`` (uniform inside the
+    first `first` samples: the 2nd place of BirdCLEF 2025 took random 5 s out of the first 7 s, where the
+    recordist's target is most often calling). Clips shorter than the crop start at 0.
+    """
+    if n_samples <= length or mode == "first":
+        return 0
+    if mode == "center":
+        return (n_samples - length) // 2
+    if mode == "random":
+        return int(rng.integers(0, n_samples - length + 1))
+    if mode == "first_random":
+        hi = min(n_samples, max(first, length)) - length
+        return int(rng.integers(0, hi + 1))
+    raise ValueError(f"unknown crop mode {mode!r}")
+
+
+def pad_to(wave: np.ndarray, length: int, mode: str) -> np.ndarray:
+    """Pad a short clip to `length` samples by looping it (``loop``) or appending silence (``zero``)."""
+    n = len(wave)
+    if n >= length:
+        return wave[:length]
+    if n == 0:
+        return np.zeros(length, dtype=np.float32)
+    if mode == "loop":
+        return np.resize(wave, length).astype(np.float32, copy=False)
+    if mode == "zero":
+        out = np.zeros(length, dtype=np.float32)
+        out[:n] = wave
+        return out
+    raise ValueError(f"unknown pad mode {mode!r}")
+
+
+# ---- log-mel front-end ----------------------------------------------------------------------------------------------
+
+
+class MelFrontend(nn.Module):
+    """Log-mel spectrogram of batched waveforms on whatever device they are on.
+
+    A centred ``torch.stft`` with a periodic Hann window and librosa's Slaney mel filterbank, so the output equals
+    ``librosa.power_to_db(librosa.feature.melspectrogram(...), ref=1.0, top_db=...)`` (``top_db`` relative to each
+    spectrogram's own maximum), followed by an optional per-spectrogram normalisation. The filterbank and window
+    are buffers, so they travel inside the model's checkpoint.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 32000,
+        n_fft: int = 2048,
+        hop_length: int = 512,
+        n_mels: int = 128,
+        fmin: float = 40.0,
+        fmax: float = 15000.0,
+        power: float = 2.0,
+        top_db: float | None = 80.0,
+        normalize: str = "standard",
+        amin: float = 1e-10,
+    ) -> None:
+        super().__init__()
+        if normalize not in ("none", "standard", "minmax"):
+            raise ValueError(f"unknown normalisation {normalize!r}")
+        self.n_fft, self.hop_length, self.n_mels = n_fft, hop_length, n_mels
+        self.power, self.top_db, self.normalize, self.amin = power, top_db, normalize, amin
+        fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)  # (M, F)
+        self.register_buffer("mel_fb", torch.from_numpy(fb.T.copy()))  # (F, M)
+        self.register_buffer("window", torch.hann_window(n_fft, periodic=True))
+
+    @classmethod
+    def from_config(cls, audio: AudioConfig) -> MelFrontend:
+        """Build the front-end described by an ``audio`` config section."""
+        return cls(
+            sample_rate=audio.sample_rate,
+            n_fft=audio.n_fft,
+            hop_length=audio.hop_length,
+            n_mels=audio.n_mels,
+            fmin=audio.fmin,
+            fmax=audio.fmax,
+            power=audio.power,
+            top_db=audio.top_db,
+            normalize=audio.normalize,
+        )
+
+    def power_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        """Mel power spectrogram. wave (B, N) → (B, n_mels, T) with T = 1 + N // hop_length."""
+        window = self.window.to(wave.dtype)
+        spec = torch.stft(
+            wave, self.n_fft, self.hop_length, window=window, center=True, pad_mode="constant", return_complex=True
+        )  # (B, F, T)
+        mag = spec.real.square() + spec.imag.square()  # (B, F, T) power
+        if self.power != 2.0:
+            mag = mag.pow(self.power / 2.0)
+        return torch.matmul(mag.transpose(1, 2), self.mel_fb.to(mag.dtype)).transpose(1, 2)  # (B, M, T)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """wave (B, N) or (B, 1, N) → log-mel (B, 1, n_mels, T)."""
+        if wave.dim() == 3:
+            wave = wave.squeeze(1)
+        with torch.autocast(device_type=wave.device.type, enabled=False):  # the STFT stays in full precision
+            wave = wave if wave.dtype == torch.float64 else wave.float()
+            mel = self.power_mel(wave)  # (B, M, T)
+            db = 10.0 * torch.log10(mel.clamp_min(self.amin))  # ref = 1.0
+            if self.top_db is not None:
+                db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - self.top_db)
+            if self.normalize == "standard":
+                mean = db.mean(dim=(1, 2), keepdim=True)
+                std = db.std(dim=(1, 2), keepdim=True)
+                db = (db - mean) / (std + 1e-6)
+            elif self.normalize == "minmax":
+                lo = db.amin(dim=(1, 2), keepdim=True)
+                hi = db.amax(dim=(1, 2), keepdim=True)
+                db = (db - lo) / (hi - lo + 1e-6)
+        return db.unsqueeze(1)  # (B, 1, M, T)

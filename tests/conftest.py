@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny synthetic BirdCLEF folder (made once per session) and the real mini set when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from birdsed.synth import make_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_MINI = REPO.parent / "shared" / "data" / "birdclef-real-mini"
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset: 6 classes, 4 recordings each, 3 + 3 soundscapes of 30 s. Read-only by convention."""
+    return make_dataset(
+        tmp_path_factory.mktemp("synth") / "tiny",
+        n_classes=6,
+        seed=3,
+        files_per_class=4,
+        train_soundscapes=3,
+        test_soundscapes=3,
+        soundscape_seconds=30.0,
+        workers=2,
+    )
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    """The shared real-recording mini set; tests using it skip when ../shared is absent."""
+    if not (REAL_MINI / "train.csv").is_file():
+        pytest.skip(f"real mini dataset not found at {REAL_MINI} (../shared is absent)")
+    return REAL_MINI
+
+
+def tone(freq: float, seconds: float, sr: int, channels: int = 1, amp: float = 0.5) -> np.ndarray:
+    """A sine tone, shape (n,) or (n, channels)."""
+    t = np.arange(int(seconds * sr)) / sr
+    x = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return x if channels == 1 else np.repeat(x[:, None], channels, axis=1)
+
+
+def write(path: Path, data: np.ndarray, sr: int, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data, sr, **kw)
+    return path
