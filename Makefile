@@ -18,8 +18,11 @@ $(DEMO)/train.csv: | install
 	$(PY) -m birdsed synth --out $(DEMO) --seed 0
 
 demo: install $(DEMO)/train.csv
-	$(PY) -m birdsed prepare configs/demo.yaml --no-progress
-	$(PY) -m birdsed score --solution $(DEMO)/test_solution.csv --submission $(DEMO)/sample_submission.csv
+	$(PY) -m birdsed prepare configs/demo.yaml --include-test --no-progress
+	$(PY) -m birdsed train configs/demo.yaml --out runs/demo --overwrite
+	$(PY) -m birdsed infer --checkpoint runs/demo --soundscapes $(DEMO)/test_soundscapes \
+		--sample-submission $(DEMO)/sample_submission.csv --tta-shifts 0,-2.5,2.5 --out submissions/demo.csv --no-progress
+	$(PY) -m birdsed score --solution $(DEMO)/test_solution.csv --submission submissions/demo.csv
 
 test: install
 	$(PY) -m pytest -q
@@ -29,6 +32,8 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/bench_audio.py
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_infer.py
 
 clean:
 	rm -rf data/demo cache runs submissions/*.csv submissions/*.html

@@ -140,13 +140,17 @@ class WaveStore:
         rng: np.random.Generator,
         first: int = 0,
         pad_mode: str = "loop",
+        span: tuple[int, int] | None = None,
     ) -> np.ndarray:
-        """A crop of exactly `length` samples (see :func:`birdsed.audio.crop_start`), padded if the clip is short."""
-        n = self.num_samples(key)
+        """A crop of exactly `length` samples (see :func:`birdsed.audio.crop_start`), padded if the clip is short.
+
+        `span` (start, stop) restricts the crop to part of the file (e.g. the part not held out for validation).
+        """
+        lo, hi = span if span is not None else (0, self.num_samples(key))
         if mode == "full":
-            return self.read(key)
-        start = crop_start(n, length, mode, rng, first)
-        return pad_to(self.read(key, start, length), length, pad_mode)
+            return self.read(key, lo, hi - lo)
+        start = lo + crop_start(hi - lo, length, mode, rng, first)
+        return pad_to(self.read(key, start, min(length, hi - start)), length, pad_mode)
 
     def __getstate__(self) -> dict:
         # memmaps are reopened lazily in each DataLoader worker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -57,6 +58,82 @@ def cmd_prepare(args: argparse.Namespace) -> str:
     return f"{cfg.cache_path}: {summary.lines()[0]}"
 
 
+def cmd_train(args: argparse.Namespace) -> str:
+    from birdsed.train import fit
+
+    cfg = config_from_args(args.config_and_overrides)
+    summary = fit(cfg, out=args.out, overwrite=args.overwrite, resume=args.resume)
+    print(json.dumps(summary, indent=1))
+    return f"{summary['run_dir']}: best epoch {summary['best_epoch']} " + " ".join(
+        f"{k}={summary[k]:.4f}" for k in ("val_auc", "soundscape_auc") if summary.get(k) is not None
+    )
+
+
+def _infer_config(args: argparse.Namespace) -> Config:
+    """The infer config: --config YAML, then key=value overrides, then the dedicated flags."""
+    items = list(args.overrides)
+    if args.tta_shifts is not None:
+        items.append(f"infer.tta_shifts=[{args.tta_shifts}]")
+    if args.runtime:
+        items.append(f"infer.runtime={args.runtime}")
+    return load_config(args.config, items)
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cmd_infer(args: argparse.Namespace) -> str:
+    from birdsed.submit import infer_folder, load_ensemble, output_columns, write_submission
+
+    cfg = _infer_config(args)
+    device = _device() if cfg.infer.runtime == "torch" else "cpu"
+    if cfg.infer.threads:
+        import torch
+
+        torch.set_num_threads(cfg.infer.threads)
+    members = load_ensemble(args.checkpoint, cfg.infer, device)
+    columns = output_columns(members, args.sample_submission)
+    result = infer_folder(args.soundscapes, members, cfg.infer, columns, device, progress=not args.no_progress)
+    path = write_submission(result.submission, args.out)
+    print(
+        f"{result.files} file(s), {len(result.submission)} rows, {len(result.fallback_files)} fallback file(s), "
+        f"{result.audio_seconds / 60:.1f} min of audio in {result.seconds:.1f} s "
+        f"({result.realtime_factor:.0f}x real time)"
+    )
+    return f"wrote {path}"
+
+
+def cmd_budget(args: argparse.Namespace) -> str:
+    from birdsed.budget import measure
+    from birdsed.submit import load_ensemble
+
+    cfg = _infer_config(args)
+    if cfg.infer.threads:
+        import torch
+
+        torch.set_num_threads(cfg.infer.threads)
+    members = load_ensemble(args.checkpoint, cfg.infer, "cpu")
+    b = measure(members, cfg.infer, args.soundscapes, args.minutes, args.cores, args.limit)
+    shifts = len(cfg.infer.tta_shifts)
+    print(f"{len(members)} model(s) x {shifts} shift(s), runtime {cfg.infer.runtime}, {b.local_threads} thread(s) here")
+    print(f"per minute of audio here: decode {b.decode_s_per_min:.2f} s + models {b.model_s_per_min:.2f} s")
+    print(
+        f"projected for {args.soundscapes} x {args.minutes:g} min on {args.cores} cores: {b.projected_minutes:.1f} min "
+        f"({'fits' if b.fits else 'does NOT fit'} the {args.limit:g}-minute limit)"
+    )
+    return f"projected_minutes={b.projected_minutes:.1f}"
+
+
+def cmd_export(args: argparse.Namespace) -> str:
+    from birdsed.export import export
+
+    out = export(args.checkpoint, args.out, args.format)
+    return f"exported {args.checkpoint} as {args.format} to {out}"
+
+
 def cmd_score(args: argparse.Namespace) -> str:
     from birdsed.metrics import score_files
 
@@ -94,6 +171,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_prepare)
 
+    p = sub.add_parser("train", parents=[cfg_parent], help="train one SED model into a run folder")
+    p.add_argument("--out", type=Path, help="run folder (default runs/<name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("infer", help="predict soundscapes with one or more checkpoints; write a submission")
+    p.add_argument("--checkpoint", action="append", required=True, help="a .pt file, run folder or export folder")
+    p.add_argument("--soundscapes", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--sample-submission", type=Path, help="column order of the submission")
+    p.add_argument("--tta-shifts", help="comma-separated offsets in seconds, e.g. 0,-2.5,2.5")
+    p.add_argument("--runtime", choices=["torch", "onnx", "openvino"])
+    p.add_argument("--config", help="a YAML config whose infer section is used")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. infer.clip_weight=0.75")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("budget", help="project the Kaggle wall time of an ensemble from timings on this machine")
+    p.add_argument("--checkpoint", action="append", required=True)
+    p.add_argument("--soundscapes", type=int, default=700)
+    p.add_argument("--minutes", type=float, default=1.0, help="length of each soundscape")
+    p.add_argument("--cores", type=int, default=4, help="CPU cores of the target (Kaggle: 4)")
+    p.add_argument("--limit", type=float, default=90.0, help="the notebook's time limit in minutes")
+    p.add_argument("--tta-shifts")
+    p.add_argument("--runtime", choices=["torch", "onnx", "openvino"])
+    p.add_argument("--config")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_budget)
+
+    p = sub.add_parser("export", help="export a checkpoint for CPU inference")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("score", help="check a submission and compute the BirdCLEF metrics")
     p.add_argument("--solution", required=True, type=Path)
     p.add_argument("--submission", required=True, type=Path)
@@ -108,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from birdsed.audio import AudioError
     from birdsed.data import DataError
     from birdsed.metrics import SubmissionError
+    from birdsed.models.build import CheckpointError
+    from birdsed.runs import RunExistsError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -115,7 +230,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         headline = args.func(args)
-    except (ConfigError, DataError, AudioError, SubmissionError, FileNotFoundError) as err:
+    except (
+        ConfigError,
+        DataError,
+        AudioError,
+        SubmissionError,
+        CheckpointError,
+        RunExistsError,
+        FileNotFoundError,
+        FloatingPointError,
+        ValueError,
+    ) as err:
+        if args.verbose:
+            raise
         print(f"birdsed {args.command}: error: {err}", file=sys.stderr)
         return 1
     print(headline)

@@ -51,7 +51,10 @@ class DataConfig:
     # clips shorter than the crop: loop (tile the clip) or zero (pad with silence at the end)
     pad_mode: str = "loop"
     n_folds: int = 5
-    fold: int = 0
+    fold: int = 0  # the held-out validation fold; -1 trains on every recording (no fold validation)
+    # > 0: hold out the last `holdout_seconds` of every recording at least twice that long as validation, and
+    # crop training audio only before it — validation for sets too small to hold out whole recordings
+    holdout_seconds: float = 0.0
     seed: int = 42
     # target value given to secondary labels (0 ignores them)
     secondary_label_value: float = 0.5
@@ -61,15 +64,121 @@ class DataConfig:
     num_workers: int = 2
     # workers for `birdsed prepare` (0 means all cores)
     prepare_workers: int = 0
+    # labelled soundscape windows scored after every epoch, for reporting only (never for choosing a checkpoint):
+    # auto = ROOT/test_solution.csv if present; none; or a path. Its soundscapes are ROOT/test_soundscapes/<stem>.*
+    solution: str = "auto"
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and head (``birdsed/models``)."""
+
+    backbone: str = "efficientnet_b0"
+    head: str = "sed"  # sed (attention pooling, clip + frame outputs) | clip (global pooling baseline)
+    freq_pool: str = "meanmax"  # meanmax | gem
+    drop_path_rate: float = 0.15  # stochastic depth (1st place 2025: 0.15)
+    dropout: float = 0.25
+    # a local timm weights file to start the backbone from; nothing is ever downloaded
+    pretrained_weights: str = ""
+    # a previous run's checkpoint (or run folder) to start from; the head is remapped by label name
+    init_from: str = ""
+    channels_last: bool = True
+
+
+@dataclass
+class AugmentConfig:
+    """Waveform augmentation in the loader, MixUp and SpecAugment on the device."""
+
+    mixup_prob: float = 0.5  # probability that a sample is mixed with another of the batch
+    mixup_alpha: float = 0.4  # weight ~ Beta(alpha, alpha) ...
+    mixup_weight: float = 0.0  # ... unless > 0: a constant weight of the partner (1st place: 0.5)
+    mixup_targets: str = "max"  # max | sum_clip | weighted
+    gain_db: float = 6.0  # random gain in [-gain_db, +gain_db]
+    time_shift_prob: float = 0.5  # circular time shift of the crop
+    # background noise mixed into training crops: a folder of audio (cached on first use), e.g. a no-call set
+    background_dir: str = ""
+    background_prob: float = 0.0
+    background_snr_db: list[float] = field(default_factory=lambda: [3.0, 30.0])
+    spec_time_masks: int = 2
+    spec_time_mask_frames: int = 20
+    spec_freq_masks: int = 2
+    spec_freq_mask_bins: int = 12
+    # where the spectrogram is made: device (in the model, on GPU/CPU) | loader (in DataLoader workers, with
+    # albumentations spectrogram transforms — for when the accelerator is the bottleneck)
+    spec_on: str = "device"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, loss, sampling and the Lightning Trainer."""
+
+    epochs: int = 10
+    samples_per_epoch: int = 0  # 0: one pass over the (oversampled) training recordings
+    lr: float = 1e-3
+    min_lr: float = 1e-6
+    weight_decay: float = 1e-2
+    optimizer: str = "adamw"  # adamw | radam
+    scheduler: str = "cosine"  # cosine | cosine_restarts | constant
+    warmup_epochs: float = 1.0
+    restart_epochs: int = 5  # period of cosine_restarts (1st place: 5)
+    loss: str = "focal_bce"  # bce | focal | focal_bce | ce
+    focal_gamma: float = 2.0
+    focal_weight: float = 1.0  # focal_bce = focal_weight * focal + bce_weight * bce
+    bce_weight: float = 1.0
+    label_smoothing: float = 0.0
+    sample_weight_power: float = -0.5  # sampling weight (count/sum)^power per recording; 0: uniform
+    min_class_samples: int = 0  # rare classes are repeated until they have this many entries per epoch
+    grad_clip: float = 5.0
+    precision: str = "auto"  # auto (bf16-mixed on CUDA, 32 elsewhere) | 32 | 16-mixed | bf16-mixed
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    seed: int = 42
+    threads: int = 0  # torch CPU threads (0: all cores)
+    progress: bool = True
+
+
+@dataclass
+class InferConfig:
+    """Soundscape inference (``birdsed infer``); the models' own audio settings come from their checkpoints."""
+
+    window_seconds: float = 5.0
+    context_seconds: float = 5.0  # audio each window is predicted from, centred, zero-padded at the edges
+    tta_shifts: list[float] = field(default_factory=lambda: [0.0])  # seconds; 1 entry = no TTA
+    shift_reduce: str = "mean"  # mean | max
+    clip_weight: float = 1.0  # 1: clip output only; e.g. 0.75: 0.75 * clip + 0.25 * max over frames
+    smoothing: list[float] = field(default_factory=list)  # e.g. [0.1, 0.2, 0.4, 0.2, 0.1] (1st place)
+    ensemble: str = "mean"  # mean (of probabilities) | rank
+    weights: list[float] = field(default_factory=list)  # per checkpoint; empty: equal
+    specialist: int = -1  # index of a checkpoint whose classes replace the ensemble's
+    specialist_classes: list[str] = field(default_factory=list)  # empty: all the specialist knows
+    runtime: str = "torch"  # torch (CUDA if available) | onnx | openvino
+    batch_size: int = 16
+    threads: int = 0  # CPU threads for the runtime (0: library default)
+    max_whole_seconds: float = 600.0  # longer files are streamed instead of decoded whole
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking beyond the CSV log every run writes."""
+
+    mlflow_uri: str = ""  # e.g. file:./mlruns or sqlite:///mlflow.db; empty: no MLflow
+    experiment: str = "birdsed"
 
 
 @dataclass
 class Config:
-    """The whole configuration. Sections are added as pipeline steps land."""
+    """The whole configuration."""
 
     name: str = "run"
     audio: AudioConfig = field(default_factory=AudioConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     # ---- derived values: the one place they are computed -------------------------------------------------------
     def seconds_to_samples(self, seconds: float) -> int:
@@ -96,6 +205,16 @@ class Config:
         return self.frames(self.crop_samples)
 
     @property
+    def solution_path(self) -> Path | None:
+        """The labelled soundscape CSV scored during training, or None."""
+        if self.data.solution == "none":
+            return None
+        if self.data.solution == "auto":
+            path = Path(self.data.root) / "test_solution.csv"
+            return path if path.is_file() else None
+        return Path(self.data.solution)
+
+    @property
     def cache_path(self) -> Path:
         """Folder of the waveform cache for `data.root` at the configured sample rate."""
         if self.data.cache_dir:
@@ -107,6 +226,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "audio.normalize": ("none", "standard", "minmax"),
     "data.crop_mode": ("first_random", "random", "first", "center", "full"),
     "data.pad_mode": ("loop", "zero"),
+    "model.head": ("sed", "clip"),
+    "model.freq_pool": ("meanmax", "gem"),
+    "augment.mixup_targets": ("max", "sum_clip", "weighted"),
+    "augment.spec_on": ("device", "loader"),
+    "train.optimizer": ("adamw", "radam"),
+    "train.scheduler": ("cosine", "cosine_restarts", "constant"),
+    "train.loss": ("bce", "focal", "focal_bce", "ce"),
+    "train.precision": ("auto", "32", "16-mixed", "bf16-mixed"),
+    "infer.shift_reduce": ("mean", "max"),
+    "infer.ensemble": ("mean", "rank"),
+    "infer.runtime": ("torch", "onnx", "openvino"),
 }
 
 POSITIVE: tuple[str, ...] = (
@@ -119,6 +249,25 @@ POSITIVE: tuple[str, ...] = (
     "data.first_seconds",
     "data.n_folds",
     "data.batch_size",
+    "train.epochs",
+    "train.lr",
+    "train.restart_epochs",
+    "infer.window_seconds",
+    "infer.context_seconds",
+    "infer.batch_size",
+)
+
+# values that must lie in [0, 1]
+UNIT: tuple[str, ...] = (
+    "data.secondary_label_value",
+    "model.drop_path_rate",
+    "model.dropout",
+    "augment.mixup_prob",
+    "augment.mixup_weight",
+    "augment.time_shift_prob",
+    "augment.background_prob",
+    "train.label_smoothing",
+    "infer.clip_weight",
 )
 
 
@@ -149,14 +298,43 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"audio.hop_length: {a.hop_length} is larger than audio.n_fft={a.n_fft}")
     if a.top_db is not None and not a.top_db > 0:
         raise ConfigError(f"audio.top_db: must be > 0 or null, got {a.top_db!r}")
-    if not 0 <= d.fold < d.n_folds:
-        raise ConfigError(f"data.fold: {d.fold} is outside 0..{d.n_folds - 1} (data.n_folds={d.n_folds})")
+    if d.holdout_seconds < 0:
+        raise ConfigError(f"data.holdout_seconds: must be >= 0, got {d.holdout_seconds!r}")
+    if d.holdout_seconds > 0 and d.fold >= 0:
+        raise ConfigError("data.holdout_seconds: needs data.fold=-1 (hold out either recordings or their tails)")
+    if not -1 <= d.fold < d.n_folds:
+        raise ConfigError(f"data.fold: {d.fold} is outside -1..{d.n_folds - 1} (data.n_folds={d.n_folds})")
     if d.crop_mode == "first_random" and d.first_seconds < d.crop_seconds:
         raise ConfigError(
             f"data.first_seconds: {d.first_seconds:g} is shorter than data.crop_seconds={d.crop_seconds:g}"
         )
-    if not 0 <= d.secondary_label_value <= 1:
-        raise ConfigError(f"data.secondary_label_value: must be in [0, 1], got {d.secondary_label_value!r}")
+    for key in UNIT:
+        value = _get(cfg, key)
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{key}: must be in [0, 1], got {value!r}")
+    if len(cfg.augment.background_snr_db) != 2 or cfg.augment.background_snr_db[0] > cfg.augment.background_snr_db[1]:
+        raise ConfigError(f"augment.background_snr_db: need [low, high], got {cfg.augment.background_snr_db!r}")
+    if cfg.augment.background_prob > 0 and not cfg.augment.background_dir:
+        raise ConfigError("augment.background_prob: > 0 needs augment.background_dir")
+    if not 0 <= cfg.train.min_lr <= cfg.train.lr:
+        raise ConfigError(f"train.min_lr: must be in [0, train.lr], got {cfg.train.min_lr!r}")
+    i = cfg.infer
+    if i.context_seconds < i.window_seconds:
+        raise ConfigError(f"infer.context_seconds: {i.context_seconds:g} is shorter than infer.window_seconds")
+    if not i.tta_shifts:
+        raise ConfigError("infer.tta_shifts: give at least one shift (0 for no TTA)")
+    if any(abs(s) >= i.window_seconds for s in i.tta_shifts):
+        raise ConfigError(f"infer.tta_shifts: shifts must be shorter than a window, got {i.tta_shifts}")
+    if i.smoothing and (len(i.smoothing) % 2 == 0 or min(i.smoothing) < 0 or sum(i.smoothing) <= 0):
+        raise ConfigError(f"infer.smoothing: need an odd number of non-negative weights, got {i.smoothing}")
+    if any(w < 0 for w in i.weights):
+        raise ConfigError(f"infer.weights: must be >= 0, got {i.weights}")
+    try:
+        from birdsed.models.backbones import check_backbone_name
+
+        check_backbone_name(cfg.model.backbone)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if d.num_workers < 0 or d.prepare_workers < 0:
         raise ConfigError("data.num_workers/data.prepare_workers: must be >= 0")
     if not math.isfinite(a.fmax):

@@ -135,15 +135,18 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def place_track(
-    spec: ClassSpec, seconds: float, rng: np.random.Generator, bouts: int, density: float
+    spec: ClassSpec, seconds: float, rng: np.random.Generator, bouts: int, density: float, whole: bool = False
 ) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """A track of `seconds` holding `bouts` bouts of phrases of `spec`; returns it and its call intervals (s)."""
+    """A track of `seconds` holding `bouts` bouts of phrases of `spec`; returns it and its call intervals (s).
+
+    `whole`: one bout from the first half-second to the end, as in a focal recording of a singing bird.
+    """
     n = int(seconds * SR)
     track = np.zeros(n, dtype=np.float32)
     events: list[tuple[float, float]] = []
-    for _ in range(bouts):
-        t = rng.uniform(0, seconds - 1.0)
-        bout_len = rng.uniform(3.0, 12.0)
+    for _ in range(1 if whole else bouts):
+        t = rng.uniform(0, 0.5) if whole else rng.uniform(0, seconds - 1.0)
+        bout_len = seconds if whole else rng.uniform(3.0, 12.0)
         end = min(seconds, t + bout_len)
         while t < end:
             p = phrase(spec, rng) * rng.uniform(0.6, 1.0)
@@ -181,7 +184,7 @@ def make_recording(args: tuple) -> dict:
     spec: ClassSpec = specs[ci]
     rng = _rng(seed, 1, ci, k)
     seconds = float(rng.uniform(6, 18))
-    track, _ = place_track(spec, seconds, rng, bouts=2, density=1.2)
+    track, _ = place_track(spec, seconds, rng, bouts=1, density=1.2, whole=True)
     wave = 0.5 * track + 0.01 * pink_noise(len(track), rng)
     secondary: list[str] = []
     if rng.random() < 0.2:
@@ -216,13 +219,13 @@ def make_soundscape(args: tuple) -> dict:
     rng = _rng(seed, 2, salt)
     n = int(seconds * SR)
     wind = signal.sosfilt(signal.butter(2, 300, fs=SR, output="sos"), rng.standard_normal(n)).astype(np.float32)
-    noise = 0.02 * pink_noise(n, rng) + 0.05 * wind / (wind.std() + 1e-9) * rng.uniform(0.3, 1.5)
+    noise = 0.02 * pink_noise(n, rng) + 0.03 * wind / (wind.std() + 1e-9) * rng.uniform(0.3, 1.5)
     wave = noise.astype(np.float32)
     present = rng.choice(len(specs), size=min(len(specs), int(rng.integers(2, 6))), replace=False)
     events: dict[str, list[tuple[float, float]]] = {}
     for ci in present:
         track, ev = place_track(specs[ci], seconds, rng, bouts=int(rng.integers(1, 4)), density=0.7)
-        snr_gain = 0.02 * 10 ** (rng.uniform(-6, 8) / 20)  # calls from about -6 to +8 dB against the noise floor
+        snr_gain = 0.02 * 10 ** (rng.uniform(-4, 10) / 20)  # calls from about -4 to +10 dB against the noise floor
         wave += snr_gain * distance_filter(track, rng)
         events[specs[ci].label] = ev
     write_audio(Path(path), wave / max(1.0, np.abs(wave).max() / 0.9), SR)

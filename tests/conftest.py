@@ -37,6 +37,42 @@ def real_root() -> Path:
     return REAL_MINI
 
 
+def tiny_cfg(root, cache, *over):
+    """configs/demo.yaml shrunk: few mels, 2-s crops, 16 samples per epoch, 2 epochs, no loader workers."""
+    from birdsed.config import load_config
+
+    return load_config(
+        REPO / "configs" / "demo.yaml",
+        [
+            f"data.root={root}",
+            f"data.cache_dir={cache}",
+            f"augment.background_dir={Path(root) / 'train_soundscapes'}",
+            "audio.n_mels=32",
+            "audio.n_fft=1024",
+            "data.crop_seconds=2",
+            "data.first_seconds=3",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "data.n_folds=4",
+            "train.epochs=2",
+            "train.samples_per_epoch=16",
+            "train.progress=false",
+            *over,
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_root, tmp_path_factory):
+    """One shrunk demo training run shared by the tests that need a trained model: (cfg, summary, run folder)."""
+    from birdsed.train import fit
+
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = tiny_cfg(tiny_root, tmp / "cache")
+    summary = fit(cfg, out=tmp / "run")
+    return cfg, summary, tmp / "run"
+
+
 def tone(freq: float, seconds: float, sr: int, channels: int = 1, amp: float = 0.5) -> np.ndarray:
     """A sine tone, shape (n,) or (n, channels)."""
     t = np.arange(int(seconds * sr)) / sr

@@ -1,0 +1,118 @@
+"""Training speed: a Lightning training step vs a bare PyTorch loop on the same batches, and samples/s.
+
+Both paths run the identical computation (front-end, SpecAugment, MixUp, SED model, focal+BCE, AdamW step,
+gradient clipping) over the same pre-made batches held in memory, so the ratio is Lightning's own overhead.
+A third figure times the full data path (cache crops through DataLoader workers) on the synthetic set.
+
+Usage: python benchmarks/bench_train.py [--config configs/effnet_b0_sed.yaml] [--steps 12] [--batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from birdsed.augment import mixup, spec_augment
+from birdsed.config import load_config
+from birdsed.train import SEDModule, trainer_kwargs
+
+
+class Batches(Dataset):
+    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.batches[i]
+
+
+class Timer(L.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, *args) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, *args) -> None:
+        self.times.append(time.perf_counter() - self._t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/effnet_b0_sed.yaml")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args()
+    cfg = load_config(args.config, [f"data.batch_size={args.batch}", "train.progress=false"])
+    n_classes = 25
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"config: {args.config} ({cfg.model.backbone}, {cfg.audio.n_mels} mels x {cfg.frames_per_crop} frames), "
+        f"batch {args.batch}"
+    )
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        {
+            "wave": torch.randn(args.batch, cfg.crop_samples, generator=g) * 0.1,
+            "target": (torch.rand(args.batch, n_classes, generator=g) > 0.9).float(),
+            "weight": torch.ones(args.batch),
+            "index": torch.arange(args.batch),
+        }
+        for _ in range(args.steps)
+    ]
+
+    names = [str(i) for i in range(n_classes)]
+
+    def run_bare() -> list[float]:
+        """The same module's model, loss and optimiser, driven by hand."""
+        L.seed_everything(0, verbose=False)
+        module = SEDModule(cfg, names).train()
+        opt = torch.optim.AdamW(module.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        times = []
+        for b in batches:
+            t = time.perf_counter()
+            wave, y, w = mixup(b["wave"], b["target"], b["weight"], cfg.augment)
+            out = module.model.forward_mel(spec_augment(module.model.frontend(wave), cfg.augment))
+            loss = module.loss_fn(out["clip_logits"], y, w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.train.grad_clip)
+            opt.step()
+            times.append(time.perf_counter() - t)
+        return times[2:]  # warm-up steps
+
+    def run_lightning() -> list[float]:
+        L.seed_everything(0, verbose=False)
+        module = SEDModule(cfg, names)
+        timer = Timer()
+        kwargs = trainer_kwargs(cfg) | {"max_epochs": 1, "logger": False, "enable_checkpointing": False}
+        trainer = L.Trainer(limit_val_batches=0, callbacks=[timer], **kwargs)
+        trainer.fit(module, train_dataloaders=DataLoader(Batches(batches), batch_size=None, num_workers=0))
+        return timer.times[2:]
+
+    # alternate the two so drifts of a shared machine hit both alike
+    bare, light = [], []
+    for _ in range(2):
+        bare += run_bare()
+        light += run_lightning()
+    bare_s, light_s = statistics.median(bare), statistics.median(light)
+    print(f"median of {len(bare)} steps each")
+    print(f"bare PyTorch step: {bare_s * 1000:.0f} ms ({args.batch / bare_s:.1f} samples/s)")
+    print(f"Lightning step:    {light_s * 1000:.0f} ms ({args.batch / light_s:.1f} samples/s)")
+    print(f"lightning_over_bare={light_s / bare_s:.2f}x (goal <= 1.2x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""torch Datasets over the waveform cache, and the sampling weights of the training recipe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from birdsed.augment import add_background, random_gain, time_shift
+from birdsed.cache import WaveStore
+from birdsed.config import Config
+
+
+def _rng() -> np.random.Generator:
+    # torch's generator is seeded per DataLoader worker and epoch (and by seed_everything), numpy's is not
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+
+class ClipDataset(Dataset):
+    """Crops of cached recordings with their targets and sample weights.
+
+    Items: ``{"wave": (N,) float32 | "mel": (1, M, T) float32, "target": (C,), "weight": (), "index": ()}``.
+
+    Args:
+        store: the waveform cache.
+        keys: cache key per item.
+        targets: (n_items, C) float32 in [0, 1].
+        cfg: crop and augmentation settings.
+        train: random crops and waveform augmentation; otherwise the deterministic ``first`` crop.
+        weights: (n_items,) per-sample loss weights (default 1).
+        backgrounds: cache keys of background-noise recordings (``augment.background_*``).
+        spec_fn: loader-side front-end (``augment.spec_on=loader``): (N,) wave → (1, M, T) spectrogram.
+        spans: per item, the (start, stop) samples crops may come from (default: the whole file).
+    """
+
+    def __init__(
+        self,
+        store: WaveStore,
+        keys: Sequence[str],
+        targets: np.ndarray,
+        cfg: Config,
+        train: bool,
+        weights: np.ndarray | None = None,
+        backgrounds: Sequence[str] = (),
+        spec_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+        spans: Sequence[tuple[int, int] | None] | None = None,
+    ) -> None:
+        if len(keys) != len(targets):
+            raise ValueError(f"{len(keys)} keys but {len(targets)} target rows")
+        self.store, self.keys, self.targets, self.cfg, self.train = store, list(keys), targets, cfg, train
+        self.weights = np.ones(len(keys), dtype=np.float32) if weights is None else weights.astype(np.float32)
+        self.backgrounds = list(backgrounds)
+        self.spec_fn = spec_fn
+        self.spans = list(spans) if spans is not None else [None] * len(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        cfg, aug = self.cfg, self.cfg.augment
+        rng = _rng()
+        mode = cfg.data.crop_mode if self.train else ("full" if cfg.data.crop_mode == "full" else "first")
+        wave = self.store.crop(
+            self.keys[i], cfg.crop_samples, mode, rng, cfg.first_samples, cfg.data.pad_mode, self.spans[i]
+        )
+        if self.train:
+            wave = random_gain(wave, rng, aug.gain_db)
+            if rng.random() < aug.time_shift_prob:
+                wave = time_shift(wave, rng)
+            if self.backgrounds and rng.random() < aug.background_prob:
+                key = self.backgrounds[int(rng.integers(0, len(self.backgrounds)))]
+                noise = self.store.crop(key, len(wave), "random", rng, pad_mode="loop")
+                wave = add_background(wave, noise, float(rng.uniform(*aug.background_snr_db)))
+        item = {
+            "target": torch.from_numpy(self.targets[i]),
+            "weight": torch.tensor(self.weights[i]),
+            "index": torch.tensor(i),
+        }
+        if self.spec_fn is not None:
+            item["mel"] = torch.from_numpy(self.spec_fn(wave))
+        else:
+            item["wave"] = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+        return item
+
+
+class WindowDataset(Dataset):
+    """Consecutive fixed-length windows of cached soundscapes (validation on labelled soundscapes).
+
+    Items: ``{"wave": (window,) float32, "index": ()}`` in order soundscape by soundscape; the last window of a
+    file is zero-padded.
+    """
+
+    def __init__(self, store: WaveStore, keys: Sequence[str], window: int, n_windows: Sequence[int]) -> None:
+        self.store, self.window = store, window
+        self.items = [(k, w) for k, n in zip(keys, n_windows, strict=True) for w in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        key, w = self.items[i]
+        wave = self.store.read(key, w * self.window, self.window)
+        if len(wave) < self.window:
+            wave = np.pad(wave, (0, self.window - len(wave)))
+        return {"wave": torch.from_numpy(wave), "index": torch.tensor(i)}
+
+
+def sampling_weights(labels: Sequence[str], power: float) -> np.ndarray:
+    """Per-recording sampling weight (count/total)^power of its primary label (power -0.5: rare classes up).
+
+    Returns:
+        (n,) float64 weights; power 0 gives ones.
+    """
+    labels = pd.Series(list(labels))
+    freq = labels.map(labels.value_counts(normalize=True)).to_numpy(dtype=np.float64)
+    return freq**power
+
+
+def oversample(labels: Sequence[str], min_count: int) -> np.ndarray:
+    """Indices of every recording, with recordings of classes below `min_count` repeated until they reach it."""
+    labels = pd.Series(list(labels))
+    out = [np.arange(len(labels))]
+    if min_count > 0:
+        for _label, idx in labels.groupby(labels).groups.items():
+            idx = np.asarray(idx)
+            short = min_count - len(idx)
+            if short > 0:
+                out.append(np.resize(idx, short))
+    return np.concatenate(out)

@@ -1,0 +1,129 @@
+"""Export a model's ``forward_mel`` to ONNX (and OpenVINO IR) for CPU inference, and run exported models.
+
+An export folder holds ``model.onnx`` (log-mel in, clip and frame logits out, dynamic batch), optionally
+``model.xml``/``model.bin`` (OpenVINO), and ``model.json`` (format, config, classes, class prior) so that
+inference rebuilds the front-end from the model's own config. No Lightning here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from birdsed.infer import Runner
+from birdsed.models.build import load_checkpoint, read_checkpoint, resolve_checkpoint
+
+log = logging.getLogger(__name__)
+FORMATS = ("onnx", "openvino")
+
+
+class _MelToLogits(torch.nn.Module):
+    """forward_mel with tuple outputs, as exporters want."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model.forward_mel(mel)
+        return out["clip_logits"], out["frame_logits"]
+
+
+def export(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx", seconds: float = 5.0) -> Path:
+    """Export `checkpoint` (a .pt file or run folder) to `out_dir`; returns the folder.
+
+    Args:
+        fmt: ``onnx``, or ``openvino`` (ONNX first, then converted to OpenVINO IR beside it).
+        seconds: example input length; batch and time axes are dynamic.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    payload = read_checkpoint(checkpoint)
+    model, cfg, classes = load_checkpoint(checkpoint)
+    model.channels_last = False  # a memory-format hint means nothing to an exporter
+    model.backbone.to(memory_format=torch.contiguous_format)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        mel = model.frontend(torch.zeros(2, cfg.seconds_to_samples(seconds)))  # (2, 1, M, T)
+    wrapper = _MelToLogits(model).eval()
+    tmp = out / "model.onnx.part"
+    torch.onnx.export(
+        wrapper,
+        (mel,),
+        str(tmp),
+        input_names=["mel"],
+        output_names=["clip_logits", "frame_logits"],
+        dynamic_axes={
+            "mel": {0: "batch", 3: "frames"},
+            "clip_logits": {0: "batch"},
+            "frame_logits": {0: "batch", 1: "out_frames"},
+        },
+        opset_version=17,
+        dynamo=False,
+    )
+    os.replace(tmp, out / "model.onnx")
+    meta = {
+        "format": fmt,
+        "config": payload["config"],
+        "classes": classes,
+        "class_prior": payload.get("class_prior"),
+        "source": str(resolve_checkpoint(checkpoint)),
+        "input_frames": int(mel.shape[-1]),
+    }
+    if fmt == "openvino":
+        import openvino as ov
+
+        ov.save_model(ov.convert_model(str(out / "model.onnx")), str(out / "model.xml"))
+    (out / "model.json").write_text(json.dumps(meta, indent=1))
+    return out
+
+
+def export_cached(checkpoint: str | Path, fmt: str, root: str | Path = "cache/exports") -> Path:
+    """Export once per checkpoint content (keyed by its hash) and reuse the folder afterwards."""
+    path = resolve_checkpoint(checkpoint)
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
+    folder = Path(root) / f"{digest}-{fmt}"
+    if not (folder / "model.json").is_file():
+        log.info("exporting %s to %s", path, folder)
+        export(path, folder, fmt)
+    return folder
+
+
+def runtime_runner(folder: str | Path, runtime: str, threads: int = 0) -> Runner:
+    """A runner over an export folder: ``onnx`` (ONNX Runtime, CPU) or ``openvino``."""
+    folder = Path(folder)
+    if runtime == "onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+
+        def run(mel: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+            clip, frame = session.run(None, {"mel": mel.detach().cpu().numpy().astype(np.float32)})
+            return clip, frame
+
+        return run
+    if runtime == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        if not (folder / "model.xml").is_file():
+            ov.save_model(ov.convert_model(str(folder / "model.onnx")), str(folder / "model.xml"))
+        config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+        compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
+
+        def run(mel: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+            result = compiled(mel.detach().cpu().numpy().astype(np.float32))
+            return np.asarray(result[0]), np.asarray(result[1])
+
+        return run
+    raise ValueError(f"runtime {runtime!r} is not one of torch, onnx, openvino")

@@ -1,0 +1,123 @@
+"""Build a model from a config, and save/load self-describing checkpoints (config + classes + weights).
+
+A checkpoint alone is enough to rebuild its model: inference never consults today's defaults. Files are plain
+dicts of tensors and primitives, loaded with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from birdsed.audio import MelFrontend
+from birdsed.config import Config, config_from_dict, config_to_dict
+from birdsed.models.backbones import create_backbone
+from birdsed.models.sed import SEDModel
+
+log = logging.getLogger(__name__)
+FORMAT = "birdsed-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used as asked; the message names the file."""
+
+
+def build_model(cfg: Config, n_classes: int) -> SEDModel:
+    """The SED model a config describes, with fresh (or ``model.pretrained_weights``) backbone weights."""
+    m = cfg.model
+    backbone = create_backbone(m.backbone, m.drop_path_rate, m.pretrained_weights)
+    model = SEDModel(MelFrontend.from_config(cfg.audio), backbone, n_classes, m.head, m.freq_pool, m.dropout)
+    if m.channels_last:
+        model.backbone.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    return model
+
+
+def save_checkpoint(path: str | Path, model: SEDModel, cfg: Config, classes: list[str], **extra: Any) -> None:
+    """Write weights, resolved config and class list to `path` (atomically)."""
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "config": config_to_dict(cfg),
+        "classes": list(classes),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        **extra,
+    }
+    tmp = path.with_suffix(path.suffix + ".part")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder (its ``best.pt``, else ``last.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: run folder holds no best.pt or last.pt")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw payload of a birdsed checkpoint (validated)."""
+    path = resolve_checkpoint(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a birdsed checkpoint (a Lightning .ckpt? use the run's best.pt)")
+    return payload
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[SEDModel, Config, list[str]]:
+    """Rebuild the model stored in `path` (a .pt file or a run folder) from its own config, in eval mode."""
+    payload = read_checkpoint(path)
+    cfg = config_from_dict(payload["config"])
+    cfg.model.pretrained_weights = ""  # the weights below replace any starting point
+    classes = list(payload["classes"])
+    model = build_model(cfg, len(classes))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), cfg, classes
+
+
+def init_from_checkpoint(model: SEDModel, path: str | Path, classes: list[str]) -> dict[str, int]:
+    """Start `model` from a previous run's weights (pretrain → fine-tune).
+
+    Backbone and front-end must match exactly. The head's class rows are remapped by label name: classes both
+    runs know keep their trained rows, new classes keep their fresh initialisation.
+
+    Returns:
+        counts: ``{"kept": classes carried over, "new": classes initialised fresh}``.
+    """
+    payload = read_checkpoint(path)
+    old_classes = list(payload["classes"])
+    state = payload["state_dict"]
+    own = model.state_dict()
+    head_rows = {k for k, v in own.items() if k.startswith("head.") and v.dim() >= 1 and v.shape[0] == model.n_classes}
+    mismatch = [k for k in own if k not in head_rows and (k not in state or state[k].shape != own[k].shape)]
+    if mismatch:
+        raise CheckpointError(
+            f"{path}: weights do not fit this model (different backbone or front-end?): "
+            f"{len(mismatch)} tensors differ, e.g. {mismatch[:3]}"
+        )
+    old_index = {c: i for i, c in enumerate(old_classes)}
+    pairs = [(i, old_index[c]) for i, c in enumerate(classes) if c in old_index]
+    new_state = {k: state[k] for k in own if k not in head_rows}
+    for k in head_rows:
+        if k not in state:
+            raise CheckpointError(f"{path}: head tensor {k} missing (was it trained with another head type?)")
+        merged = own[k].clone()
+        for i, j in pairs:
+            merged[i] = state[k][j]
+        new_state[k] = merged
+    model.load_state_dict(new_state)
+    counts = {"kept": len(pairs), "new": len(classes) - len(pairs)}
+    log.info("initialised from %s: %d class(es) carried over, %d new", path, counts["kept"], counts["new"])
+    return counts

@@ -1,0 +1,202 @@
+"""``birdsed infer``: predict every soundscape of a folder with an ensemble and write a validated submission.
+
+Decoding of the next file overlaps model compute (a thread). An unreadable or empty soundscape gets its rows from
+the fallback (the members' class prior) with a warning naming the file, and a count at the end: the submission
+is always complete. The CSV is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from birdsed.audio import AudioError, list_audio
+from birdsed.config import InferConfig
+from birdsed.ensemble import Member, combine, describe, fallback_prior, frontends, load_member
+from birdsed.infer import InMemoryAudio, StreamingAudio, WindowSpec, n_windows, predict_group, read_audio, row_ids
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InferResult:
+    """What one ``infer`` call produced."""
+
+    submission: pd.DataFrame
+    files: int = 0
+    fallback_files: dict[str, str] = field(default_factory=dict)  # file → reason
+    audio_seconds: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_seconds / self.seconds if self.seconds else float("nan")
+
+
+def window_spec(icfg: InferConfig, sample_rate: int) -> WindowSpec:
+    return WindowSpec(
+        sample_rate=sample_rate,
+        window_seconds=icfg.window_seconds,
+        context_seconds=icfg.context_seconds,
+        shifts=tuple(icfg.tta_shifts),
+        shift_reduce=icfg.shift_reduce,
+        clip_weight=icfg.clip_weight,
+        smoothing=tuple(icfg.smoothing),
+        batch_size=icfg.batch_size,
+    )
+
+
+def load_ensemble(checkpoints: Sequence[str | Path], icfg: InferConfig, device: torch.device | str) -> list[Member]:
+    """Load every checkpoint as an ensemble member with its weight."""
+    if not checkpoints:
+        raise ValueError("give at least one --checkpoint")
+    weights = list(icfg.weights) or [1.0] * len(checkpoints)
+    if len(weights) != len(checkpoints):
+        raise ValueError(f"infer.weights: {len(weights)} weight(s) for {len(checkpoints)} checkpoint(s)")
+    members = [load_member(c, w, icfg.runtime, device, icfg.threads) for c, w in zip(checkpoints, weights, strict=True)]
+    rates = {m.cfg.audio.sample_rate for m in members}
+    if len(rates) > 1:
+        raise ValueError(f"ensemble members use different sample rates {sorted(rates)}; decode once needs one")
+    log.info("ensemble of %d model(s):\n%s", len(members), describe(members))
+    return members
+
+
+def output_columns(members: list[Member], sample_submission: Path | None) -> list[str]:
+    """Submission classes: the sample submission's columns (in order), else the first member's classes."""
+    if sample_submission is not None:
+        cols = pd.read_csv(sample_submission, nrows=0).columns.tolist()
+        if not cols or cols[0] != "row_id":
+            raise ValueError(f"{sample_submission}: first column must be row_id")
+        return [str(c) for c in cols[1:]]
+    return list(members[0].classes)
+
+
+def predict_file(
+    audio: StreamingAudio | InMemoryAudio,
+    members: list[Member],
+    spec: WindowSpec,
+    fronts: dict[tuple, torch.nn.Module],
+    device: torch.device | str,
+) -> list[np.ndarray]:
+    """Per member, (n_windows, K_member) probabilities of one file; one spectrogram per front-end group."""
+    if len(fronts) > 1 and isinstance(audio, StreamingAudio):
+        raise ValueError("streamed (very long) files need all members to share one front-end")
+    preds: list[np.ndarray] = [np.zeros(0)] * len(members)
+    for key, frontend in fronts.items():
+        group = [i for i, m in enumerate(members) if m.frontend_key == key]
+        outs = predict_group(audio, spec, frontend, [(members[i].runner, members[i].activation) for i in group], device)
+        for i, out in zip(group, outs, strict=True):
+            preds[i] = out
+    return preds
+
+
+def infer_folder(
+    soundscapes: str | Path,
+    members: list[Member],
+    icfg: InferConfig,
+    columns: list[str],
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> InferResult:
+    """Predict every audio file of `soundscapes` and return the submission (rows in file order)."""
+    files = list_audio(soundscapes)
+    if not files:
+        raise FileNotFoundError(f"{soundscapes}: no audio files (ogg/flac/wav/mp3) to predict")
+    sr = members[0].cfg.audio.sample_rate
+    spec = window_spec(icfg, sr)
+    prior = fallback_prior(members, columns)
+    fronts = frontends(members, device)
+    result = InferResult(submission=pd.DataFrame())
+    ids: list[str] = []
+    member_preds: list[list[np.ndarray]] = [[] for _ in members]
+    fallback_rows: list[tuple[int, int]] = []  # (first row, count) of fallback blocks
+    t0 = time.perf_counter()
+
+    def decode(path: Path) -> StreamingAudio | InMemoryAudio:
+        return read_audio(str(path), sr, icfg.max_whole_seconds)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: Future = pool.submit(decode, files[0])
+        for k, path in enumerate(tqdm(files, desc="infer", unit="file", disable=not progress)):
+            try:
+                audio = pending.result()
+            except Exception as err:  # the submission must stay complete: fall back, say so
+                audio, reason = None, err.reason if isinstance(err, AudioError) else f"{type(err).__name__}: {err}"
+            if k + 1 < len(files):
+                pending = pool.submit(decode, files[k + 1])
+            count = n_windows(audio.length, spec.window, sr // 2) if audio is not None else 0
+            if audio is not None:
+                try:
+                    preds = predict_file(audio, members, spec, fronts, device)
+                except AudioError as err:  # a file can fail part-way through streaming
+                    audio, reason = None, err.reason
+            if audio is None:
+                count = _expected_windows(path, spec)
+                log.warning("%s: %s; its %d row(s) use the fallback prior", path, reason, count)
+                result.fallback_files[str(path)] = reason
+                fallback_rows.append((len(ids), count))
+                preds = [np.full((count, len(m.classes)), np.nan) for m in members]
+            else:
+                result.audio_seconds += audio.length / sr
+            ids += row_ids(path.stem, count, spec.window_seconds)
+            for i, p in enumerate(preds):
+                member_preds[i].append(p)
+            result.files += 1
+    scores = combine(
+        [np.concatenate(p) for p in member_preds],
+        members,
+        columns,
+        icfg.ensemble,
+        icfg.specialist,
+        list(icfg.specialist_classes) or None,
+    )
+    for start, count in fallback_rows:
+        scores[start : start + count] = prior
+    missing = ~np.isfinite(scores).all(axis=0)
+    if missing.any():
+        names = [c for c, miss in zip(columns, missing, strict=True) if miss]
+        log.warning("%d class(es) no member predicts, filled with the prior: %s", len(names), names[:10])
+        scores[:, missing] = prior[missing]
+    sub = pd.DataFrame(np.clip(scores, 0.0, 1.0).astype(np.float32), columns=columns)
+    sub.insert(0, "row_id", ids)
+    result.submission = sub
+    result.seconds = time.perf_counter() - t0
+    if result.fallback_files:
+        log.warning("%d of %d file(s) used the fallback prior", len(result.fallback_files), result.files)
+    return result
+
+
+def _expected_windows(path: Path, spec: WindowSpec) -> int:
+    """Windows of an unreadable file: from its header if that is readable, else one minute's worth."""
+    try:
+        import soundfile as sf
+
+        info = sf.info(str(path))
+        return n_windows(int(info.frames * spec.sample_rate / info.samplerate), spec.window, spec.sample_rate // 2)
+    except Exception:
+        return round(60 / spec.window_seconds)
+
+
+def write_submission(sub: pd.DataFrame, path: str | Path) -> Path:
+    """Check and write atomically: unique row ids, no NaN, values in [0, 1]."""
+    if sub["row_id"].duplicated().any():
+        raise ValueError(f"{path}: duplicate row ids, e.g. {sub['row_id'][sub['row_id'].duplicated()].iat[0]}")
+    values = sub.drop(columns="row_id").to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+        raise ValueError(f"{path}: submission values must be finite and in [0, 1]")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    sub.to_csv(tmp, index=False, float_format="%.6f")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,355 @@
+"""Supervised training with Lightning: the LightningModule, the data module and ``fit(cfg)``.
+
+Multi-GPU and multi-node come from Lightning's own ``devices``/``num_nodes``/``strategy`` (``train.*`` keys).
+The run folder bookkeeping lives in :mod:`birdsed.runs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from birdsed.audio import MelFrontend, list_audio
+from birdsed.augment import loader_spec_transform, mixup, spec_augment
+from birdsed.cache import WaveStore, prepare_cache
+from birdsed.config import Config
+from birdsed.data import BirdCLEFData, DataError, assign_folds, load_birdclef
+from birdsed.datasets import ClipDataset, WindowDataset, oversample, sampling_weights
+from birdsed.losses import build_loss
+from birdsed.metrics import macro_auc
+from birdsed.models.build import build_model, init_from_checkpoint
+from birdsed.prepare import cache_sources
+from birdsed.runs import RunRecorder, prepare_run_dir
+
+log = logging.getLogger(__name__)
+WINDOW_SECONDS = 5.0
+
+
+def lr_factor(step: int, total: int, warmup: int, scheduler: str, period: int, min_ratio: float) -> float:
+    """Multiplier of the base learning rate at optimiser step `step` (linear warm-up, then the schedule).
+
+    ``cosine`` decays to `min_ratio` over the remaining steps; ``cosine_restarts`` repeats that decay every
+    `period` steps (1st place BirdCLEF 2025: every 5 epochs); ``constant`` stays at 1.
+    """
+    if step < warmup:
+        return 0.01 + 0.99 * step / max(1, warmup)
+    if scheduler == "constant":
+        return 1.0
+    if scheduler == "cosine_restarts":
+        progress = ((step - warmup) % max(1, period)) / max(1, period)
+    else:
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def probabilities(logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """Scores from logits: softmax for a model trained with ``ce``, sigmoid otherwise. (B, C) → (B, C)."""
+    return torch.softmax(logits.float(), dim=1) if loss == "ce" else torch.sigmoid(logits.float())
+
+
+@dataclass
+class SoundscapeLabels:
+    """Labelled 5-s windows of soundscapes: cache keys, windows per file, and each solution row's item index."""
+
+    solution: pd.DataFrame
+    keys: list[str]
+    n_windows: list[int]
+    row_item: np.ndarray  # solution row → WindowDataset item
+
+
+def read_soundscape_labels(path: Path, root: Path, classes: list[str]) -> SoundscapeLabels:
+    """Match a ``test_solution.csv`` (row_id ``<stem>_<end second>``) to ``root/test_soundscapes``."""
+    sol = pd.read_csv(path, dtype={"row_id": str})
+    if list(sol.columns) != ["row_id", *classes]:
+        raise DataError(f"{path}: columns must be row_id followed by the taxonomy's classes in order")
+    files = {p.stem: p for p in list_audio(root / "test_soundscapes")}
+    parts = sol["row_id"].str.rsplit("_", n=1)
+    stems, ends = parts.str[0], pd.to_numeric(parts.str[1], errors="coerce")
+    if ends.isna().any():
+        raise DataError(f"{path}: row_id {sol['row_id'][ends.isna()].iat[0]!r} does not end in _<seconds>")
+    missing = sorted(set(stems) - set(files))
+    if missing:
+        raise DataError(f"{path}: {len(missing)} soundscape(s) not in {root / 'test_soundscapes'}: {missing[:5]}")
+    order = sorted(set(stems))
+    n_windows = [int(ends[stems == s].max() // WINDOW_SECONDS) for s in order]
+    offset = dict(zip(order, np.cumsum([0, *n_windows[:-1]]), strict=True))
+    row_item = np.array([offset[s] + int(e // WINDOW_SECONDS) - 1 for s, e in zip(stems, ends, strict=True)])
+    keys = [f"test_soundscapes/{files[s].name}" for s in order]
+    return SoundscapeLabels(sol, keys, n_windows, row_item)
+
+
+class SEDModule(L.LightningModule):
+    """Training and validation of an SED model (the model itself has no Lightning in it)."""
+
+    def __init__(self, cfg: Config, classes: list[str]) -> None:
+        super().__init__()
+        self.cfg, self.classes = cfg, classes
+        self.model = build_model(cfg, len(classes))
+        if cfg.model.init_from:
+            init_from_checkpoint(self.model, cfg.model.init_from, classes)
+        self.loss_fn = build_loss(cfg.train)
+        self.val_targets: np.ndarray | None = None  # (n_val, C), set by the data module
+        self.soundscapes: SoundscapeLabels | None = None
+        self.batch_keys: list[str] = []  # training keys, to name the files of a batch whose loss is not finite
+        self.val_roles: list[str] = []  # role of each validation loader: "fold" | "soundscape"
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"fold": [], "soundscape": []}
+        self._train_loss = [0.0, 0]
+        self.last_val: dict[str, float] = {}
+        self.val_probs: dict[str, np.ndarray] = {}
+
+    def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(wave)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        y, w, aug = batch["target"], batch["weight"], self.cfg.augment
+        if "mel" in batch:  # loader-side front-end: masks were applied by albumentations
+            x, y, w = mixup(batch["mel"], y, w, aug)
+            out = self.model.forward_mel(x)
+        else:
+            wave, y, w = mixup(batch["wave"], y, w, aug)
+            mel = spec_augment(self.model.frontend(wave), aug)  # (B, 1, M, T)
+            out = self.model.forward_mel(mel)
+        loss = self.loss_fn(out["clip_logits"], y, w)
+        if not torch.isfinite(loss):
+            files = [self.batch_keys[i] for i in batch["index"].tolist()] if self.batch_keys else []
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, global step "
+                f"{self.global_step}, batch {batch_idx}; files in the batch: {files[:8]}"
+            )
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+        self._train_loss[0] += float(loss.detach())
+        self._train_loss[1] += 1
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        out = self.model.forward_mel(batch["mel"]) if "mel" in batch else self.model(batch["wave"])
+        role = self.val_roles[dataloader_idx]
+        self._outputs[role].append((batch["index"], probabilities(out["clip_logits"], self.cfg.train.loss)))
+
+    def _collect(self, idx: str, n: int) -> np.ndarray:
+        """Probabilities of all `n` items of loader role `idx`, gathered over processes, in item order: (n, C)."""
+        if not self._outputs[idx]:
+            return np.zeros((0, len(self.classes)))
+        index = torch.cat([i for i, _ in self._outputs[idx]])
+        probs = torch.cat([p for _, p in self._outputs[idx]])
+        if self.trainer.world_size > 1:
+            index = self.all_gather(index).flatten(0, 1)
+            probs = self.all_gather(probs).flatten(0, 1)
+        out = np.zeros((n, len(self.classes)))
+        out[index.cpu().numpy()] = probs.float().cpu().numpy()
+        self._outputs[idx] = []
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        metrics: dict[str, float] = {}
+        if self.val_targets is not None and len(self.val_targets):
+            probs = self._collect("fold", len(self.val_targets))
+            self.val_probs["fold"] = probs
+            metrics["val_auc"] = macro_auc(self.val_targets > 0, probs)
+        if self.soundscapes is not None:
+            probs = self._collect("soundscape", int(sum(self.soundscapes.n_windows)))[self.soundscapes.row_item]
+            self.val_probs["soundscape"] = probs
+            y = self.soundscapes.solution[self.classes].to_numpy()
+            metrics["soundscape_auc"] = macro_auc(y, probs)
+        for key, value in metrics.items():
+            self.log(key, float(value) if np.isfinite(value) else float("nan"), prog_bar=True, sync_dist=False)
+        self.last_val = metrics
+
+    def take_train_loss(self) -> float:
+        """Mean training loss since the last call."""
+        total, count = self._train_loss
+        self._train_loss = [0.0, 0]
+        return total / count if count else float("nan")
+
+    def configure_optimizers(self):
+        t = self.cfg.train
+        opt_cls = torch.optim.RAdam if t.optimizer == "radam" else torch.optim.AdamW
+        opt = opt_cls(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, t.epochs))
+        warmup, period, ratio = int(t.warmup_epochs * per_epoch), t.restart_epochs * per_epoch, t.min_lr / t.lr
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: lr_factor(step, total, warmup, t.scheduler, period, ratio)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class BirdDataModule(L.LightningDataModule):
+    """Training crops (weighted sampling, oversampling), the validation fold and the labelled soundscapes."""
+
+    def __init__(self, cfg: Config, data: BirdCLEFData, store: WaveStore, soundscapes: SoundscapeLabels | None):
+        super().__init__()
+        self.cfg, self.data, self.store, self.soundscapes = cfg, data, store, soundscapes
+        train = data.train
+        cached = train["key"].isin(store.files).to_numpy()
+        if not cached.all():
+            log.warning("%d training recording(s) are not in the cache (unusable) and are left out", (~cached).sum())
+        folds = assign_folds(train["primary_label"], cfg.data.n_folds, cfg.data.seed)
+        targets = data.targets(cfg.data.secondary_label_value)
+        keys = train["key"].to_numpy()
+        spans: list[tuple[int, int] | None] = [None] * len(train)
+        val_spans: list[tuple[int, int] | None] = [None] * len(train)
+        if cfg.data.fold >= 0:
+            is_val = folds == cfg.data.fold
+            self.train_idx = np.flatnonzero(~is_val & cached)
+            self.val_idx = np.flatnonzero(is_val & cached)
+        else:
+            self.train_idx = np.flatnonzero(cached)
+            hold = cfg.seconds_to_samples(cfg.data.holdout_seconds)
+            val = []
+            for i in self.train_idx if hold else []:
+                n = store.num_samples(keys[i])
+                if n >= 2 * hold:  # the tail is validation, training crops stay before it
+                    spans[i], val_spans[i] = (0, n - hold), (n - hold, n)
+                    val.append(i)
+            self.val_idx = np.asarray(val, dtype=np.int64)
+        if len(self.train_idx) == 0:
+            raise DataError(f"{data.root}: no usable training recording")
+        self.targets, self.folds = targets, folds
+        spec_fn = None
+        if cfg.augment.spec_on == "loader":
+            spec_fn = LoaderSpectrogram(cfg)
+        backgrounds = [k for k in store.files if k.startswith("background/")]
+        labels = train["primary_label"].to_numpy()[self.train_idx]
+        order = self.train_idx[oversample(labels, cfg.train.min_class_samples)]
+        self.sample_weights = sampling_weights(train["primary_label"].to_numpy()[order], cfg.train.sample_weight_power)
+        self.train_set = ClipDataset(
+            store, keys[order], targets[order], cfg, True, None, backgrounds, spec_fn, [spans[i] for i in order]
+        )
+        val_spec = LoaderSpectrogram(cfg, augment=False) if spec_fn is not None else None
+        self.val_set = ClipDataset(
+            store,
+            keys[self.val_idx],
+            targets[self.val_idx],
+            cfg,
+            False,
+            spec_fn=val_spec,
+            spans=[val_spans[i] for i in self.val_idx],
+        )
+        # what each validation loader holds, in order: the held-out fold and/or the labelled soundscapes
+        self.val_roles = (["fold"] if len(self.val_idx) else []) + (["soundscape"] if soundscapes else [])
+
+    def _loader(self, dataset, **kw) -> DataLoader:
+        n = self.cfg.data.num_workers
+        return DataLoader(dataset, batch_size=self.cfg.data.batch_size, num_workers=n, persistent_workers=n > 0, **kw)
+
+    def train_dataloader(self) -> DataLoader:
+        n = self.cfg.train.samples_per_epoch or len(self.train_set)
+        sampler = WeightedRandomSampler(torch.as_tensor(self.sample_weights), num_samples=n, replacement=True)
+        return self._loader(self.train_set, sampler=sampler, drop_last=n > self.cfg.data.batch_size)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        loaders = [self._loader(self.val_set)] if "fold" in self.val_roles else []
+        if self.soundscapes is not None:
+            windows = WindowDataset(
+                self.store,
+                self.soundscapes.keys,
+                self.cfg.seconds_to_samples(WINDOW_SECONDS),
+                self.soundscapes.n_windows,
+            )
+            loaders.append(self._loader(windows))
+        return loaders
+
+
+class LoaderSpectrogram:
+    """Loader-side front-end (``augment.spec_on=loader``): wave (N,) → log-mel (1, M, T), then albumentations."""
+
+    def __init__(self, cfg: Config, augment: bool = True) -> None:
+        self.frontend = MelFrontend.from_config(cfg.audio)
+        self.transform = loader_spec_transform(cfg.augment) if augment else None
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            mel = self.frontend(torch.from_numpy(wave)[None])[0].numpy()  # (1, M, T)
+        if self.transform is not None:
+            mel = self.transform(image=mel[0])["image"][None]
+        return np.ascontiguousarray(mel, dtype=np.float32)
+
+
+def ensure_cache(cfg: Config, data: BirdCLEFData, soundscapes: bool) -> WaveStore:
+    """Decode whatever training needs into the cache (idempotent): recordings, backgrounds, labelled soundscapes."""
+    sources = cache_sources(data.root, data.train["filename"].tolist(), include_test=soundscapes)
+    if cfg.augment.background_dir:
+        folder = Path(cfg.augment.background_dir)
+        files = list_audio(folder)
+        if not files:
+            raise DataError(f"augment.background_dir: no audio files in {folder}")
+        sources += [(f"background/{folder.name}/{p.name}", p) for p in files]
+    summary = prepare_cache(sources, cfg.cache_path, cfg.audio.sample_rate, cfg.data.prepare_workers, progress=False)
+    if summary.cached or summary.failed:
+        for line in summary.lines():
+            log.info(line)
+    return WaveStore(cfg.cache_path)
+
+
+def trainer_kwargs(cfg: Config) -> dict:
+    """Lightning Trainer arguments from ``train.*`` (precision auto: bf16-mixed on CUDA, 32 on the CPU)."""
+    t = cfg.train
+    precision = t.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    devices: int | str = int(t.devices) if t.devices.isdigit() else t.devices
+    return {
+        "accelerator": t.accelerator,
+        "devices": devices,
+        "num_nodes": t.num_nodes,
+        "strategy": t.strategy,
+        "precision": precision,
+        "max_epochs": t.epochs,
+        "gradient_clip_val": t.grad_clip or None,
+        "num_sanity_val_steps": 0,
+        "enable_progress_bar": t.progress,
+        "enable_model_summary": False,
+        "log_every_n_steps": 5,
+    }
+
+
+def fit(cfg: Config, out: str | Path | None = None, overwrite: bool = False, resume: bool = False) -> dict:
+    """Train one model as `cfg` describes into a self-describing run folder.
+
+    Args:
+        cfg: the resolved configuration.
+        out: run folder (default ``runs/<cfg.name>``). An existing one is an error unless `overwrite` (delete it
+            first) or `resume` (continue from its last Lightning checkpoint).
+
+    Returns:
+        the run summary: ``{"run_dir", "best_epoch", "val_auc", "soundscape_auc", ...}``.
+    """
+    run_dir = prepare_run_dir(Path(out) if out else Path("runs") / cfg.name, overwrite, resume)
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    data = load_birdclef(cfg.data.root, min_rating=cfg.data.min_rating)
+    sol_path = cfg.solution_path
+    store = ensure_cache(cfg, data, soundscapes=sol_path is not None)
+    soundscapes = read_soundscape_labels(sol_path, data.root, data.classes) if sol_path else None
+    dm = BirdDataModule(cfg, data, store, soundscapes)
+    module = SEDModule(cfg, data.classes)
+    module.val_targets = dm.targets[dm.val_idx]
+    module.soundscapes = soundscapes
+    module.batch_keys = dm.train_set.keys
+    module.val_roles = dm.val_roles
+    recorder = RunRecorder(run_dir, cfg, data, dm, resume)
+    loggers: list = [L.pytorch.loggers.CSVLogger(str(run_dir), name="logs")]  # a version_N per (re)start
+    if cfg.tracking.mlflow_uri:
+        loggers.append(
+            L.pytorch.loggers.MLFlowLogger(
+                experiment_name=cfg.tracking.experiment, tracking_uri=cfg.tracking.mlflow_uri, run_name=cfg.name
+            )
+        )
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)
+    kwargs = trainer_kwargs(cfg)
+    if not dm.val_roles:
+        kwargs["limit_val_batches"] = 0
+    trainer = L.Trainer(logger=loggers, callbacks=[ckpt, recorder], **kwargs)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
+    return recorder.summary()

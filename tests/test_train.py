@@ -1,0 +1,135 @@
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from birdsed.cache import WaveStore
+from birdsed.config import config_from_dict, load_config
+from birdsed.data import load_birdclef
+from birdsed.datasets import oversample, sampling_weights
+from birdsed.metrics import score_files
+from birdsed.models import load_checkpoint
+from birdsed.runs import RunExistsError
+from birdsed.train import BirdDataModule, SEDModule, ensure_cache, fit, lr_factor
+from tests.conftest import tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def run(trained_run):
+    return trained_run
+
+
+def test_fit_writes_a_self_describing_run_folder(run):
+    cfg, _summary, run_dir = run
+    for name in (
+        "config.yaml",
+        "run.json",
+        "metrics.json",
+        "logs/version_0/metrics.csv",
+        "best.pt",
+        "last.pt",
+        "oof.csv",
+        "soundscape_preds.csv",
+        "checkpoints/last.ckpt",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert load_config(run_dir / "config.yaml") == cfg
+    info = json.loads((run_dir / "run.json").read_text())
+    assert "commit" in info["git"] and info["train_recordings"] + info["val_recordings"] == 24
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert all(math.isfinite(h["train_loss"]) and 0 <= h["val_auc"] <= 1 for h in history)
+    _model, cfg2, classes = load_checkpoint(run_dir)
+    assert cfg2 == cfg and len(classes) == 6
+    oof = pd.read_csv(run_dir / "oof.csv", dtype=str)
+    assert len(oof) == info["val_recordings"] and set(oof["fold"]) == {"0"}
+
+
+def test_soundscape_predictions_score_as_reported(run, tiny_root):
+    _, summary, run_dir = run
+    score = score_files(tiny_root / "test_solution.csv", run_dir / "soundscape_preds.csv")
+    assert score.macro_auc == pytest.approx(summary["soundscape_auc"], abs=1e-6)
+
+
+def test_existing_run_needs_overwrite_and_resume_continues(run, tmp_path):
+    cfg, _, shared = run
+    run_dir = shutil.copytree(shared, tmp_path / "run")  # the shared run stays as it was
+    with pytest.raises(RunExistsError, match="--overwrite"):
+        fit(cfg, out=run_dir)
+    cfg3 = config_from_dict({**json.loads(json.dumps(cfg.__dict__, default=lambda o: o.__dict__))})
+    cfg3.train.epochs = 3
+    summary = fit(cfg3, out=run_dir, resume=True)
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2] and summary["epochs"] == 3
+    assert (run_dir / "logs" / "version_0" / "metrics.csv").is_file()  # the first attempt's log is kept
+    assert (run_dir / "logs" / "version_1" / "metrics.csv").is_file()
+
+
+def test_nan_loss_stops_naming_step_batch_and_files(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, tmp_path / "c")
+    module = SEDModule(cfg, [str(i) for i in range(6)])
+    module.batch_keys = [f"train_audio/f{i}.ogg" for i in range(4)]
+    batch = {
+        "wave": torch.full((4, 32000), float("nan")),
+        "target": torch.zeros(4, 6),
+        "weight": torch.ones(4),
+        "index": torch.arange(4),
+    }
+    with pytest.raises(FloatingPointError, match=r"step 0, batch 7; files in the batch: \['train_audio/f0.ogg'"):
+        module.training_step(batch, 7)
+
+
+def test_lr_schedule():
+    total, warm = 100, 10
+    f = [lr_factor(s, total, warm, "cosine", 0, 0.01) for s in range(total)]
+    assert f[0] == pytest.approx(0.01) and f[warm] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[warm:], f[warm + 1 :], strict=False)) and f[-1] < 0.02
+    r = [lr_factor(s, total, 0, "cosine_restarts", 20, 0.0) for s in range(total)]
+    assert r[0] == r[20] == r[40] == 1.0 and r[19] < 0.01
+    assert lr_factor(50, total, warm, "constant", 0, 0.1) == 1.0
+
+
+def test_sampling_weights_and_oversampling():
+    labels = ["a"] * 4 + ["b"]
+    w = sampling_weights(labels, -0.5)
+    assert w[0] == pytest.approx((4 / 5) ** -0.5) and w[4] == pytest.approx((1 / 5) ** -0.5)
+    assert np.allclose(sampling_weights(labels, 0.0), 1.0)
+    idx = oversample(labels, 3)
+    assert sorted(idx.tolist()) == [0, 1, 2, 3, 4, 4, 4]
+
+
+def test_holdout_tails_do_not_overlap_training_crops(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, tmp_path / "c", "data.fold=-1", "data.holdout_seconds=2")
+    data = load_birdclef(tiny_root)
+    store = ensure_cache(cfg, data, soundscapes=False)
+    dm = BirdDataModule(cfg, data, store, None)
+    assert len(dm.train_idx) == 24 and len(dm.val_idx) > 0
+    for key, (lo, hi) in zip(dm.val_set.keys, dm.val_set.spans, strict=True):
+        i = dm.train_set.keys.index(key)
+        assert dm.train_set.spans[i] == (0, lo) and hi == store.num_samples(key) and hi - lo == 64000
+    item = dm.val_set[0]
+    key, (lo, _) = dm.val_set.keys[0], dm.val_set.spans[0]
+    np.testing.assert_allclose(item["wave"].numpy(), WaveStore(cfg.cache_path).read(key, lo, 64000))
+
+
+def test_loader_side_spectrograms_with_albumentations(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, tmp_path / "c", "augment.spec_on=loader", "train.epochs=1", "data.solution=none")
+    summary = fit(cfg, out=tmp_path / "run")
+    assert summary["epochs"] == 1 and 0 <= summary["val_auc"] <= 1
+
+
+def test_mlflow_tracking_to_a_local_store(tiny_root, tmp_path):
+    pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a local store, no server (MLflow 3 retired the file store)
+    cfg = tiny_cfg(tiny_root, tmp_path / "c", "train.epochs=1", f"tracking.mlflow_uri={uri}", "name=mltest")
+    fit(cfg, out=tmp_path / "run")
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("birdsed")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and "val_auc" in runs[0].data.metrics and runs[0].info.run_name == "mltest"
