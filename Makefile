@@ -19,8 +19,8 @@ $(DEMO)/train.csv: | install
 
 demo: install $(DEMO)/train.csv
 	$(PY) -m birdsed prepare configs/demo.yaml --include-test --no-progress
-	$(PY) -m birdsed train configs/demo.yaml --out runs/demo --overwrite
-	$(PY) -m birdsed infer --checkpoint runs/demo --soundscapes $(DEMO)/test_soundscapes \
+	$(PY) -m birdsed pseudo configs/demo.yaml --out runs/demo --overwrite
+	$(PY) -m birdsed infer --checkpoint runs/demo/round_2/run --soundscapes $(DEMO)/test_soundscapes \
 		--sample-submission $(DEMO)/sample_submission.csv --tta-shifts 0,-2.5,2.5 --out submissions/demo.csv --no-progress
 	$(PY) -m birdsed score --solution $(DEMO)/test_solution.csv --submission submissions/demo.csv
 

@@ -204,22 +204,25 @@ class MelFrontend(nn.Module):
             mag = mag.pow(self.power / 2.0)
         return torch.matmul(mag.transpose(1, 2), self.mel_fb.to(mag.dtype)).transpose(1, 2)  # (B, M, T)
 
+    def to_db(self, mel: torch.Tensor) -> torch.Tensor:
+        """Mel power (B, n_mels, T) → normalised log-mel (B, 1, n_mels, T) (``top_db`` per spectrogram)."""
+        db = 10.0 * torch.log10(mel.clamp_min(self.amin))  # ref = 1.0
+        if self.top_db is not None:
+            db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - self.top_db)
+        if self.normalize == "standard":
+            mean = db.mean(dim=(1, 2), keepdim=True)
+            std = db.std(dim=(1, 2), keepdim=True)
+            db = (db - mean) / (std + 1e-6)
+        elif self.normalize == "minmax":
+            lo = db.amin(dim=(1, 2), keepdim=True)
+            hi = db.amax(dim=(1, 2), keepdim=True)
+            db = (db - lo) / (hi - lo + 1e-6)
+        return db.unsqueeze(1)
+
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """wave (B, N) or (B, 1, N) → log-mel (B, 1, n_mels, T)."""
         if wave.dim() == 3:
             wave = wave.squeeze(1)
         with torch.autocast(device_type=wave.device.type, enabled=False):  # the STFT stays in full precision
             wave = wave if wave.dtype == torch.float64 else wave.float()
-            mel = self.power_mel(wave)  # (B, M, T)
-            db = 10.0 * torch.log10(mel.clamp_min(self.amin))  # ref = 1.0
-            if self.top_db is not None:
-                db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - self.top_db)
-            if self.normalize == "standard":
-                mean = db.mean(dim=(1, 2), keepdim=True)
-                std = db.std(dim=(1, 2), keepdim=True)
-                db = (db - mean) / (std + 1e-6)
-            elif self.normalize == "minmax":
-                lo = db.amin(dim=(1, 2), keepdim=True)
-                hi = db.amax(dim=(1, 2), keepdim=True)
-                db = (db - lo) / (hi - lo + 1e-6)
-        return db.unsqueeze(1)  # (B, 1, M, T)
+            return self.to_db(self.power_mel(wave))

@@ -134,6 +134,19 @@ def cmd_export(args: argparse.Namespace) -> str:
     return f"exported {args.checkpoint} as {args.format} to {out}"
 
 
+def cmd_pseudo(args: argparse.Namespace) -> str:
+    import pandas as pd
+
+    from birdsed.pseudo import rounds_table, run_pseudo
+
+    cfg = config_from_args(args.config_and_overrides)
+    root = run_pseudo(cfg, out=args.out, overwrite=args.overwrite, resume=args.resume)
+    print(rounds_table(root))
+    last = pd.read_csv(root / "rounds.csv").iloc[-1]
+    figures = " ".join(f"{k}={last[k]:.4f}" for k in ("val_auc", "soundscape_auc") if k in last and pd.notna(last[k]))
+    return f"{root}: round {int(last['round'])} ({last['kind']}) {figures}"
+
+
 def cmd_score(args: argparse.Namespace) -> str:
     from birdsed.metrics import score_files
 
@@ -176,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("pseudo", parents=[cfg_parent], help="rounds of pseudo-labelling on train_soundscapes")
+    p.add_argument("--out", type=Path, help="run folder (default runs/<name>)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue at the first unfinished round")
+    p.set_defaults(func=cmd_pseudo)
 
     p = sub.add_parser("infer", help="predict soundscapes with one or more checkpoints; write a submission")
     p.add_argument("--checkpoint", action="append", required=True, help="a .pt file, run folder or export folder")
@@ -240,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileNotFoundError,
         FloatingPointError,
         ValueError,
+        FileExistsError,
     ) as err:
         if args.verbose:
             raise

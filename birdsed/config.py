@@ -157,6 +157,32 @@ class InferConfig:
     batch_size: int = 16
     threads: int = 0  # CPU threads for the runtime (0: library default)
     max_whole_seconds: float = 600.0  # longer files are streamed instead of decoded whole
+    # one STFT per file shared by all windows and shifts (starts snap to the nearest hop); false: per chunk
+    shared_stft: bool = True
+
+
+@dataclass
+class PseudoConfig:
+    """Iterative pseudo-labelling of ``train_soundscapes`` (``birdsed pseudo``)."""
+
+    rounds: int = 2  # rounds after the supervised round 0
+    # power c of round r (p -> p^(1/c)); round r uses power[min(r, len) - 1] (1st place: 1, 0.65, 0.55, 0.6)
+    power: list[float] = field(default_factory=lambda: [1.0, 0.65, 0.55, 0.6])
+    power_normalize: bool = False  # p_i^(1/c) / sum_j p_j^(1/c) instead of the element-wise form
+    min_max_prob: float = 0.5  # keep a chunk if its highest probability reaches this (2nd place: 0.5)
+    trim_prob: float = 0.1  # probabilities below this become 0 (2nd place: 0.1)
+    mode: str = "mixup"  # mixup: every labelled sample mixed with a pseudo chunk (1st place) | extra: added samples
+    mix_weight: float = 0.5  # share of the pseudo chunk in mixup mode (1st place: 0.5)
+    mix_targets: str = "weighted"  # targets mixed like the waves (weighted) or by max
+    extra_fraction: float = 0.5  # extra mode: share of each epoch's samples that are pseudo chunks
+    loss_weight: float = 1.0  # extra mode: loss weight of pseudo samples
+    tta_shifts: list[float] = field(default_factory=lambda: [0.0])  # TTA when predicting the pool
+    epochs: int = 0  # epochs of each round r >= 1 (0: train.epochs)
+    continue_training: bool = True  # round r starts from round r-1's weights (else from scratch)
+    init_checkpoints: list[str] = field(default_factory=list)  # use these as round 0 instead of training it
+    # also train a control chain: round r continues control r-1 (round 0 for r = 1) for the same epochs without
+    # pseudo labels — the fair baseline that spends the same compute
+    control: bool = False
 
 
 @dataclass
@@ -178,6 +204,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     # ---- derived values: the one place they are computed -------------------------------------------------------
@@ -237,6 +264,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "infer.shift_reduce": ("mean", "max"),
     "infer.ensemble": ("mean", "rank"),
     "infer.runtime": ("torch", "onnx", "openvino"),
+    "pseudo.mode": ("mixup", "extra"),
+    "pseudo.mix_targets": ("weighted", "max"),
 }
 
 POSITIVE: tuple[str, ...] = (
@@ -268,6 +297,10 @@ UNIT: tuple[str, ...] = (
     "augment.background_prob",
     "train.label_smoothing",
     "infer.clip_weight",
+    "pseudo.min_max_prob",
+    "pseudo.trim_prob",
+    "pseudo.mix_weight",
+    "pseudo.extra_fraction",
 )
 
 
@@ -329,6 +362,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"infer.smoothing: need an odd number of non-negative weights, got {i.smoothing}")
     if any(w < 0 for w in i.weights):
         raise ConfigError(f"infer.weights: must be >= 0, got {i.weights}")
+    ps = cfg.pseudo
+    if ps.rounds < 0 or ps.epochs < 0:
+        raise ConfigError("pseudo.rounds/pseudo.epochs: must be >= 0")
+    if not ps.power or min(ps.power) <= 0:
+        raise ConfigError(f"pseudo.power: need positive powers, got {ps.power}")
     try:
         from birdsed.models.backbones import check_backbone_name
 

@@ -130,3 +130,80 @@ def oversample(labels: Sequence[str], min_count: int) -> np.ndarray:
             if short > 0:
                 out.append(np.resize(idx, short))
     return np.concatenate(out)
+
+
+class PseudoChunks:
+    """Pseudo-labelled 5-s soundscape chunks: cache key, start sample, soft targets (C,), sampling weight."""
+
+    def __init__(
+        self,
+        store: WaveStore,
+        keys: Sequence[str],
+        starts: np.ndarray,
+        targets: np.ndarray,
+        weights: np.ndarray,
+        window: int,
+    ) -> None:
+        self.store, self.keys, self.starts = store, list(keys), np.asarray(starts, dtype=np.int64)
+        self.window = window  # chunk length in samples
+        self.targets = targets.astype(np.float32)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self._p = self.weights / self.weights.sum()
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def wave(self, j: int, length: int) -> np.ndarray:
+        """Samples of chunk `j`, exactly `length` long (a longer crop is centred on the chunk, zero-padded)."""
+        start = int(self.starts[j]) + self.window // 2 - length // 2
+        lo = max(start, 0)
+        out = self.store.read(self.keys[j], lo, length - (lo - start))
+        return np.pad(out, (lo - start, length - (lo - start) - len(out)))
+
+    def draw(self, rng: np.random.Generator) -> int:
+        """A chunk index, drawn by the chunks' sampling weights."""
+        return int(rng.choice(len(self.keys), p=self._p))
+
+
+class PseudoMixDataset(Dataset):
+    """1st place BirdCLEF 2025: every labelled crop is mixed with a pseudo-labelled soundscape chunk.
+
+    wave = (1 - w) * crop + w * chunk; targets mixed the same way (``weighted``) or by ``max``.
+    """
+
+    def __init__(self, base: ClipDataset, pseudo: PseudoChunks, weight: float, targets_rule: str) -> None:
+        self.base, self.pseudo, self.weight, self.rule = base, pseudo, weight, targets_rule
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = self.base[i]
+        if "wave" not in item:
+            raise ValueError("pseudo.mode=mixup needs augment.spec_on=device")
+        rng = _rng()
+        j = self.pseudo.draw(rng)
+        w = self.weight
+        chunk = self.pseudo.wave(j, len(item["wave"]))
+        item["wave"] = (1 - w) * item["wave"] + w * torch.from_numpy(chunk)
+        p = torch.from_numpy(self.pseudo.targets[j])
+        item["target"] = torch.maximum(item["target"], p) if self.rule == "max" else (1 - w) * item["target"] + w * p
+        return item
+
+
+class PseudoExtraDataset(Dataset):
+    """Pseudo chunks as extra training samples with soft targets and a loss weight (items like ClipDataset's)."""
+
+    def __init__(self, pseudo: PseudoChunks, length: int, loss_weight: float, offset: int) -> None:
+        self.pseudo, self.length, self.loss_weight, self.offset = pseudo, length, loss_weight, offset
+
+    def __len__(self) -> int:
+        return len(self.pseudo)
+
+    def __getitem__(self, j: int) -> dict[str, torch.Tensor]:
+        return {
+            "wave": torch.from_numpy(self.pseudo.wave(j, self.length)),
+            "target": torch.from_numpy(self.pseudo.targets[j]),
+            "weight": torch.tensor(np.float32(self.loss_weight)),
+            "index": torch.tensor(self.offset + j),
+        }

@@ -32,6 +32,9 @@ class WindowSpec:
     clip_weight: float = 1.0  # score = clip_weight * clip + (1 - clip_weight) * max over the window's frames
     smoothing: Sequence[float] = ()  # kernel over neighbouring windows, e.g. (0.1, 0.2, 0.4, 0.2, 0.1)
     batch_size: int = 16
+    # one STFT per file shared by every window and shift (chunks are cut from it at frame resolution, so a
+    # window start moves by at most half a hop); False computes each chunk's STFT on its own
+    shared_stft: bool = True
 
     @property
     def window(self) -> int:
@@ -148,6 +151,30 @@ def _activation(logits: np.ndarray, kind: str) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
+class _SharedMel:
+    """The mel power of a whole (in-memory) file, computed once; chunks are cut from it by frame."""
+
+    def __init__(self, audio: InMemoryAudio, frontend: torch.nn.Module, context: int, device) -> None:
+        self.frontend, self.hop = frontend, frontend.hop_length
+        self.frames = 1 + context // self.hop  # frames of one chunk, as a chunk's own STFT would give
+        with torch.no_grad():
+            power = frontend.power_mel(torch.from_numpy(audio.wave)[None].to(device))[0]  # (M, T_file)
+        self.pad = self.frames + 1
+        self.power = torch.nn.functional.pad(power, (self.pad, self.pad))  # zeros = silence beyond the file
+
+    @staticmethod
+    def usable(audio: object, frontend: torch.nn.Module) -> bool:
+        return isinstance(audio, InMemoryAudio) and hasattr(frontend, "power_mel") and hasattr(frontend, "to_db")
+
+    def chunks(self, starts: Sequence[int]) -> torch.Tensor:
+        """Log-mels (B, 1, M, T) of chunks starting at samples `starts` (nearest frame)."""
+        first = torch.tensor([round(a / self.hop) for a in starts]) + self.pad
+        first = first.clamp(0, self.power.shape[1] - self.frames)
+        index = first[:, None] + torch.arange(self.frames)[None]  # (B, T)
+        with torch.no_grad():
+            return self.frontend.to_db(self.power[:, index].permute(1, 0, 2))  # (B, M, T) → (B, 1, M, T)
+
+
 class _FrameGrid:
     """Frame probabilities of overlapping chunks accumulated on an absolute time grid (one shift, one model)."""
 
@@ -214,13 +241,18 @@ def predict_group(
     def chunk_start(w: int, shift: int) -> int:
         return w * W + W // 2 + shift - C // 2
 
+    mels = _SharedMel(audio, frontend, C, device) if spec.shared_stft and _SharedMel.usable(audio, frontend) else None
+
     for b0 in range(0, n, spec.batch_size):
         idx = list(range(b0, min(n, b0 + spec.batch_size)))
         for si, shift in enumerate(shifts):
             starts = [chunk_start(w, shift) for w in idx]
-            chunk = np.stack([audio.segment(a, a + C) for a in starts])  # (B, C)
-            with torch.no_grad():
-                mel = frontend(torch.from_numpy(chunk).to(device))  # (B, 1, M, T)
+            if mels is not None:
+                mel = mels.chunks(starts)  # (B, 1, M, T)
+            else:
+                chunk = np.stack([audio.segment(a, a + C) for a in starts])  # (B, C)
+                with torch.no_grad():
+                    mel = frontend(torch.from_numpy(chunk).to(device))  # (B, 1, M, T)
             for m, (run, act) in enumerate(runners):
                 clip_logits, frame_logits = run(mel)
                 clips[si][m].append(_activation(clip_logits, act))

@@ -53,6 +53,7 @@ def window_spec(icfg: InferConfig, sample_rate: int) -> WindowSpec:
         clip_weight=icfg.clip_weight,
         smoothing=tuple(icfg.smoothing),
         batch_size=icfg.batch_size,
+        shared_stft=icfg.shared_stft,
     )
 
 

@@ -15,14 +15,22 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, WeightedRandomSampler
 
 from birdsed.audio import MelFrontend, list_audio
 from birdsed.augment import loader_spec_transform, mixup, spec_augment
 from birdsed.cache import WaveStore, prepare_cache
 from birdsed.config import Config
 from birdsed.data import BirdCLEFData, DataError, assign_folds, load_birdclef
-from birdsed.datasets import ClipDataset, WindowDataset, oversample, sampling_weights
+from birdsed.datasets import (
+    ClipDataset,
+    PseudoChunks,
+    PseudoExtraDataset,
+    PseudoMixDataset,
+    WindowDataset,
+    oversample,
+    sampling_weights,
+)
 from birdsed.losses import build_loss
 from birdsed.metrics import macro_auc
 from birdsed.models.build import build_model, init_from_checkpoint
@@ -185,7 +193,14 @@ class SEDModule(L.LightningModule):
 class BirdDataModule(L.LightningDataModule):
     """Training crops (weighted sampling, oversampling), the validation fold and the labelled soundscapes."""
 
-    def __init__(self, cfg: Config, data: BirdCLEFData, store: WaveStore, soundscapes: SoundscapeLabels | None):
+    def __init__(
+        self,
+        cfg: Config,
+        data: BirdCLEFData,
+        store: WaveStore,
+        soundscapes: SoundscapeLabels | None,
+        pseudo: PseudoChunks | None = None,
+    ):
         super().__init__()
         self.cfg, self.data, self.store, self.soundscapes = cfg, data, store, soundscapes
         train = data.train
@@ -224,6 +239,9 @@ class BirdDataModule(L.LightningDataModule):
         self.train_set = ClipDataset(
             store, keys[order], targets[order], cfg, True, None, backgrounds, spec_fn, [spans[i] for i in order]
         )
+        self.train_keys = list(self.train_set.keys)
+        if pseudo is not None:
+            self._add_pseudo(pseudo)
         val_spec = LoaderSpectrogram(cfg, augment=False) if spec_fn is not None else None
         self.val_set = ClipDataset(
             store,
@@ -236,6 +254,21 @@ class BirdDataModule(L.LightningDataModule):
         )
         # what each validation loader holds, in order: the held-out fold and/or the labelled soundscapes
         self.val_roles = (["fold"] if len(self.val_idx) else []) + (["soundscape"] if soundscapes else [])
+
+    def _add_pseudo(self, pseudo: PseudoChunks) -> None:
+        """Mix pseudo-labelled soundscape chunks into training (``pseudo.mode``)."""
+        ps = self.cfg.pseudo
+        if self.cfg.augment.spec_on != "device":
+            raise DataError("pseudo-labelled training needs augment.spec_on=device")
+        if ps.mode == "mixup":
+            self.train_set = PseudoMixDataset(self.train_set, pseudo, ps.mix_weight, ps.mix_targets)
+            return
+        extra = PseudoExtraDataset(pseudo, self.cfg.crop_samples, ps.loss_weight, offset=len(self.train_set))
+        labelled = self.sample_weights / self.sample_weights.sum() * (1 - ps.extra_fraction)
+        chunks = pseudo.weights / pseudo.weights.sum() * ps.extra_fraction
+        self.train_set = ConcatDataset([self.train_set, extra])
+        self.sample_weights = np.concatenate([labelled, chunks])
+        self.train_keys += [f"{k}@{s}" for k, s in zip(pseudo.keys, pseudo.starts, strict=True)]
 
     def _loader(self, dataset, **kw) -> DataLoader:
         n = self.cfg.data.num_workers
@@ -312,13 +345,20 @@ def trainer_kwargs(cfg: Config) -> dict:
     }
 
 
-def fit(cfg: Config, out: str | Path | None = None, overwrite: bool = False, resume: bool = False) -> dict:
+def fit(
+    cfg: Config,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    pseudo: PseudoChunks | None = None,
+) -> dict:
     """Train one model as `cfg` describes into a self-describing run folder.
 
     Args:
         cfg: the resolved configuration.
         out: run folder (default ``runs/<cfg.name>``). An existing one is an error unless `overwrite` (delete it
             first) or `resume` (continue from its last Lightning checkpoint).
+        pseudo: pseudo-labelled soundscape chunks to train with (``birdsed pseudo`` rounds).
 
     Returns:
         the run summary: ``{"run_dir", "best_epoch", "val_auc", "soundscape_auc", ...}``.
@@ -331,11 +371,11 @@ def fit(cfg: Config, out: str | Path | None = None, overwrite: bool = False, res
     sol_path = cfg.solution_path
     store = ensure_cache(cfg, data, soundscapes=sol_path is not None)
     soundscapes = read_soundscape_labels(sol_path, data.root, data.classes) if sol_path else None
-    dm = BirdDataModule(cfg, data, store, soundscapes)
+    dm = BirdDataModule(cfg, data, store, soundscapes, pseudo)
     module = SEDModule(cfg, data.classes)
     module.val_targets = dm.targets[dm.val_idx]
     module.soundscapes = soundscapes
-    module.batch_keys = dm.train_set.keys
+    module.batch_keys = dm.train_keys
     module.val_roles = dm.val_roles
     recorder = RunRecorder(run_dir, cfg, data, dm, resume)
     loggers: list = [L.pytorch.loggers.CSVLogger(str(run_dir), name="logs")]  # a version_N per (re)start

@@ -83,11 +83,30 @@ def test_zero_shift_equals_plain_inference(trained_run):
     model, _cfg, _ = load_checkpoint(run_dir)
     wave = np.random.default_rng(0).standard_normal(32000 * 15).astype(np.float32) * 0.1
     member = load_member(run_dir, 1.0, "torch", "cpu")
-    spec = WindowSpec(shifts=(0.0,))
-    got = predict_group(InMemoryAudio(wave), spec, model.frontend, [(member.runner, member.activation)])[0]
+    runners = [(member.runner, member.activation)]
+    got = predict_group(InMemoryAudio(wave), WindowSpec(shifts=(0.0,), shared_stft=False), model.frontend, runners)[0]
     with torch.no_grad():
         direct = torch.sigmoid(model(torch.from_numpy(wave.reshape(-1, 160000)))["clip_logits"]).numpy()
     np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-6)
+    # one STFT per file: windows snap to the nearest hop (<= 8 ms), chunk edges see real audio, not padding
+    shared = predict_group(InMemoryAudio(wave), WindowSpec(shifts=(0.0,)), model.frontend, runners)[0]
+    assert np.abs(shared - direct).max() < 0.05 and np.corrcoef(shared.ravel(), direct.ravel())[0, 1] > 0.99
+
+
+def test_shared_stft_chunks_equal_their_own_stft_when_aligned(trained_run):
+    """Away from the chunk edges, a chunk cut from the file's STFT is the chunk's own STFT."""
+    model, _, _ = load_checkpoint(trained_run[2])
+    front = model.frontend
+    wave = np.random.default_rng(2).standard_normal(32000 * 12).astype(np.float32)
+    from birdsed.infer import _SharedMel
+
+    shared = _SharedMel(InMemoryAudio(wave), front, 32000 * 5, "cpu")
+    start = 512 * 100  # hop-aligned
+    own = front.power_mel(torch.from_numpy(wave[start : start + 160000])[None])[0]
+    index = torch.arange(shared.frames) + 100 + shared.pad
+    cut = shared.power[:, index]
+    inner = slice(4, -4)  # frames whose window lies inside the chunk
+    torch.testing.assert_close(cut[:, inner], own[:, inner], rtol=1e-4, atol=1e-6)
 
 
 def test_streaming_equals_decoding_whole(tmp_path):
@@ -180,6 +199,7 @@ def test_infer_cli_fallback_and_score(trained_run, tiny_root, tmp_path, caplog):
                 "--sample-submission",
                 str(tiny_root / "sample_submission.csv"),
                 "--no-progress",
+                "infer.shared_stft=false",
             ]
         )
     assert rc == 0
@@ -192,7 +212,7 @@ def test_infer_cli_fallback_and_score(trained_run, tiny_root, tmp_path, caplog):
     good = sub[sub["row_id"].str.startswith("soundscape_")]
     good.to_csv(tmp_path / "good.csv", index=False)
     score = score_files(tiny_root / "test_solution.csv", tmp_path / "good.csv")
-    # the same windows the training run scored from its cache (float16) each epoch
+    # the same windows (per-chunk STFT) the training run scored from its cache (float16) each epoch
     assert score.macro_auc == pytest.approx(summary["soundscape_auc"], abs=0.02)
 
 

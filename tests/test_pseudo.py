@@ -1,0 +1,127 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from birdsed.cli import main
+from birdsed.datasets import ClipDataset, PseudoChunks, PseudoMixDataset
+from birdsed.ensemble import load_member
+from birdsed.pseudo import PseudoError, filter_chunks, power_transform, run_pseudo, soundscape_weights
+from tests.conftest import REPO, tiny_cfg
+
+
+def test_power_one_is_identity_and_order_is_kept():
+    p = np.random.default_rng(0).random((50, 7))
+    assert np.array_equal(power_transform(p, 1.0), p)
+    for c in (0.55, 0.65, 2.0):
+        for normalize in (False, True):
+            q = power_transform(p, c, normalize)
+            assert np.array_equal(np.argsort(q, axis=1), np.argsort(p, axis=1))
+    assert power_transform(np.array([[0.25, 0.5]]), 0.5)[0, 0] == pytest.approx(0.0625)
+    q = power_transform(np.array([[0.2, 0.6]]), 0.5, normalize=True)
+    np.testing.assert_allclose(q, [[0.04 / 0.4, 0.36 / 0.4]])
+
+
+def test_filters_and_soundscape_weights():
+    p = np.array([[0.6, 0.05], [0.3, 0.2], [0.09, 0.9]])
+    keep, trimmed = filter_chunks(p, 0.5, 0.1)
+    assert keep.tolist() == [True, False, True]
+    np.testing.assert_allclose(trimmed, [[0.6, 0.0], [0.3, 0.2], [0.0, 0.9]])
+    w = soundscape_weights(np.array(["a", "a", "b"]), trimmed)
+    np.testing.assert_allclose(w, [0.6 + 0.2, 0.6 + 0.2, 0.9])
+
+
+def test_mixup_with_pseudo_chunks(trained_run, tiny_root):
+    cfg, _, _ = trained_run
+    from birdsed.cache import WaveStore
+
+    store = WaveStore(cfg.cache_path)
+    key = next(k for k in store.files if k.startswith("train_soundscapes/"))
+    chunks = PseudoChunks(store, [key], np.array([32000]), np.eye(6, dtype=np.float32)[[2]], np.ones(1), 160000)
+    base = ClipDataset(store, [key], np.eye(6, dtype=np.float32)[[0]], cfg, train=False)
+    mixed = PseudoMixDataset(base, chunks, 0.5, "weighted")[0]
+    plain = base[0]
+    chunk = torch.from_numpy(chunks.wave(0, len(plain["wave"])))
+    assert torch.allclose(mixed["wave"], 0.5 * plain["wave"] + 0.5 * chunk)
+    assert mixed["target"][0] == 0.5 and mixed["target"][2] == 0.5
+    np.testing.assert_allclose(chunks.wave(0, 160000), store.read(key, 32000, 160000))
+
+
+@pytest.fixture(scope="module")
+def pseudo_run(trained_run, tiny_root, tmp_path_factory):
+    cfg, _, run_dir = trained_run
+    out = tmp_path_factory.mktemp("pseudo") / "p"
+    over = [
+        f"pseudo.init_checkpoints=[{run_dir}]",
+        "pseudo.rounds=1",
+        "pseudo.epochs=1",
+        "pseudo.min_max_prob=0.05",
+        "pseudo.control=true",
+    ]
+    pcfg = tiny_cfg(tiny_root, cfg.cache_path, *over)
+    return pcfg, run_pseudo(pcfg, out)
+
+
+def test_rounds_write_provenance_and_a_table(pseudo_run, tiny_root):
+    _cfg, root = pseudo_run
+    rounds = pd.read_csv(root / "rounds.csv")
+    assert rounds["kind"].tolist() == ["given", "pseudo", "control"]
+    assert rounds["kept_chunks"].iloc[1] > 0 and rounds["pseudo_chunks"].iloc[1] == 3 * 6
+    table = pd.read_csv(root / "round_1" / "pseudo.csv", dtype={"soundscape": str})
+    assert {"row_id", "soundscape", "offset_s", "kept", "weight"} <= set(table.columns)
+    assert table["offset_s"].min() == 0 and table["offset_s"].max() == 25
+    meta = json.loads((root / "round_1" / "pseudo_meta.json").read_text())
+    assert meta["power"] == 1.0 and meta["min_max_prob"] == 0.05 and len(meta["models"]) == 1
+    assert (root / "round_1" / "DONE").is_file() and (root / "control_1" / "best.pt").is_file()
+    member = load_member(root / "round_1" / "run", 1.0, "torch", "cpu")  # a run folder infer accepts
+    assert member.classes == pd.read_csv(tiny_root / "taxonomy.csv", dtype=str)["primary_label"].tolist()
+
+
+def test_resume_redoes_only_the_unfinished_round(pseudo_run, tmp_path):
+    cfg, root = pseudo_run
+    copy = shutil.copytree(root, tmp_path / "p")
+    (copy / "round_1" / "DONE").unlink()  # as if killed during round 1
+    (copy / "round_1" / "half.tmp").write_text("partial")
+    rc = main(
+        [
+            "pseudo",
+            str(REPO / "configs" / "demo.yaml"),
+            f"data.root={cfg.data.root}",
+            f"augment.background_dir={cfg.augment.background_dir}",
+            f"data.cache_dir={cfg.data.cache_dir}",
+            *[f"pseudo.{k}" for k in ("rounds=1", "epochs=1", "min_max_prob=0.05")],
+            f"pseudo.init_checkpoints=[{cfg.pseudo.init_checkpoints[0]}]",
+            "audio.n_mels=32",
+            "audio.n_fft=1024",
+            "data.crop_seconds=2",
+            "data.first_seconds=3",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "train.samples_per_epoch=16",
+            "train.progress=false",
+            "--out",
+            str(copy),
+            "--resume",
+        ]
+    )
+    assert rc == 0
+    assert not (copy / "round_1" / "half.tmp").exists() and (copy / "round_1" / "DONE").is_file()
+    assert pd.read_csv(copy / "rounds.csv")["round"].tolist() == [0, 1]
+
+
+def test_bad_pools_and_filters_stop_with_advice(trained_run, tiny_root, tmp_path):
+    cfg, _, run_dir = trained_run
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root, ignore=shutil.ignore_patterns("train_soundscapes"))
+    (root / "train_soundscapes").mkdir()
+    base = [f"pseudo.init_checkpoints=[{run_dir}]", "pseudo.rounds=1", "pseudo.epochs=1"]
+    with pytest.raises(PseudoError, match="no unlabelled soundscapes"):
+        run_pseudo(tiny_cfg(root, tmp_path / "c", *base), tmp_path / "r1")
+    shutil.copy(tiny_root / "test_soundscapes" / "soundscape_0000.ogg", root / "train_soundscapes")
+    with pytest.raises(PseudoError, match="also labelled"):
+        run_pseudo(tiny_cfg(root, tmp_path / "c", *base), tmp_path / "r2")
+    with pytest.raises(PseudoError, match=r"kept 0 of 18 chunks.*lower pseudo\.min_max_prob"):
+        run_pseudo(tiny_cfg(tiny_root, cfg.cache_path, *base, "pseudo.min_max_prob=1.0"), tmp_path / "r3")
