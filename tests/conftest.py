@@ -37,29 +37,30 @@ def real_root() -> Path:
     return REAL_MINI
 
 
+def tiny_overrides(root, cache) -> list[str]:
+    """What shrinks configs/demo.yaml for tests: few mels, 2-s crops, 16 samples per epoch, 2 epochs."""
+    return [
+        f"data.root={root}",
+        f"data.cache_dir={cache}",
+        f"augment.background_dir={Path(root) / 'train_soundscapes'}",
+        "audio.n_mels=32",
+        "audio.n_fft=1024",
+        "data.crop_seconds=2",
+        "data.first_seconds=3",
+        "data.batch_size=8",
+        "data.num_workers=0",
+        "data.n_folds=4",
+        "train.epochs=2",
+        "train.samples_per_epoch=16",
+        "train.progress=false",
+    ]
+
+
 def tiny_cfg(root, cache, *over):
-    """configs/demo.yaml shrunk: few mels, 2-s crops, 16 samples per epoch, 2 epochs, no loader workers."""
+    """configs/demo.yaml shrunk (see :func:`tiny_overrides`), then `over`."""
     from birdsed.config import load_config
 
-    return load_config(
-        REPO / "configs" / "demo.yaml",
-        [
-            f"data.root={root}",
-            f"data.cache_dir={cache}",
-            f"augment.background_dir={Path(root) / 'train_soundscapes'}",
-            "audio.n_mels=32",
-            "audio.n_fft=1024",
-            "data.crop_seconds=2",
-            "data.first_seconds=3",
-            "data.batch_size=8",
-            "data.num_workers=0",
-            "data.n_folds=4",
-            "train.epochs=2",
-            "train.samples_per_epoch=16",
-            "train.progress=false",
-            *over,
-        ],
-    )
+    return load_config(REPO / "configs" / "demo.yaml", [*tiny_overrides(root, cache), *over])
 
 
 @pytest.fixture(scope="session")

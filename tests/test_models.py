@@ -118,3 +118,26 @@ def test_local_pretrained_weights_fold_rgb_stems(tmp_path):
     assert torch.equal(model.backbone.blocks[3][0].conv_pw.weight, rgb.blocks[3][0].conv_pw.weight)
     with pytest.raises(FileNotFoundError, match="pretrained_weights"):
         build_model(small_cfg(**{"model.pretrained_weights": str(tmp_path / "none.pth")}), 2)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "efficientnet_b0",
+        "tf_efficientnet_b0",
+        "efficientnet_b3",
+        "efficientnet_b4",
+        "tf_efficientnetv2_s",
+        "regnety_008",
+        "regnety_016",
+        "eca_nfnet_l0",
+    ],
+)
+def test_recipe_backbones_under_the_sed_head(name):
+    """Every backbone the recipes name builds single-channel, with stochastic depth, and runs under the head."""
+    model = build_model(small_cfg(**{"model.backbone": name, "model.drop_path_rate": 0.1}), 3).eval()
+    first_conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == 1
+    with torch.no_grad():
+        out = model(torch.randn(1, 32000 * 2))
+    assert out["clip_logits"].shape == (1, 3) and torch.isfinite(out["frame_logits"]).all()

@@ -10,7 +10,7 @@ from birdsed.cli import main
 from birdsed.datasets import ClipDataset, PseudoChunks, PseudoMixDataset
 from birdsed.ensemble import load_member
 from birdsed.pseudo import PseudoError, filter_chunks, power_transform, run_pseudo, soundscape_weights
-from tests.conftest import REPO, tiny_cfg
+from tests.conftest import REPO, tiny_cfg, tiny_overrides
 
 
 def test_power_one_is_identity_and_order_is_kept():
@@ -89,19 +89,9 @@ def test_resume_redoes_only_the_unfinished_round(pseudo_run, tmp_path):
         [
             "pseudo",
             str(REPO / "configs" / "demo.yaml"),
-            f"data.root={cfg.data.root}",
-            f"augment.background_dir={cfg.augment.background_dir}",
-            f"data.cache_dir={cfg.data.cache_dir}",
+            *tiny_overrides(cfg.data.root, cfg.data.cache_dir),
             *[f"pseudo.{k}" for k in ("rounds=1", "epochs=1", "min_max_prob=0.05")],
             f"pseudo.init_checkpoints=[{cfg.pseudo.init_checkpoints[0]}]",
-            "audio.n_mels=32",
-            "audio.n_fft=1024",
-            "data.crop_seconds=2",
-            "data.first_seconds=3",
-            "data.batch_size=8",
-            "data.num_workers=0",
-            "train.samples_per_epoch=16",
-            "train.progress=false",
             "--out",
             str(copy),
             "--resume",
