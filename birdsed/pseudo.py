@@ -223,7 +223,12 @@ def run_pseudo(cfg: Config, out: str | Path | None = None, overwrite: bool = Fal
             for m in models:
                 if list(read_checkpoint(m)["classes"]) != data.classes:
                     raise PseudoError(f"{m}: pseudo.init_checkpoints must share {data.root}'s class set")
-            rows.append({"round": 0, "kind": "given", "run_dir": ";".join(models)})
+            given = {"round": 0, "kind": "given", "run_dir": ";".join(models)}
+            metrics = Path(models[0]).parent / "metrics.json"  # the given run's own figures, when it has them
+            if metrics.is_file():
+                best = json.loads(metrics.read_text()).get("best", {})
+                given |= {k: best.get(k) for k in ("val_auc", "soundscape_auc")}
+            rows.append(given)
         elif r == 0:
             summary = fit(_round_cfg(cfg, 0, None), out=rdir / "run")
             models = [str(rdir / "run")]
