@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from birdsed.config import InferConfig
 from birdsed.ensemble import Member, frontends
 from birdsed.infer import read_audio
 from birdsed.submit import predict_file, window_spec
+from birdsed.synth import write_audio
 
 
 @dataclass
@@ -56,9 +56,7 @@ def measure(
     fronts = frontends(members, "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "minute.ogg"
-        with sf.SoundFile(str(path), "w", sr, 1, format="OGG") as f:
-            for i in range(0, len(wave), sr * 10):
-                f.write(wave[i : i + sr * 10])
+        write_audio(path, wave, sr)
         predict_file(read_audio(str(path), sr, 1e9), members, spec, fronts, "cpu")  # warm-up
         decode, model = [], []
         for _ in range(repeats):

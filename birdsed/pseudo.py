@@ -74,13 +74,12 @@ def round_power(cfg: Config, r: int) -> float:
     return cfg.pseudo.power[min(r, len(cfg.pseudo.power)) - 1]
 
 
-def label_pool(cfg: Config, r: int, models: list[str], out: Path) -> pd.DataFrame:
+def label_pool(cfg: Config, data: BirdCLEFData, r: int, models: list[str], out: Path) -> pd.DataFrame:
     """Predict every chunk of ``train_soundscapes`` with `models`, transform, filter; write ``pseudo.csv``.
 
     Returns:
         the kept chunks: row_id, soundscape, offset_s, weight, then one column per class.
     """
-    data = load_birdclef(cfg.data.root, check_files=False)
     pool = data.root / "train_soundscapes"
     icfg = copy.deepcopy(cfg.infer)
     icfg.tta_shifts = list(cfg.pseudo.tta_shifts)
@@ -234,7 +233,7 @@ def run_pseudo(cfg: Config, out: str | Path | None = None, overwrite: bool = Fal
             models = [str(rdir / "run")]
             rows.append(_row(0, summary, cfg, 0, 0, "supervised"))
         else:
-            table = label_pool(cfg, r, prev, rdir)
+            table = label_pool(cfg, data, r, prev, rdir)
             n_chunks = len(pd.read_csv(rdir / "pseudo.csv", usecols=["row_id"]))
             init = prev[0] if cfg.pseudo.continue_training else None
             chunks = chunks_from_table(cfg, table, data.classes)
