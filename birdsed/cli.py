@@ -164,6 +164,20 @@ def cmd_score(args: argparse.Namespace) -> str:
     return f"macro_auc={score.macro_auc:.4f}"
 
 
+def cmd_report(args: argparse.Namespace) -> str:
+    from birdsed.report import gather, write_report
+
+    report = gather(args.runs, args.submission or [], args.solution, args.threshold)
+    out = write_report(report, args.out, args.screenshot)
+    print(f"numbers: {out.with_suffix('.json')}")
+    if args.screenshot:
+        print(f"screenshot: {args.screenshot}")
+    last = report.entries[-1]
+    key = "soundscape" if "soundscape" in last.evals else "validation"
+    figure = f" ({last.name}: {key} macro_auc={last.evals[key].score.macro_auc:.4f})" if last.evals else ""
+    return f"report: {out}{figure}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="birdsed", description="BirdCLEF-style audio → Kaggle submission pipeline")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -232,6 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--json", type=Path, help="write every figure here")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("report", help="one self-contained HTML validation report of runs, rounds and submissions")
+    p.add_argument("runs", nargs="*", type=Path, help="run folders and pseudo-label folders, in column order")
+    p.add_argument("--solution", type=Path, help="labelled soundscapes (test_solution.csv)")
+    p.add_argument("--submission", action="append", type=Path, help="a submission CSV to score and compare")
+    p.add_argument("--threshold", type=float, default=0.5, help="threshold of accuracy/precision/recall/F1")
+    p.add_argument("--out", required=True, type=Path, help="the HTML file; its numbers go beside it as .json")
+    p.add_argument("--screenshot", type=Path, help="also render the page to this PNG with headless Chromium")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -241,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from birdsed.data import DataError
     from birdsed.metrics import SubmissionError
     from birdsed.models.build import CheckpointError
+    from birdsed.report import ReportError
     from birdsed.runs import RunExistsError
 
     args = build_parser().parse_args(argv)
@@ -256,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         SubmissionError,
         CheckpointError,
         RunExistsError,
+        ReportError,
         FileNotFoundError,
         FloatingPointError,
         ValueError,

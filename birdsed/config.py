@@ -183,6 +183,10 @@ class PseudoConfig:
     # also train a control chain: round r continues control r-1 (round 0 for r = 1) for the same epochs without
     # pseudo labels — the fair baseline that spends the same compute
     control: bool = False
+    # K >= 2: out-of-fold pseudo labels. The pool's soundscapes are split into K folds and each round trains K
+    # models, model k without fold k's chunks; the next round labels fold k with model k only, so no model learns
+    # from labels it produced itself (the control chain trains K models too, for the same compute). 0: off
+    oof_folds: int = 0  # the split is seeded by data.seed
 
 
 @dataclass
@@ -365,6 +369,8 @@ def validate(cfg: Config) -> None:
     ps = cfg.pseudo
     if ps.rounds < 0 or ps.epochs < 0:
         raise ConfigError("pseudo.rounds/pseudo.epochs: must be >= 0")
+    if ps.oof_folds == 1 or ps.oof_folds < 0:
+        raise ConfigError(f"pseudo.oof_folds: 0 (off) or at least 2, got {ps.oof_folds}")
     if not ps.power or min(ps.power) <= 0:
         raise ConfigError(f"pseudo.power: need positive powers, got {ps.power}")
     try:

@@ -24,6 +24,7 @@ from birdsed.config import Config, save_config
 from birdsed.data import BirdCLEFData, load_birdclef
 from birdsed.datasets import PseudoChunks
 from birdsed.ensemble import load_member
+from birdsed.metrics import macro_auc
 from birdsed.models.build import read_checkpoint, resolve_checkpoint
 from birdsed.runs import RunExistsError
 from birdsed.submit import infer_folder
@@ -74,11 +75,22 @@ def round_power(cfg: Config, r: int) -> float:
     return cfg.pseudo.power[min(r, len(cfg.pseudo.power)) - 1]
 
 
-def label_pool(cfg: Config, data: BirdCLEFData, r: int, models: list[str], out: Path) -> pd.DataFrame:
+def soundscape_folds(files: list[Path], k: int, seed: int) -> dict[str, int]:
+    """A seeded split of the pool's soundscapes into `k` folds of near-equal size: file name → fold."""
+    order = np.random.default_rng(seed).permutation(len(files))
+    return {files[i].name: j % k for j, i in enumerate(order)}
+
+
+def label_pool(
+    cfg: Config, data: BirdCLEFData, r: int, models: list[str], out: Path, folds: dict[str, int] | None = None
+) -> pd.DataFrame:
     """Predict every chunk of ``train_soundscapes`` with `models`, transform, filter; write ``pseudo.csv``.
 
+    With `folds` (out-of-fold mode, one model per fold), the soundscapes of fold k are predicted by ``models[k]``
+    alone — the model that did not train on them; otherwise every chunk by the ensemble of `models`.
+
     Returns:
-        the kept chunks: row_id, soundscape, offset_s, weight, then one column per class.
+        the kept chunks: row_id, soundscape, offset_s, fold, weight, then one column per class.
     """
     pool = data.root / "train_soundscapes"
     icfg = copy.deepcopy(cfg.infer)
@@ -87,13 +99,22 @@ def label_pool(cfg: Config, data: BirdCLEFData, r: int, models: list[str], out: 
     for m in members:
         if m.classes != data.classes:
             raise PseudoError(f"{m.name}: its classes differ from {data.root}'s taxonomy; rounds need one class set")
-    result = infer_folder(pool, members, icfg, data.classes, progress=False)
-    if result.fallback_files:
-        log.warning("round %d: %d pool file(s) unreadable and left out", r, len(result.fallback_files))
-    sub = result.submission
+    oof = folds is not None and len(members) == max(folds.values()) + 1 and len(members) > 1
+    groups = (
+        [([f for f in data.train_soundscapes if folds[f.name] == k], [m]) for k, m in enumerate(members)]
+        if oof
+        else [(data.train_soundscapes, members)]
+    )
+    subs, bad = [], set()
+    for files, group in groups:
+        result = infer_folder(pool, group, icfg, data.classes, progress=False, files=files)
+        subs.append(result.submission)
+        bad |= {Path(b).stem for b in result.fallback_files}
+    if bad:
+        log.warning("round %d: %d pool file(s) unreadable and left out", r, len(bad))
+    sub = pd.concat(subs, ignore_index=True)
     parts = sub["row_id"].str.rsplit("_", n=1)
-    bad = set(map(str, result.fallback_files))
-    sub = sub[~parts.str[0].isin({Path(b).stem for b in bad})].reset_index(drop=True)
+    sub = sub[~parts.str[0].isin(bad)].reset_index(drop=True)
     parts = sub["row_id"].str.rsplit("_", n=1)
     c = round_power(cfg, r)
     probs = power_transform(sub[data.classes].to_numpy(dtype=np.float64), c, cfg.pseudo.power_normalize)
@@ -107,12 +128,17 @@ def label_pool(cfg: Config, data: BirdCLEFData, r: int, models: list[str], out: 
             "kept": keep,
         }
     )
+    table.insert(3, "fold", table["soundscape"].map(folds) if folds else -1)
     table["weight"] = soundscape_weights(table["soundscape"].to_numpy(), trimmed)
     table = pd.concat([table, pd.DataFrame(trimmed, columns=data.classes)], axis=1)
     table.to_csv(out / "pseudo.csv", index=False, float_format="%.5f")
     meta = {
         "round": r,
         "models": [str(resolve_checkpoint(m)) for m in models],
+        "out_of_fold": bool(oof),
+        "labelled_by": {
+            f.name: [m.name for m in group] for files, group in groups for f in files
+        },
         "tta_shifts": list(cfg.pseudo.tta_shifts),
         "power": c,
         "power_normalize": cfg.pseudo.power_normalize,
@@ -157,9 +183,11 @@ def chunks_from_table(cfg: Config, table: pd.DataFrame, classes: list[str]) -> P
     )
 
 
-def _round_cfg(cfg: Config, r: int, init: str | None) -> Config:
+def _round_cfg(cfg: Config, r: int, init: str | None, k: int | None = None) -> Config:
     rc = copy.deepcopy(cfg)
-    rc.name = f"{cfg.name}_round{r}"
+    rc.name = f"{cfg.name}_round{r}" + (f"_fold{k}" if k is not None else "")
+    if k is not None:  # the K models of a round differ in their pseudo data and their seed
+        rc.train.seed = cfg.train.seed + k
     if r > 0 and cfg.pseudo.epochs:
         rc.train.epochs = cfg.pseudo.epochs
     if init:
@@ -186,6 +214,63 @@ def _row(r: int, summary: dict, cfg: Config, kept: int, chunks: int, kind: str) 
     }
 
 
+def combine_summaries(summaries: list[dict], cfg: Config) -> dict:
+    """One rounds.csv entry for the K models of an out-of-fold round: mean held-out AUC, and the soundscape AUC
+    of the K models' averaged best-epoch predictions (the ensemble a submission would use)."""
+    if len(summaries) == 1:
+        return summaries[0]
+    out = {
+        "run_dir": ";".join(s["run_dir"] for s in summaries),
+        "epochs": summaries[0].get("epochs"),
+        "minutes": round(sum(s.get("minutes") or 0 for s in summaries), 2),
+        "val_auc": _mean([s.get("val_auc") for s in summaries]),
+        "last_soundscape_auc": _mean([s.get("last_soundscape_auc") for s in summaries]),
+        "soundscape_auc": None,
+    }
+    preds = [Path(s["run_dir"]) / "soundscape_preds.csv" for s in summaries]
+    if cfg.solution_path is not None and all(p.is_file() for p in preds):
+        tables = [pd.read_csv(p, dtype={"row_id": str}) for p in preds]
+        solution = pd.read_csv(cfg.solution_path, dtype={"row_id": str}).set_index("row_id")
+        mean = sum(t.set_index("row_id")[solution.columns] for t in tables) / len(tables)
+        out["soundscape_auc"] = macro_auc(solution.to_numpy(float), mean.loc[solution.index].to_numpy(float))
+    return out
+
+
+def _mean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def _train_round(
+    cfg: Config, r: int, out: Path, inits: list[str], table: pd.DataFrame | None, classes: list[str]
+) -> list[dict]:
+    """Train round r's model(s) into `out`: one (``out/``) or, with ``pseudo.oof_folds`` = K, K models
+    (``out/run_<k>``), model k without the chunks of soundscape fold k. `table` None trains without pseudo data
+    (the control chain). Returns their summaries."""
+    k_folds = cfg.pseudo.oof_folds
+    if not k_folds:
+        pseudo = chunks_from_table(cfg, table, classes) if table is not None else None
+        init = inits[0] if cfg.pseudo.continue_training else None
+        return [fit(_round_cfg(cfg, r, init), out=out, pseudo=pseudo)]
+    summaries = []
+    for k in range(k_folds):
+        pseudo = None
+        if table is not None:
+            part = table[table["fold"] != k]
+            if part.empty:
+                raise PseudoError(
+                    f"round {r}: every kept chunk lies in soundscape fold {k}, so model {k} has no pseudo data; "
+                    "lower pseudo.min_max_prob or pseudo.oof_folds"
+                )
+            pseudo = chunks_from_table(cfg, part, classes)
+        init = inits[k % len(inits)] if cfg.pseudo.continue_training else None
+        summaries.append(fit(_round_cfg(cfg, r, init, k), out=out / f"run_{k}", pseudo=pseudo))
+        if table is not None:  # provenance: which soundscapes' chunks model k saw
+            used = sorted(set(table.loc[table["fold"] != k, "soundscape"]))
+            (out / f"run_{k}" / "pseudo_soundscapes.json").write_text(json.dumps({"fold": k, "trained_on": used}))
+    return summaries
+
+
 def run_pseudo(cfg: Config, out: str | Path | None = None, overwrite: bool = False, resume: bool = False) -> Path:
     """Rounds 0..R in `out` (default ``runs/<name>``); returns the folder. See the module docstring."""
     root = Path(out) if out else Path("runs") / cfg.name
@@ -203,11 +288,15 @@ def run_pseudo(cfg: Config, out: str | Path | None = None, overwrite: bool = Fal
         check_pool(cfg, data)
     ensure_cache(cfg, data, soundscapes=cfg.solution_path is not None)
 
+    k_folds = cfg.pseudo.oof_folds
+    folds = soundscape_folds(data.train_soundscapes, k_folds, cfg.data.seed) if k_folds else None
     prev: list[str] = []
+    control_prev: list[str] = []
     for r in range(cfg.pseudo.rounds + 1):
         rdir = root / f"round_{r}"
         if (rdir / "DONE").is_file():
-            prev = json.loads((rdir / "DONE").read_text())["models"]
+            done = json.loads((rdir / "DONE").read_text())
+            prev, control_prev = done["models"], done.get("control_models", [])
             log.info("round %d already finished", r)
             continue
         if rdir.exists():
@@ -233,21 +322,18 @@ def run_pseudo(cfg: Config, out: str | Path | None = None, overwrite: bool = Fal
             models = [str(rdir / "run")]
             rows.append(_row(0, summary, cfg, 0, 0, "supervised"))
         else:
-            table = label_pool(cfg, data, r, prev, rdir)
+            table = label_pool(cfg, data, r, prev, rdir, folds)
             n_chunks = len(pd.read_csv(rdir / "pseudo.csv", usecols=["row_id"]))
-            init = prev[0] if cfg.pseudo.continue_training else None
-            chunks = chunks_from_table(cfg, table, data.classes)
             log.info("round %d: training with %d of %d pseudo-labelled chunks", r, len(table), n_chunks)
-            summary = fit(_round_cfg(cfg, r, init), out=rdir / "run", pseudo=chunks)
-            models = [str(rdir / "run")]
-            rows.append(_row(r, summary, cfg, len(table), n_chunks, "pseudo"))
-            if cfg.pseudo.control:  # the control chain: same start and epochs, no pseudo labels
-                before = root / f"control_{r - 1}" if r > 1 else Path(prev[0])
-                ctrl_init = str(before) if cfg.pseudo.continue_training else None
-                ctrl = fit(_round_cfg(cfg, r, ctrl_init), out=root / f"control_{r}")
-                rows.append(_row(r, ctrl, cfg, 0, 0, "control"))
+            runs = _train_round(cfg, r, rdir / "run", prev, table, data.classes)
+            models = [s["run_dir"] for s in runs]
+            rows.append(_row(r, combine_summaries(runs, cfg), cfg, len(table), n_chunks, "pseudo"))
+            if cfg.pseudo.control:  # the control chain: same starts, models and epochs, no pseudo labels
+                ctrl = _train_round(cfg, r, root / f"control_{r}", control_prev or prev, None, data.classes)
+                control_prev = [s["run_dir"] for s in ctrl]
+                rows.append(_row(r, combine_summaries(ctrl, cfg), cfg, 0, 0, "control"))
         pd.DataFrame(rows).to_csv(rows_path, index=False)
-        (rdir / "DONE").write_text(json.dumps({"models": models}))
+        (rdir / "DONE").write_text(json.dumps({"models": models, "control_models": control_prev}))
         prev = models
     return root
 

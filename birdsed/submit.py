@@ -108,9 +108,10 @@ def infer_folder(
     columns: list[str],
     device: torch.device | str = "cpu",
     progress: bool = True,
+    files: list[Path] | None = None,
 ) -> InferResult:
-    """Predict every audio file of `soundscapes` and return the submission (rows in file order)."""
-    files = list_audio(soundscapes)
+    """Predict every audio file of `soundscapes` (or only `files`) and return the submission (rows in file order)."""
+    files = list_audio(soundscapes) if files is None else files
     if not files:
         raise FileNotFoundError(f"{soundscapes}: no audio files (ogg/flac/wav/mp3) to predict")
     sr = members[0].cfg.audio.sample_rate

@@ -74,6 +74,24 @@ def trained_run(tiny_root, tmp_path_factory):
     return cfg, summary, tmp / "run"
 
 
+@pytest.fixture(scope="session")
+def pseudo_run(trained_run, tiny_root, tmp_path_factory):
+    """One shrunk pseudo-label folder on `trained_run`: round 0 given, one round and its control: (cfg, folder)."""
+    from birdsed.pseudo import run_pseudo
+
+    cfg, _, run_dir = trained_run
+    out = tmp_path_factory.mktemp("pseudo") / "p"
+    over = [
+        f"pseudo.init_checkpoints=[{run_dir}]",
+        "pseudo.rounds=1",
+        "pseudo.epochs=1",
+        "pseudo.min_max_prob=0.05",
+        "pseudo.control=true",
+    ]
+    pcfg = tiny_cfg(tiny_root, cfg.cache_path, *over)
+    return pcfg, run_pseudo(pcfg, out)
+
+
 def tone(freq: float, seconds: float, sr: int, channels: int = 1, amp: float = 0.5) -> np.ndarray:
     """A sine tone, shape (n,) or (n, channels)."""
     t = np.arange(int(seconds * sr)) / sr

@@ -1,3 +1,4 @@
+import copy
 import json
 import shutil
 
@@ -7,9 +8,18 @@ import pytest
 import torch
 
 from birdsed.cli import main
+from birdsed.data import load_birdclef
 from birdsed.datasets import ClipDataset, PseudoChunks, PseudoMixDataset
 from birdsed.ensemble import load_member
-from birdsed.pseudo import PseudoError, filter_chunks, power_transform, run_pseudo, soundscape_weights
+from birdsed.pseudo import (
+    PseudoError,
+    filter_chunks,
+    power_transform,
+    run_pseudo,
+    soundscape_folds,
+    soundscape_weights,
+)
+from birdsed.submit import infer_folder
 from tests.conftest import REPO, tiny_cfg, tiny_overrides
 
 
@@ -48,21 +58,6 @@ def test_mixup_with_pseudo_chunks(trained_run, tiny_root):
     assert torch.allclose(mixed["wave"], 0.5 * plain["wave"] + 0.5 * chunk)
     assert mixed["target"][0] == 0.5 and mixed["target"][2] == 0.5
     np.testing.assert_allclose(chunks.wave(0, 160000), store.read(key, 32000, 160000))
-
-
-@pytest.fixture(scope="module")
-def pseudo_run(trained_run, tiny_root, tmp_path_factory):
-    cfg, _, run_dir = trained_run
-    out = tmp_path_factory.mktemp("pseudo") / "p"
-    over = [
-        f"pseudo.init_checkpoints=[{run_dir}]",
-        "pseudo.rounds=1",
-        "pseudo.epochs=1",
-        "pseudo.min_max_prob=0.05",
-        "pseudo.control=true",
-    ]
-    pcfg = tiny_cfg(tiny_root, cfg.cache_path, *over)
-    return pcfg, run_pseudo(pcfg, out)
 
 
 def test_rounds_write_provenance_and_a_table(pseudo_run, tiny_root):
@@ -115,3 +110,49 @@ def test_bad_pools_and_filters_stop_with_advice(trained_run, tiny_root, tmp_path
         run_pseudo(tiny_cfg(root, tmp_path / "c", *base), tmp_path / "r2")
     with pytest.raises(PseudoError, match=r"kept 0 of 18 chunks.*lower pseudo\.min_max_prob"):
         run_pseudo(tiny_cfg(tiny_root, cfg.cache_path, *base, "pseudo.min_max_prob=1.0"), tmp_path / "r3")
+
+
+@pytest.mark.slow
+def test_out_of_fold_rounds_never_learn_their_own_labels(trained_run, tiny_root, tmp_path):
+    cfg, _, run_dir = trained_run
+    over = [
+        f"pseudo.init_checkpoints=[{run_dir}]",
+        "pseudo.rounds=2",
+        "pseudo.epochs=1",
+        "pseudo.power=[1.0]",
+        "pseudo.min_max_prob=0.0",
+        "pseudo.oof_folds=2",
+    ]
+    pcfg = tiny_cfg(tiny_root, cfg.cache_path, *over)
+    root = run_pseudo(pcfg, tmp_path / "oof")
+    folds = soundscape_folds(load_birdclef(tiny_root).train_soundscapes, 2, pcfg.data.seed)
+    assert sorted(folds.values()) == [0, 0, 1]
+    for r in (1, 2):
+        for k in (0, 1):
+            seen = json.loads((root / f"round_{r}" / "run" / f"run_{k}" / "pseudo_soundscapes.json").read_text())
+            assert seen["trained_on"] == sorted(n for n, f in folds.items() if f != k)
+    meta1 = json.loads((root / "round_1" / "pseudo_meta.json").read_text())
+    meta2 = json.loads((root / "round_2" / "pseudo_meta.json").read_text())
+    assert not meta1["out_of_fold"] and meta2["out_of_fold"]
+    for name, fold in folds.items():  # round 2 labels fold k with round 1's model k only
+        assert meta2["labelled_by"][name] == [str(root / "round_1" / "run" / f"run_{fold}")]
+    # and its labels are that model's predictions (power 1, nothing trimmed below 0.1 compared)
+    table = pd.read_csv(root / "round_2" / "pseudo.csv", dtype={"soundscape": str})
+    name = next(n for n, f in folds.items() if f == 1)
+    member = load_member(root / "round_1" / "run" / "run_1", 1.0, "torch", "cpu")
+    icfg = copy.deepcopy(pcfg.infer)
+    icfg.tta_shifts = list(pcfg.pseudo.tta_shifts)
+    own = infer_folder(
+        tiny_root / "train_soundscapes",
+        [member],
+        icfg,
+        member.classes,
+        progress=False,
+        files=[tiny_root / "train_soundscapes" / name],
+    ).submission
+    mine = table[table["soundscape"] == name]
+    got, want = mine[member.classes].to_numpy(), own[member.classes].to_numpy()
+    np.testing.assert_allclose(got[want >= 0.1], want[want >= 0.1], atol=1e-4)
+    rounds = pd.read_csv(root / "rounds.csv")
+    assert rounds["kind"].tolist() == ["given", "pseudo", "pseudo"]
+    assert rounds["run_dir"].iloc[1].count(";") == 1 and rounds["soundscape_auc"].iloc[1:].notna().all()

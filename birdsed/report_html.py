@@ -1,0 +1,358 @@
+"""Local validation reports: the page. Plots (matplotlib, embedded as PNG data) and tables of a
+:class:`birdsed.report.Report` in one self-contained HTML file that needs no network to view, and a headless
+Chromium screenshot of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from birdsed.report import EVALUATIONS, TITLES, Evaluation, Report, ReportError
+
+GRID = np.linspace(0, 1, 201)
+HEADLINE = [
+    ("macro_auc", "macro ROC-AUC (Kaggle metric)"),
+    ("padded_cmap", "padded cmAP"),
+    ("n_scored_classes", "classes scored"),
+    ("n_rows", "rows"),
+    ("accuracy", "accuracy"),
+    ("precision_micro", "precision (micro)"),
+    ("recall_micro", "recall (micro)"),
+    ("f1_micro", "F1 (micro)"),
+    ("precision_macro", "precision (macro)"),
+    ("recall_macro", "recall (macro)"),
+    ("f1_macro", "F1 (macro)"),
+]
+
+
+THRESHOLD_FIELDS = {f for f, _ in HEADLINE[4:]}
+
+
+def _png(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _td(v: Any, extra: str = "") -> str:
+    """A table cell: numbers right-aligned, text left."""
+    numeric = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+    cls = " ".join(x for x in ("n" if numeric or v is None else "", extra) if x)
+    return f"<td class='{cls}'>{_fmt(v)}</td>" if cls else f"<td>{_fmt(v)}</td>"
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, float | np.floating):
+        return f"{v:.{digits}f}"
+    return html.escape(str(v))
+
+
+def _class_curves(ev: Evaluation) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per scored class: (fpr, tpr, recall, precision)."""
+    out = {}
+    for c in np.flatnonzero(np.isfinite([ev.score.per_class[k]["auc"] for k in ev.classes])):
+        fpr, tpr, _ = roc_curve(ev.y_true[:, c], ev.y_score[:, c])
+        prec, rec, _ = precision_recall_curve(ev.y_true[:, c], ev.y_score[:, c])
+        out[int(c)] = (fpr, tpr, rec, prec)
+    return out
+
+
+def macro_curves(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
+    """Macro-average ROC (TPR on a common FPR grid) and PR (interpolated precision on a recall grid) over the
+    scored classes; two arrays of shape (len(GRID),)."""
+    curves = _class_curves(ev)
+    if not curves:
+        return np.full_like(GRID, np.nan), np.full_like(GRID, np.nan)
+    tpr = np.mean([np.interp(GRID, fpr, t) for fpr, t, _, _ in curves.values()], axis=0)
+    prec = np.mean([interpolated_precision(r, p) for _, _, r, p in curves.values()], axis=0)
+    return tpr, prec
+
+
+def interpolated_precision(recall: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """The best precision reached at recall ≥ g, for each g of GRID; shape (len(GRID),)."""
+    levels, inv = np.unique(recall, return_inverse=True)  # ascending
+    best = np.zeros(len(levels))
+    np.maximum.at(best, inv, precision)
+    at_or_above = np.maximum.accumulate(best[::-1])[::-1]
+    idx = np.searchsorted(levels, GRID, side="left")
+    return np.where(idx < len(levels), at_or_above[np.minimum(idx, len(levels) - 1)], 0.0)
+
+
+def plot_curves(report: Report, key: str) -> str:
+    """ROC and PR: the focus entry's macro curve with its three worst and three best classes, and every entry's
+    macro curve side by side."""
+    entries = [e for e in report.entries if key in e.evals]
+    focus = entries[-1]
+    ev = focus.evals[key]
+    curves = _class_curves(ev)
+    aucs = {c: ev.score.per_class[ev.classes[c]]["auc"] for c in curves}
+    ranked = sorted(aucs, key=aucs.get)
+    picked = ranked[:3] + [c for c in ranked[-3:] if c not in ranked[:3]]
+    fig, ax = plt.subplots(2, 2, figsize=(11, 9))
+    tpr, prec = macro_curves(ev)
+    ax[0, 0].plot(GRID, tpr, "k", lw=2.5, label=f"macro (AUC {ev.score.macro_auc:.3f})")
+    ax[1, 0].plot(GRID, prec, "k", lw=2.5, label="macro")
+    for c in picked:
+        fpr, t, r, p = curves[c]
+        label = f"{ev.classes[c]} (AUC {aucs[c]:.3f})"
+        ax[0, 0].plot(fpr, t, lw=1.2, label=label)
+        ax[1, 0].plot(r, p, lw=1.2, label=f"{ev.classes[c]} (AP {ev.score.per_class[ev.classes[c]]['ap']:.3f})")
+    for e in entries:
+        t_e, p_e = macro_curves(e.evals[key])
+        ax[0, 1].plot(GRID, t_e, lw=1.6, label=f"{e.name} ({e.evals[key].score.macro_auc:.3f})")
+        ax[1, 1].plot(GRID, p_e, lw=1.6, label=f"{e.name} ({e.evals[key].score.padded_cmap:.3f} cmAP)")
+    for a in ax[0]:
+        a.plot([0, 1], [0, 1], ":", color="grey")
+        a.set(xlabel="false positive rate", ylabel="true positive rate")
+    for a in ax[1]:
+        a.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02))
+    ax[0, 0].set_title(f"ROC — {focus.name}: macro, 3 worst, 3 best classes", fontsize=10)
+    ax[1, 0].set_title(f"precision–recall — {focus.name}", fontsize=10)
+    ax[0, 1].set_title("macro ROC of every entry", fontsize=10)
+    ax[1, 1].set_title("macro precision–recall of every entry", fontsize=10)
+    for a in ax.ravel():
+        a.legend(fontsize=7, loc="lower right" if a in ax[0] else "upper right")
+        a.grid(alpha=0.3)
+    fig.suptitle(TITLES[key])
+    return _png(fig)
+
+
+def plot_calibration(report: Report, key: str, numbers: dict[str, Any]) -> str:
+    """Reliability diagram: mean predicted probability against the fraction of positives, per entry."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for e in numbers["entries"]:
+        bins = e["evaluations"].get(key, {}).get("calibration")
+        if bins:
+            a.plot([x["mean_prob"] for x in bins], [x["positive_rate"] for x in bins], "o-", ms=4, label=e["name"])
+            b.semilogy([x["mean_prob"] for x in bins], [x["n"] for x in bins], "o-", ms=4, label=e["name"])
+    a.plot([0, 1], [0, 1], ":", color="grey")
+    a.set(xlabel="mean predicted probability (10 bins)", ylabel="fraction positive", title="reliability")
+    b.set(xlabel="mean predicted probability", ylabel="(window, class) pairs", title="how many predictions per bin")
+    for x in (a, b):
+        x.grid(alpha=0.3)
+        x.legend(fontsize=7)
+    fig.suptitle(f"calibration on {TITLES[key]}")
+    return _png(fig)
+
+
+def plot_training(report: Report) -> str | None:
+    """Training loss and per-epoch AUCs from each run's ``metrics.json``."""
+    runs = [e for e in report.entries if e.history]
+    if not runs:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, e in enumerate(runs):
+        color = f"C{i % 10}"
+        ep = [h["epoch"] for h in e.history]
+        a.plot(ep, [h.get("train_loss") or np.nan for h in e.history], color=color, label=e.name)
+        for k, style in (("val_auc", "-"), ("soundscape_auc", "--")):
+            vals = [h.get(k) or np.nan for h in e.history]
+            if np.isfinite(vals).any():
+                b.plot(ep, vals, style, color=color, label=f"{e.name} {k}")
+    a.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    b.set(xlabel="epoch", ylabel="macro AUC", title="AUC per epoch (solid: validation clips, dashed: soundscapes)")
+    for x in (a, b):
+        x.grid(alpha=0.3)
+        x.legend(fontsize=7)
+    return _png(fig)
+
+
+def plot_rounds(report: Report) -> list[str]:
+    """Per pseudo-label folder: macro AUC by round for the pseudo chain and the control chain (both start at
+    round 0), computed here like the headline, and the pseudo chunks predicted and kept per round."""
+    out = []
+    for pr in report.rounds:
+        t = pr.table
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+        start = [(r, e) for (r, k), e in pr.entries.items() if k in ("supervised", "given")]
+        for kind, style in (("pseudo", "o-"), ("control", "s--")):
+            if not any(k == kind for _, k in pr.entries):
+                continue
+            chain = sorted(start + [(r, e) for (r, k), e in pr.entries.items() if k == kind], key=lambda x: x[0])
+            for key, color in (("soundscape", "C0"), ("validation", "C1")):
+                pts = [(r, e.evals[key].score.macro_auc) for r, e in chain if key in e.evals]
+                if pts:
+                    a.plot(*zip(*pts, strict=True), style, color=color, label=f"{kind} chain: {TITLES[key]}")
+        a.set(xlabel="round", ylabel="macro AUC", title=f"{pr.name}: macro AUC per round")
+        a.set_xticks(sorted(t["round"].unique()))
+        kept = t[t["kind"] == "pseudo"]
+        if len(kept):
+            b.bar(kept["round"] - 0.2, kept["pseudo_chunks"], 0.4, label="chunks predicted", color="C7")
+            b.bar(kept["round"] + 0.2, kept["kept_chunks"], 0.4, label="chunks kept", color="C2")
+        b.set(xlabel="round", ylabel="chunks", title="pseudo-labelled chunks per round")
+        b.set_xticks(sorted(t["round"].unique()))
+        for x in (a, b):
+            x.grid(alpha=0.3)
+            x.legend(fontsize=7)
+        out.append(_png(fig))
+    return out
+
+
+def _headline(report: Report, key: str) -> str:
+    entries = [e for e in report.entries if key in e.evals]
+    head = "".join(f"<th>{html.escape(e.name)}</th>" for e in entries)
+    rows = []
+    for field, label in HEADLINE:
+        vals = []
+        for e in entries:
+            sc = e.evals[key].score
+            vals.append(getattr(sc, field) if hasattr(sc, field) else sc.thresholds.get(field))
+        finite = [v for v in vals if isinstance(v, float) and math.isfinite(v)]
+        best = max(finite) if finite and field not in ("n_rows", "n_scored_classes") else None
+        if field in THRESHOLD_FIELDS:
+            label = f"{label} @ threshold {report.threshold:g}"
+        cells = "".join(_td(v, "best" if v == best and len(finite) > 1 else "") for v in vals)
+        rows.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
+    return f"<table><tr><th>{TITLES[key]}</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _per_class(report: Report, key: str) -> str:
+    entries = [e for e in report.entries if key in e.evals]
+    focus = entries[-1].evals[key]
+    classes = list(focus.classes)
+    positives = {c: int(focus.y_true[:, i].sum()) for i, c in enumerate(classes)}
+
+    def auc_of(c: str) -> float:
+        v = focus.score.per_class.get(c, {}).get("auc", math.nan)
+        return v if math.isfinite(v) else math.inf
+
+    head = "<th>class</th><th>group</th><th>training files</th><th>positives</th>"
+    head += "".join(f"<th>AUC {html.escape(e.name)}</th><th>AP {html.escape(e.name)}</th>" for e in entries)
+    rows = []
+    for c in sorted(classes, key=auc_of):  # worst first, classes without positives last
+        info = report.classes.loc[c] if c in report.classes.index else None
+        files = info["training_files"] if info is not None else math.nan
+        cells = [
+            c,
+            str(info["group"]) if info is not None else "",
+            int(files) if np.isfinite(files) else None,
+            positives[c],
+        ]
+        for e in entries:
+            pc = e.evals[key].score.per_class.get(c, {})
+            cells += [pc.get("auc"), pc.get("ap")]
+        rows.append("<tr>" + "".join(_td(x) for x in cells) + "</tr>")
+    return (
+        f"<p>Sorted by the AUC of <b>{html.escape(entries[-1].name)}</b>, worst first; click a column to sort.</p>"
+        f"<table class=sortable><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _config_diff(report: Report) -> str:
+    diff = report.config_differences()
+    if not diff:
+        return "<p>The entries with a config share every resolved setting (or fewer than two have one).</p>"
+    names = list(next(iter(diff.values())).keys())
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th>{''.join(_td(v.get(n)) for n in names)}</tr>" for k, v in diff.items()
+    )
+    return f"<table><tr><th>setting</th>{head}</tr>{rows}</table>"
+
+
+def _table(df: Any) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in df.itertuples(index=False))
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1200px;color:#222}
+h1{margin-bottom:4px}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:36px}
+table{border-collapse:collapse;margin:8px 0;font-size:13px}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f4f4f4}
+td.n{text-align:right;font-variant-numeric:tabular-nums}tr>th:first-child{white-space:nowrap}
+td.best{font-weight:bold;background:#e8f5e9}.wide{overflow-x:auto}.muted{color:#666;font-size:13px}
+table.sortable th{cursor:pointer}img{max-width:100%}
+"""
+SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach(function(th){th.addEventListener('click',function(){
+var t=th.closest('table'),b=t.tBodies[0],i=Array.prototype.indexOf.call(th.parentNode.children,th),
+up=th.dataset.dir!=='up';th.dataset.dir=up?'up':'down';
+var v=function(r){var s=r.children[i].textContent,n=parseFloat(s);return isNaN(n)?(s==='–'?Infinity:s):n;};
+Array.from(b.rows).sort(function(x,y){var a=v(x),c=v(y);return (a<c?-1:a>c?1:0)*(up?1:-1);})
+.forEach(function(r){b.appendChild(r);});});});
+"""
+
+
+def render_html(report: Report, numbers: dict[str, Any]) -> str:
+    """The whole page as one string; images are inline PNG data, scripts and styles inline."""
+    parts = [
+        "<!doctype html><html><head><meta charset=utf-8><title>birdsed validation report</title>",
+        f"<style>{STYLE}</style></head><body><h1>birdsed validation report</h1>",
+        f"<p class=muted>{time.strftime('%Y-%m-%d %H:%M')} · threshold {report.threshold:g} for accuracy/P/R/F1 · "
+        f"solution {html.escape(str(report.solution or 'from each run config'))} · every number is in the JSON "
+        "file beside this page</p>",
+        "<h2>Entries</h2><table><tr><th>entry</th><th>kind</th><th>path</th><th>best epoch</th><th>notes</th></tr>",
+    ]
+    for e in report.entries:
+        notes = "<br>".join(html.escape(n) for n in e.notes)
+        cells = "".join(_td(v) for v in (e.name, e.kind, str(e.path), e.best.get("epoch")))
+        parts.append(f"<tr>{cells}<td>{notes}</td></tr>")
+    parts.append("</table>")
+    keys = [k for k in EVALUATIONS if any(k in e.evals for e in report.entries)]
+    parts.append(
+        "<h2>Headline</h2><p>Macro ROC-AUC averages over classes with at least one positive; padded cmAP "
+        "adds five all-positive rows. The best value of each row is green.</p>"
+    )
+    parts += [_headline(report, k) for k in keys]
+    for k in keys:
+        parts.append(f"<h2>Curves on {TITLES[k]}</h2><img alt='ROC and PR curves' src='{plot_curves(report, k)}'>")
+        parts.append(f"<img alt='calibration' src='{plot_calibration(report, k, numbers)}'>")
+    training = plot_training(report)
+    if training:
+        parts.append(f"<h2>Training</h2><img alt='training curves' src='{training}'>")
+    for pr, img in zip(report.rounds, plot_rounds(report), strict=True):
+        parts.append(f"<h2>Pseudo-label rounds: {html.escape(pr.name)}</h2><img alt='rounds' src='{img}'>")
+        parts.append(_table(pr.table))
+    for k in keys:
+        parts.append(f"<h2>Per class on {TITLES[k]}</h2>{_per_class(report, k)}")
+    parts.append(f"<h2>Config differences</h2>{_config_diff(report)}")
+    parts.append(f"<script>{SORT_JS}</script></body></html>")
+    page = "\n".join(parts)
+    return page.replace("<table", "<div class=wide><table").replace("</table>", "</table></div>")
+
+
+def page_height(page: str) -> int:
+    """A screenshot height in pixels that holds the whole page: its images and table rows, roughly."""
+    return min(30000, 800 + 560 * page.count("<img") + 26 * page.count("<tr"))
+
+
+def screenshot_html(page: Path, png: Path, width: int = 1280, height: int | None = None) -> Path:
+    """Render `page` with headless Chromium into `png` (the page as a person sees it).
+
+    Raises:
+        ReportError: no Chromium on PATH, or it failed.
+    """
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if exe is None:
+        raise ReportError("no chromium on PATH for --screenshot (Debian/Ubuntu: apt-get install chromium)")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    height = height or page_height(page.read_text())
+    cmd = [
+        exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--window-size={width},{height}",
+        f"--screenshot={png.resolve()}", page.resolve().as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0 or not png.is_file():
+        raise ReportError(f"chromium could not render {page}: {done.stderr.strip()[-500:]}")
+    return png
