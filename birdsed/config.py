@@ -155,7 +155,10 @@ class InferConfig:
     specialist_classes: list[str] = field(default_factory=list)  # empty: all the specialist knows
     runtime: str = "torch"  # torch (CUDA if available) | onnx | openvino
     batch_size: int = 16
-    threads: int = 0  # CPU threads for the runtime (0: library default)
+    threads: int = 0  # CPU threads for the runtime (0: library default; with workers: all cores, split)
+    # files predicted side by side, each worker with its own runtime session (0: one per core for onnx/openvino
+    # on the CPU, 1 for torch)
+    workers: int = 0
     max_whole_seconds: float = 600.0  # longer files are streamed instead of decoded whole
     # one STFT per file shared by all windows and shifts (starts snap to the nearest hop); false: per chunk
     shared_stft: bool = True
@@ -369,6 +372,8 @@ def validate(cfg: Config) -> None:
     ps = cfg.pseudo
     if ps.rounds < 0 or ps.epochs < 0:
         raise ConfigError("pseudo.rounds/pseudo.epochs: must be >= 0")
+    if cfg.infer.workers < 0 or cfg.infer.threads < 0:
+        raise ConfigError("infer.workers/infer.threads: must be >= 0 (0: automatic)")
     if ps.oof_folds == 1 or ps.oof_folds < 0:
         raise ConfigError(f"pseudo.oof_folds: 0 (off) or at least 2, got {ps.oof_folds}")
     if not ps.power or min(ps.power) <= 0:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import astuple, dataclass
+from collections.abc import Callable
+from dataclasses import astuple, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,11 @@ class Member:
     runner: Runner
     activation: str  # sigmoid | softmax
     prior: np.ndarray | None  # (K,) training class frequencies, for fallback rows
+    factory: Callable[[int], Runner] | None = None  # a new runner with n threads (ONNX Runtime/OpenVINO); torch: None
+
+    def with_threads(self, threads: int) -> Member:
+        """This member with its own runtime session of `threads` threads (the same runner for torch)."""
+        return replace(self, runner=self.factory(threads)) if self.factory is not None else self
 
     @property
     def frontend_key(self) -> tuple:
@@ -67,12 +74,14 @@ def load_member(path: str | Path, weight: float, runtime: str, device: torch.dev
         prior = _prior(meta, len(classes))
         from birdsed.export import runtime_runner
 
-        runner = runtime_runner(path, runtime if runtime != "torch" else meta["format"], threads)
+        kind = runtime if runtime != "torch" else meta["format"]
+        runner = runtime_runner(path, kind, threads)
+        factory = partial(runtime_runner, path, kind)
     else:
         payload = read_checkpoint(path)
         if runtime == "torch":
             model, cfg, classes = load_checkpoint(path, device)
-            runner = torch_runner(model, device)
+            runner, factory = torch_runner(model, device), None
         else:
             from birdsed.export import export_cached, runtime_runner
 
@@ -80,9 +89,10 @@ def load_member(path: str | Path, weight: float, runtime: str, device: torch.dev
             cfg = config_from_dict(payload["config"])
             classes = list(payload["classes"])
             runner = runtime_runner(folder, runtime, threads)
+            factory = partial(runtime_runner, folder, runtime)
         prior = _prior(payload, len(classes))
     activation = "softmax" if cfg.train.loss == "ce" else "sigmoid"
-    return Member(str(path), cfg, list(classes), weight, runner, activation, prior)
+    return Member(str(path), cfg, list(classes), weight, runner, activation, prior, factory)
 
 
 def frontends(members: list[Member], device: torch.device | str) -> dict[tuple, MelFrontend]:

@@ -136,9 +136,7 @@ def label_pool(
         "round": r,
         "models": [str(resolve_checkpoint(m)) for m in models],
         "out_of_fold": bool(oof),
-        "labelled_by": {
-            f.name: [m.name for m in group] for files, group in groups for f in files
-        },
+        "labelled_by": {f.name: [m.name for m in group] for files, group in groups for f in files},
         "tta_shifts": list(cfg.pseudo.tta_shifts),
         "power": c,
         "power_normalize": cfg.pseudo.power_normalize,

@@ -1,6 +1,7 @@
 """``birdsed infer``: predict every soundscape of a folder with an ensemble and write a validated submission.
 
-Decoding of the next file overlaps model compute (a thread). An unreadable or empty soundscape gets its rows from
+Decoding of the next file overlaps model compute (a thread); on a CPU runtime several files are predicted side by
+side (``infer.workers``). An unreadable or empty soundscape gets its rows from
 the fallback (the members' class prior) with a warning naming the file, and a count at the end: the submission
 is always complete. The CSV is written atomically.
 """
@@ -101,6 +102,66 @@ def predict_file(
     return preds
 
 
+@dataclass
+class _FileOutcome:
+    """One file's predictions: per member (n_windows, K_member), or None with the reason it fell back."""
+
+    path: Path
+    count: int
+    preds: list[np.ndarray] | None
+    reason: str = ""
+    audio_seconds: float = 0.0
+
+
+def _predict_files(
+    files: list[Path],
+    members: list[Member],
+    spec: WindowSpec,
+    fronts: dict[tuple, torch.nn.Module],
+    device: torch.device | str,
+    max_whole_seconds: float,
+    bar: tqdm,
+) -> list[_FileOutcome]:
+    """Predict `files` in order; the next file is decoded (a thread) while the current one is predicted."""
+    sr = spec.sample_rate
+    out = []
+
+    def decode(path: Path) -> StreamingAudio | InMemoryAudio:
+        return read_audio(str(path), sr, max_whole_seconds)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: Future = pool.submit(decode, files[0])
+        for k, path in enumerate(files):
+            reason = ""
+            try:
+                audio = pending.result()
+            except Exception as err:  # the submission must stay complete: fall back, say so
+                audio, reason = None, err.reason if isinstance(err, AudioError) else f"{type(err).__name__}: {err}"
+            if k + 1 < len(files):
+                pending = pool.submit(decode, files[k + 1])
+            if audio is not None:
+                try:
+                    preds = predict_file(audio, members, spec, fronts, device)
+                    count = n_windows(audio.length, spec.window, sr // 2)
+                    out.append(_FileOutcome(path, count, preds, audio_seconds=audio.length / sr))
+                except AudioError as err:  # a file can fail part-way through streaming
+                    audio, reason = None, err.reason
+            if audio is None:
+                out.append(_FileOutcome(path, _expected_windows(path, spec), None, reason))
+            bar.update(1)
+    return out
+
+
+def worker_count(icfg: InferConfig, members: list[Member], device: torch.device | str, n_files: int) -> int:
+    """Files predicted in parallel: ``infer.workers``, or with 0 one per CPU core on a CPU runtime (ONNX Runtime,
+    OpenVINO) and 1 for torch (whose CUDA or intra-op threads already use the machine)."""
+    workers = icfg.workers
+    if workers == 0:
+        cpu_runtime = str(device) == "cpu" and all(m.factory is not None for m in members)
+        workers = (os.cpu_count() or 1) if cpu_runtime else 1
+    return max(1, min(workers, n_files))
+
+
 def infer_folder(
     soundscapes: str | Path,
     members: list[Member],
@@ -110,7 +171,12 @@ def infer_folder(
     progress: bool = True,
     files: list[Path] | None = None,
 ) -> InferResult:
-    """Predict every audio file of `soundscapes` (or only `files`) and return the submission (rows in file order)."""
+    """Predict every audio file of `soundscapes` (or only `files`) and return the submission (rows in file order).
+
+    With several workers (:func:`worker_count`), each takes every n-th file with its own runtime sessions of
+    ``threads / workers`` threads: decoding, spectrograms and models of different files then run side by side
+    instead of the front-end waiting for a model that holds every core.
+    """
     files = list_audio(soundscapes) if files is None else files
     if not files:
         raise FileNotFoundError(f"{soundscapes}: no audio files (ogg/flac/wav/mp3) to predict")
@@ -119,41 +185,43 @@ def infer_folder(
     prior = fallback_prior(members, columns)
     fronts = frontends(members, device)
     result = InferResult(submission=pd.DataFrame())
+    t0 = time.perf_counter()
+    workers = worker_count(icfg, members, device, len(files))
+    with tqdm(total=len(files), desc="infer", unit="file", disable=not progress) as bar:
+        if workers == 1:
+            outcomes = _predict_files(files, members, spec, fronts, device, icfg.max_whole_seconds, bar)
+        else:
+            threads = max(1, (icfg.threads or os.cpu_count() or 1) // workers)
+            crews = [[m.with_threads(threads) for m in members] for _ in range(workers)]
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)  # the front-end's share, per worker
+            try:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    parts = list(
+                        pool.map(
+                            lambda k: _predict_files(
+                                files[k::workers], crews[k], spec, fronts, device, icfg.max_whole_seconds, bar
+                            ),
+                            range(workers),
+                        )
+                    )
+            finally:
+                torch.set_num_threads(before)
+            outcomes = [parts[i % workers][i // workers] for i in range(len(files))]
     ids: list[str] = []
     member_preds: list[list[np.ndarray]] = [[] for _ in members]
     fallback_rows: list[tuple[int, int]] = []  # (first row, count) of fallback blocks
-    t0 = time.perf_counter()
-
-    def decode(path: Path) -> StreamingAudio | InMemoryAudio:
-        return read_audio(str(path), sr, icfg.max_whole_seconds)
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending: Future = pool.submit(decode, files[0])
-        for k, path in enumerate(tqdm(files, desc="infer", unit="file", disable=not progress)):
-            try:
-                audio = pending.result()
-            except Exception as err:  # the submission must stay complete: fall back, say so
-                audio, reason = None, err.reason if isinstance(err, AudioError) else f"{type(err).__name__}: {err}"
-            if k + 1 < len(files):
-                pending = pool.submit(decode, files[k + 1])
-            count = n_windows(audio.length, spec.window, sr // 2) if audio is not None else 0
-            if audio is not None:
-                try:
-                    preds = predict_file(audio, members, spec, fronts, device)
-                except AudioError as err:  # a file can fail part-way through streaming
-                    audio, reason = None, err.reason
-            if audio is None:
-                count = _expected_windows(path, spec)
-                log.warning("%s: %s; its %d row(s) use the fallback prior", path, reason, count)
-                result.fallback_files[str(path)] = reason
-                fallback_rows.append((len(ids), count))
-                preds = [np.full((count, len(m.classes)), np.nan) for m in members]
-            else:
-                result.audio_seconds += audio.length / sr
-            ids += row_ids(path.stem, count, spec.window_seconds)
-            for i, p in enumerate(preds):
-                member_preds[i].append(p)
-            result.files += 1
+    for o in outcomes:
+        if o.preds is None:
+            log.warning("%s: %s; its %d row(s) use the fallback prior", o.path, o.reason, o.count)
+            result.fallback_files[str(o.path)] = o.reason
+            fallback_rows.append((len(ids), o.count))
+        preds = o.preds or [np.full((o.count, len(m.classes)), np.nan) for m in members]
+        ids += row_ids(o.path.stem, o.count, spec.window_seconds)
+        for i, p in enumerate(preds):
+            member_preds[i].append(p)
+        result.audio_seconds += o.audio_seconds
+        result.files += 1
     scores = combine(
         [np.concatenate(p) for p in member_preds],
         members,

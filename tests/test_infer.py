@@ -15,7 +15,7 @@ from birdsed.export import export, runtime_runner
 from birdsed.infer import InMemoryAudio, StreamingAudio, WindowSpec, predict_group, read_audio, row_ids, smooth
 from birdsed.metrics import score_files
 from birdsed.models import load_checkpoint
-from birdsed.submit import infer_folder, write_submission
+from birdsed.submit import infer_folder, worker_count, write_submission
 
 
 class Identity(torch.nn.Module):
@@ -240,3 +240,23 @@ def test_budget_projects_from_measured_time(trained_run, capsys):
     threads = torch.get_num_threads()
     assert projected == pytest.approx((decode + models) * 700 * threads / 4 / 60, rel=0.05, abs=0.1)
     assert "fits" in out[-2]
+
+
+def test_parallel_workers_equal_one_file_at_a_time(trained_run, tiny_root, tmp_path):
+    """Files side by side (own ONNX sessions per worker) give the same rows, order, values and fallbacks."""
+    folder = tmp_path / "soundscapes"
+    shutil.copytree(tiny_root / "test_soundscapes", folder)
+    shutil.copytree(tiny_root / "train_soundscapes", folder, dirs_exist_ok=True)
+    (folder / "broken.ogg").write_bytes(b"OggS" + bytes(100))
+    member = load_member(export(trained_run[2], tmp_path / "onnx", "onnx"), 1.0, "onnx", "cpu")
+    assert member.factory is not None and member.with_threads(1).runner is not member.runner
+    icfg = InferConfig(tta_shifts=[0.0, -2.5], workers=1)
+    one = infer_folder(folder, [member], icfg, member.classes, progress=False)
+    threads = torch.get_num_threads()
+    icfg.workers = 3
+    three = infer_folder(folder, [member], icfg, member.classes, progress=False)
+    assert torch.get_num_threads() == threads  # restored
+    assert three.submission["row_id"].tolist() == one.submission["row_id"].tolist()
+    assert three.fallback_files == one.fallback_files and len(one.fallback_files) == 1
+    np.testing.assert_allclose(three.submission.iloc[:, 1:], one.submission.iloc[:, 1:], atol=1e-5)
+    assert worker_count(InferConfig(), [load_member(trained_run[2], 1.0, "torch", "cpu")], "cpu", 10) == 1
