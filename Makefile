@@ -36,6 +36,7 @@ bench: install
 	$(PY) benchmarks/bench_audio.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_infer.py
+	$(PY) benchmarks/bench_report.py
 
 clean:
 	rm -rf data/demo cache runs submissions/*.csv submissions/*.html

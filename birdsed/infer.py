@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from birdsed.audio import AudioError, audio_info, iter_blocks
@@ -54,6 +55,12 @@ def n_windows(n_samples: int, window: int, min_tail: int = 0) -> int:
 def row_ids(stem: str, count: int, window_seconds: float) -> list[str]:
     """BirdCLEF row ids ``<stem>_<end second>`` of `count` windows."""
     return [f"{stem}_{round((w + 1) * window_seconds)}" for w in range(count)]
+
+
+def split_row_ids(ids: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The inverse of :func:`row_ids`: (file stems, end seconds as numbers; NaN where the id has no number)."""
+    parts = ids.astype(str).str.rsplit("_", n=1)
+    return parts.str[0], pd.to_numeric(parts.str[1], errors="coerce")
 
 
 class StreamingAudio:

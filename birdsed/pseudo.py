@@ -24,6 +24,7 @@ from birdsed.config import Config, save_config
 from birdsed.data import BirdCLEFData, load_birdclef
 from birdsed.datasets import PseudoChunks
 from birdsed.ensemble import load_member
+from birdsed.infer import split_row_ids
 from birdsed.metrics import macro_auc
 from birdsed.models.build import read_checkpoint, resolve_checkpoint
 from birdsed.runs import RunExistsError
@@ -113,9 +114,8 @@ def label_pool(
     if bad:
         log.warning("round %d: %d pool file(s) unreadable and left out", r, len(bad))
     sub = pd.concat(subs, ignore_index=True)
-    parts = sub["row_id"].str.rsplit("_", n=1)
-    sub = sub[~parts.str[0].isin(bad)].reset_index(drop=True)
-    parts = sub["row_id"].str.rsplit("_", n=1)
+    sub = sub[~split_row_ids(sub["row_id"])[0].isin(bad)].reset_index(drop=True)
+    stems, ends = split_row_ids(sub["row_id"])
     c = round_power(cfg, r)
     probs = power_transform(sub[data.classes].to_numpy(dtype=np.float64), c, cfg.pseudo.power_normalize)
     keep, trimmed = filter_chunks(probs, cfg.pseudo.min_max_prob, cfg.pseudo.trim_prob)
@@ -123,8 +123,8 @@ def label_pool(
     table = pd.DataFrame(
         {
             "row_id": sub["row_id"],
-            "soundscape": parts.str[0].map(files),
-            "offset_s": parts.str[1].astype(float) - cfg.infer.window_seconds,
+            "soundscape": stems.map(files),
+            "offset_s": ends.astype(float) - cfg.infer.window_seconds,
             "kept": keep,
         }
     )
@@ -162,7 +162,7 @@ def check_pool(cfg: Config, data: BirdCLEFData) -> None:
         raise PseudoError(f"{pool}: no unlabelled soundscapes to pseudo-label")
     solution = cfg.solution_path
     if solution is not None:
-        stems = set(pd.read_csv(solution, usecols=["row_id"])["row_id"].str.rsplit("_", n=1).str[0])
+        stems = set(split_row_ids(pd.read_csv(solution, usecols=["row_id"])["row_id"])[0])
         leaked = sorted(stems & {p.stem for p in data.train_soundscapes})
         if leaked:
             raise PseudoError(f"{pool}: {len(leaked)} soundscape(s) also labelled in {solution}: {leaked[:5]}")

@@ -31,6 +31,7 @@ from birdsed.datasets import (
     oversample,
     sampling_weights,
 )
+from birdsed.infer import split_row_ids
 from birdsed.losses import build_loss
 from birdsed.metrics import macro_auc
 from birdsed.models.build import build_model, init_from_checkpoint
@@ -79,8 +80,7 @@ def read_soundscape_labels(path: Path, root: Path, classes: list[str]) -> Sounds
     if list(sol.columns) != ["row_id", *classes]:
         raise DataError(f"{path}: columns must be row_id followed by the taxonomy's classes in order")
     files = {p.stem: p for p in list_audio(root / "test_soundscapes")}
-    parts = sol["row_id"].str.rsplit("_", n=1)
-    stems, ends = parts.str[0], pd.to_numeric(parts.str[1], errors="coerce")
+    stems, ends = split_row_ids(sol["row_id"])
     if ends.isna().any():
         raise DataError(f"{path}: row_id {sol['row_id'][ends.isna()].iat[0]!r} does not end in _<seconds>")
     missing = sorted(set(stems) - set(files))
