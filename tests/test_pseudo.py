@@ -19,6 +19,7 @@ from birdsed.pseudo import (
     soundscape_folds,
     soundscape_weights,
 )
+from birdsed.report import gather
 from birdsed.submit import infer_folder
 from tests.conftest import REPO, tiny_cfg, tiny_overrides
 
@@ -156,3 +157,5 @@ def test_out_of_fold_rounds_never_learn_their_own_labels(trained_run, tiny_root,
     rounds = pd.read_csv(root / "rounds.csv")
     assert rounds["kind"].tolist() == ["given", "pseudo", "pseudo"]
     assert rounds["run_dir"].iloc[1].count(";") == 1 and rounds["soundscape_auc"].iloc[1:].notna().all()
+    names = [e.name for e in gather([root]).entries]  # the report shows every fold model
+    assert names == ["round 0 (given)", "round 1 fold 0", "round 1 fold 1", "round 2 fold 0", "round 2 fold 1"]
