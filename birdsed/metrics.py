@@ -9,6 +9,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,14 +108,20 @@ class Score:
     per_class: dict[str, dict[str, float | int]] = field(default_factory=dict)
 
     def to_json(self, path: str | Path) -> None:
-        def clean(v: object) -> object:
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            return v
+        Path(path).write_text(json.dumps(json_safe(asdict(self)), indent=2))
 
-        Path(path).write_text(json.dumps(clean(asdict(self)), indent=2))
+
+def json_safe(v: Any) -> Any:
+    """`v` with non-finite floats as None, numpy scalars as Python numbers and dict keys as strings (for JSON)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [json_safe(x) for x in v]
+    return v
 
 
 def score_arrays(y_true: np.ndarray, y_score: np.ndarray, classes: list[str], threshold: float = 0.5) -> Score:
@@ -201,8 +208,8 @@ def check_submission(solution: pd.DataFrame, submission: pd.DataFrame, name: str
     return submission.set_index("row_id").loc[solution["row_id"]].reset_index()
 
 
-def score_files(solution_path: str | Path, submission_path: str | Path, threshold: float = 0.5) -> Score:
-    """Check `submission_path` against `solution_path` and compute every metric."""
+def read_aligned(solution_path: str | Path, submission_path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Check `submission_path` against `solution_path`; labels (N, C), scores (N, C) in solution row order, classes."""
     solution = read_table(solution_path, "solution")
     submission = read_table(submission_path, "submission")
     aligned = check_submission(solution, submission, name=str(submission_path))
@@ -210,4 +217,9 @@ def score_files(solution_path: str | Path, submission_path: str | Path, threshol
     y_true = solution[classes].to_numpy(dtype=float)
     if not np.isin(y_true, (0.0, 1.0)).all():
         raise SubmissionError(f"{solution_path}: solution values must be 0 or 1")
-    return score_arrays(y_true, aligned[classes].to_numpy(dtype=float), classes, threshold)
+    return y_true, aligned[classes].to_numpy(dtype=float), classes
+
+
+def score_files(solution_path: str | Path, submission_path: str | Path, threshold: float = 0.5) -> Score:
+    """Check `submission_path` against `solution_path` and compute every metric."""
+    return score_arrays(*read_aligned(solution_path, submission_path), threshold)

@@ -9,9 +9,9 @@ HTML page. Every number the page shows is in the ``report.json`` written beside 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from birdsed.data import DataError, load_birdclef
-from birdsed.metrics import Score, check_submission, read_table, score_arrays
+from birdsed.data import BirdCLEFData, DataError, load_birdclef
+from birdsed.metrics import Score, json_safe, read_aligned, score_arrays
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,12 @@ def _run_solution(config: dict[str, Any] | None) -> Path | None:
     return path if path.is_file() else None
 
 
+@functools.lru_cache(maxsize=8)
+def _data_folder(root: str) -> BirdCLEFData:
+    """A data folder's tables (no audio checks), read once per report however many runs name it."""
+    return load_birdclef(root, check_files=False)
+
+
 def _validation(run_dir: Path, config: dict[str, Any] | None, threshold: float, notes: list[str]) -> Evaluation | None:
     """The best epoch's held-out predictions (``oof.csv``) against the recordings' primary + secondary labels."""
     path = run_dir / "oof.csv"
@@ -137,7 +143,7 @@ def _validation(run_dir: Path, config: dict[str, Any] | None, threshold: float, 
     secondary: dict[str, list[str]] = {}
     root = (config or {}).get("data", {}).get("root")
     try:
-        train = load_birdclef(root, check_files=False).train if root else None
+        train = _data_folder(str(root)).train if root else None
     except (DataError, OSError) as err:
         train = None
         notes.append(f"validation labels from oof.csv's primary_label only ({root}: {err})")
@@ -153,13 +159,7 @@ def _validation(run_dir: Path, config: dict[str, Any] | None, threshold: float, 
 
 def _soundscape(submission: Path, solution: Path, threshold: float) -> Evaluation:
     """A submission-shaped CSV scored against a solution exactly as ``birdsed score`` scores it."""
-    sol = read_table(solution, "solution")
-    aligned = check_submission(sol, read_table(submission, "submission"), name=str(submission))
-    classes = [c for c in sol.columns if c != "row_id"]
-    y_true = sol[classes].to_numpy(dtype=float)
-    if not np.isin(y_true, (0.0, 1.0)).all():
-        raise ReportError(f"{solution}: solution values must be 0 or 1")
-    y_score = aligned[classes].to_numpy(dtype=float)
+    y_true, y_score, classes = read_aligned(solution, submission)
     return Evaluation(y_true, y_score, classes, score_arrays(y_true, y_score, classes, threshold), str(submission))
 
 
@@ -237,7 +237,7 @@ def class_table(entries: list[Entry], solution: Path | None) -> pd.DataFrame:
     out = pd.DataFrame({"group": "", "training_files": np.nan}, index=pd.Index(classes, name="class"))
     for root in roots:
         try:
-            data = load_birdclef(root, check_files=False)
+            data = _data_folder(str(root))
         except (DataError, OSError):
             continue
         tax = data.taxonomy.set_index("primary_label")
@@ -312,18 +312,6 @@ def calibration_bins(y_true: np.ndarray, y_score: np.ndarray, bins: int = 10) ->
     return out
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
-    if isinstance(v, np.generic):
-        return _clean(v.item())
-    return v
-
-
 def to_json(report: Report) -> dict[str, Any]:
     """The report's numbers as plain JSON (NaN → null)."""
     entries = []
@@ -352,7 +340,7 @@ def to_json(report: Report) -> dict[str, Any]:
                 "evaluations": evals,
             }
         )
-    return _clean(
+    return json_safe(
         {
             "threshold": report.threshold,
             "solution": str(report.solution) if report.solution else None,

@@ -76,10 +76,11 @@ def _class_curves(ev: Evaluation) -> dict[int, tuple[np.ndarray, np.ndarray, np.
     return out
 
 
-def macro_curves(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
+def macro_curves(ev: Evaluation, curves: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Macro-average ROC (TPR on a common FPR grid) and PR (interpolated precision on a recall grid) over the
-    scored classes; two arrays of shape (len(GRID),)."""
-    curves = _class_curves(ev)
+    scored classes (`curves`: :func:`_class_curves` of `ev`, when already computed); two arrays of shape
+    (len(GRID),)."""
+    curves = _class_curves(ev) if curves is None else curves
     if not curves:
         return np.full_like(GRID, np.nan), np.full_like(GRID, np.nan)
     tpr = np.mean([np.interp(GRID, fpr, t) for fpr, t, _, _ in curves.values()], axis=0)
@@ -108,7 +109,7 @@ def plot_curves(report: Report, key: str) -> str:
     ranked = sorted(aucs, key=aucs.get)
     picked = ranked[:3] + [c for c in ranked[-3:] if c not in ranked[:3]]
     fig, ax = plt.subplots(2, 2, figsize=(11, 9))
-    tpr, prec = macro_curves(ev)
+    tpr, prec = macro_curves(ev, curves)
     ax[0, 0].plot(GRID, tpr, "k", lw=2.5, label=f"macro (AUC {ev.score.macro_auc:.3f})")
     ax[1, 0].plot(GRID, prec, "k", lw=2.5, label="macro")
     for c in picked:
@@ -117,7 +118,7 @@ def plot_curves(report: Report, key: str) -> str:
         ax[0, 0].plot(fpr, t, lw=1.2, label=label)
         ax[1, 0].plot(r, p, lw=1.2, label=f"{ev.classes[c]} (AP {ev.score.per_class[ev.classes[c]]['ap']:.3f})")
     for e in entries:
-        t_e, p_e = macro_curves(e.evals[key])
+        t_e, p_e = (tpr, prec) if e is focus else macro_curves(e.evals[key])
         ax[0, 1].plot(GRID, t_e, lw=1.6, label=f"{e.name} ({e.evals[key].score.macro_auc:.3f})")
         ax[1, 1].plot(GRID, p_e, lw=1.6, label=f"{e.name} ({e.evals[key].score.padded_cmap:.3f} cmAP)")
     for a in ax[0]:
