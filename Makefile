@@ -37,6 +37,7 @@ bench: install
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_infer.py
 	$(PY) benchmarks/bench_report.py
+	$(PY) benchmarks/bench_reliability.py
 
 clean:
 	rm -rf data/demo cache runs submissions/*.csv submissions/*.html

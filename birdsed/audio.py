@@ -6,6 +6,7 @@ two-hour file never sits in memory whole. :class:`MelFrontend` is an ``nn.Module
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +18,13 @@ import torch
 from torch import nn
 
 from birdsed.config import AudioConfig
+from birdsed.errors import BirdsedError
 
+log = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = (".ogg", ".flac", ".wav", ".mp3", ".oga")
 
 
-class AudioError(ValueError):
+class AudioError(BirdsedError, ValueError):
     """An audio file cannot be used; the message names the file and what is wrong with it."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -59,14 +62,20 @@ def _short(err: Exception) -> str:
     return text[-1] if text else type(err).__name__
 
 
-def iter_blocks(path: str | Path, sample_rate: int, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+def iter_blocks(
+    path: str | Path, sample_rate: int, block_seconds: float = 30.0, repair: bool = False
+) -> Iterator[np.ndarray]:
     """Decode `path` block by block as mono float32 at `sample_rate`; memory is bounded by the block size.
+
+    Args:
+        repair: NaN/infinite samples become silence, with a warning naming the file and the seconds affected
+            (inference: one bad stretch must not cost the whole file); otherwise they are an error (training).
 
     Yields:
         1-D float32 arrays whose concatenation is the whole resampled file.
 
     Raises:
-        AudioError: unreadable, empty, truncated mid-stream, NaN/infinite samples.
+        AudioError: unreadable, empty, truncated mid-stream, NaN/infinite samples (unless `repair`).
     """
     info = audio_info(path)
     sr_in = int(info.samplerate)
@@ -77,14 +86,27 @@ def iter_blocks(path: str | Path, sample_rate: int, block_seconds: float = 30.0)
     except Exception as err:
         raise AudioError(path, f"not a readable audio file ({_short(err)})") from None
     with handle:
+        offset = 0  # samples read so far, at the file's own rate
         while True:
             try:
                 data = handle.read(block, dtype="float32", always_2d=True)  # (n, channels)
             except Exception as err:
                 raise AudioError(path, f"decoding failed part-way, file truncated or corrupt ({_short(err)})") from None
             last = len(data) < block
-            if not np.isfinite(data).all():
-                raise AudioError(path, "contains NaN or infinite samples")
+            bad = ~np.isfinite(data).all(axis=1)
+            if bad.any():
+                if not repair:
+                    raise AudioError(path, "contains NaN or infinite samples")
+                where = np.flatnonzero(bad)
+                log.warning(
+                    "%s: %d non-finite sample(s) between %.2f s and %.2f s replaced by silence",
+                    path,
+                    len(where),
+                    (offset + where[0]) / sr_in,
+                    (offset + where[-1] + 1) / sr_in,
+                )
+                data[bad] = 0.0
+            offset += len(data)
             mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
             if resampler is not None:
                 mono = resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
@@ -94,13 +116,13 @@ def iter_blocks(path: str | Path, sample_rate: int, block_seconds: float = 30.0)
                 break
 
 
-def load_audio(path: str | Path, sample_rate: int = 32000) -> np.ndarray:
+def load_audio(path: str | Path, sample_rate: int = 32000, repair: bool = False) -> np.ndarray:
     """Decode a whole file to a mono float32 waveform at `sample_rate`, shape (n_samples,).
 
     Raises:
-        AudioError: as :func:`iter_blocks`, and for files that decode to no samples.
+        AudioError: as :func:`iter_blocks` (`repair` as there), and for files that decode to no samples.
     """
-    blocks = list(iter_blocks(path, sample_rate))
+    blocks = list(iter_blocks(path, sample_rate, repair=repair))
     if not blocks:
         raise AudioError(path, "decodes to no audio samples")
     return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]

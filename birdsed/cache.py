@@ -16,9 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from birdsed.audio import AudioError, crop_start, iter_blocks, pad_to
+from birdsed.data import DataError
+from birdsed.errors import OutputError
+from birdsed.outputs import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +101,7 @@ class WaveStore:
         self.root = Path(root)
         index_path = self.root / INDEX
         if not index_path.is_file():
-            raise FileNotFoundError(f"{index_path}: no waveform cache here; run `birdsed prepare` first")
+            raise DataError(f"{index_path}: no waveform cache here; run `birdsed prepare` first")
         index = json.loads(index_path.read_text())
         self.sample_rate: int = index["sample_rate"]
         self.files: dict[str, dict] = index["files"]
@@ -160,9 +164,32 @@ class WaveStore:
 
 
 def _write_index(root: Path, sample_rate: int, files: dict[str, dict]) -> None:
-    tmp = root / (INDEX + ".part")
-    tmp.write_text(json.dumps({"sample_rate": sample_rate, "dtype": "float16", "files": files}, indent=0))
-    os.replace(tmp, root / INDEX)
+    atomic_write(root / INDEX, json.dumps({"sample_rate": sample_rate, "dtype": "float16", "files": files}, indent=0))
+
+
+def _read_index(root: Path, sample_rate: int) -> dict[str, dict]:
+    """The files of the cache's index at `sample_rate` (empty if there is none, or it is at another rate)."""
+    if not (root / INDEX).is_file():
+        return {}
+    old = json.loads((root / INDEX).read_text())
+    return old["files"] if old.get("sample_rate") == sample_rate else {}
+
+
+def _stale(sources: list[tuple[str, Path]], root: Path, files: dict[str, dict]) -> list[tuple[str, Path]]:
+    """Sources whose cached samples are missing or older than the source (size or modification time changed)."""
+    todo = []
+    for key, src in sources:
+        entry = files.get(key)
+        current = (
+            entry is not None
+            and src.is_file()
+            and entry.get("source_size") == src.stat().st_size
+            and entry.get("source_mtime_ns") == src.stat().st_mtime_ns
+            and (root / (key + ".f16")).is_file()
+        )
+        if not current:
+            todo.append((key, src))
+    return todo
 
 
 def prepare_cache(
@@ -176,37 +203,58 @@ def prepare_cache(
 
     A file is current when the index lists it with the source's size and modification time and its samples file
     exists. Unusable files (unreadable, empty, truncated, silent, NaN) are skipped and listed in the summary.
+    A complete cache is only read, so it may sit on a read-only file system (Kaggle inputs); writes take a file
+    lock, so several ``prepare`` calls on one cache wait for each other instead of racing on the index.
 
     Args:
         sources: pairs of cache key (e.g. ``train_audio/sp1/XC1.ogg``) and source file.
         cache_dir: the cache folder (created if absent).
         sample_rate: target rate; a cache made at another rate is rebuilt.
         workers: processes (0 means all cores).
+
+    Raises:
+        OutputError: files are missing from the cache and its folder cannot be written.
     """
     root = Path(cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    files: dict[str, dict] = {}
-    if (root / INDEX).is_file():
-        old = json.loads((root / INDEX).read_text())
-        if old.get("sample_rate") == sample_rate:
-            files = old["files"]
-    summary = PrepareSummary()
-    todo: list[tuple[str, Path]] = []
-    for key, src in sources:
-        src = Path(src)
-        entry = files.get(key)
-        current = (
-            entry is not None
-            and src.is_file()
-            and entry.get("source_size") == src.stat().st_size
-            and entry.get("source_mtime_ns") == src.stat().st_mtime_ns
-            and (root / (key + ".f16")).is_file()
-        )
-        if current:
-            summary.skipped_current += 1
-        else:
+    sources = [(key, Path(src)) for key, src in sources]
+    todo = _stale(sources, root, _read_index(root, sample_rate))
+    summary = PrepareSummary(skipped_current=len(sources) - len(todo))
+    if not todo:
+        return summary  # nothing to write: a read-only cache is fine
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(root / (INDEX + ".lock")))
+        lock.acquire(timeout=0.5)
+    except Timeout:
+        log.info("%s: another prepare is writing this cache; waiting for it", root)
+        lock.acquire()
+    except OSError as err:
+        raise OutputError(
+            f"{root}: the waveform cache lacks {len(todo)} file(s) and cannot be written ({err.strerror or err}); "
+            "set data.cache_dir to a writable folder (a complete read-only cache needs no writes)"
+        ) from None
+    try:
+        files = _read_index(root, sample_rate)  # again, under the lock: another prepare may have filled it
+        todo = _stale(sources, root, files)
+        summary.skipped_current = len(sources) - len(todo)
+        for key, _ in todo:
             files.pop(key, None)
-            todo.append((key, src))
+        _decode_all(todo, root, sample_rate, workers, progress, files, summary)
+    finally:
+        lock.release()
+    return summary
+
+
+def _decode_all(
+    todo: list[tuple[str, Path]],
+    root: Path,
+    sample_rate: int,
+    workers: int,
+    progress: bool,
+    files: dict[str, dict],
+    summary: PrepareSummary,
+) -> None:
+    """Decode `todo` into `root` (in parallel), updating `files` and `summary`; the index is saved as it goes."""
     workers = workers or os.cpu_count() or 1
     results: Iterable[tuple[tuple[str, Path], dict]]
     args = [(str(src), str(root / (key + ".f16")), sample_rate) for key, src in todo]
@@ -235,4 +283,3 @@ def prepare_cache(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
         _write_index(root, sample_rate, files)
-    return summary

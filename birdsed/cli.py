@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from birdsed.config import Config, ConfigError, load_config
+from birdsed.config import Config, load_config
+from birdsed.errors import BirdsedError
+from birdsed.outputs import check_dir_output, check_file_output
 
 log = logging.getLogger("birdsed")
 
@@ -39,6 +42,7 @@ def cmd_synth(args: argparse.Namespace) -> str:
 
     out = make_dataset(
         args.out,
+        overwrite=args.overwrite,
         n_classes=args.classes,
         seed=args.seed,
         files_per_class=args.files_per_class,
@@ -76,6 +80,8 @@ def _infer_config(args: argparse.Namespace) -> Config:
         items.append(f"infer.tta_shifts=[{args.tta_shifts}]")
     if args.runtime:
         items.append(f"infer.runtime={args.runtime}")
+    if args.precision:
+        items.append(f"infer.precision={args.precision}")
     return load_config(args.config, items)
 
 
@@ -86,9 +92,12 @@ def _device() -> str:
 
 
 def cmd_infer(args: argparse.Namespace) -> str:
+    from birdsed.audio import list_audio
     from birdsed.submit import infer_folder, load_ensemble, output_columns, write_submission
 
     cfg = _infer_config(args)
+    inputs = (args.sample_submission, args.config, *args.checkpoint, *list_audio(args.soundscapes))
+    check_file_output(args.out, inputs)  # before minutes of compute, not after
     device = _device() if cfg.infer.runtime == "torch" else "cpu"
     if cfg.infer.threads:
         import torch
@@ -118,7 +127,10 @@ def cmd_budget(args: argparse.Namespace) -> str:
     members = load_ensemble(args.checkpoint, cfg.infer, "cpu")
     b = measure(members, cfg.infer, args.soundscapes, args.minutes, args.cores, args.limit)
     shifts = len(cfg.infer.tta_shifts)
-    print(f"{len(members)} model(s) x {shifts} shift(s), runtime {cfg.infer.runtime}, {b.local_threads} thread(s) here")
+    print(
+        f"{len(members)} model(s) x {shifts} shift(s), runtime {cfg.infer.runtime} at {cfg.infer.precision}, "
+        f"{b.local_threads} thread(s) here"
+    )
     print(f"per minute of audio here: decode {b.decode_s_per_min:.2f} s + models {b.model_s_per_min:.2f} s")
     print(
         f"projected for {args.soundscapes} x {args.minutes:g} min on {args.cores} cores: {b.projected_minutes:.1f} min "
@@ -130,6 +142,7 @@ def cmd_budget(args: argparse.Namespace) -> str:
 def cmd_export(args: argparse.Namespace) -> str:
     from birdsed.export import export
 
+    check_dir_output(args.out)
     out = export(args.checkpoint, args.out, args.format)
     return f"exported {args.checkpoint} as {args.format} to {out}"
 
@@ -150,6 +163,8 @@ def cmd_pseudo(args: argparse.Namespace) -> str:
 def cmd_score(args: argparse.Namespace) -> str:
     from birdsed.metrics import score_files
 
+    if args.json:
+        check_file_output(args.json, (args.solution, args.submission))
     score = score_files(args.solution, args.submission, threshold=args.threshold)
     if args.json:
         score.to_json(args.json)
@@ -167,6 +182,9 @@ def cmd_score(args: argparse.Namespace) -> str:
 def cmd_report(args: argparse.Namespace) -> str:
     from birdsed.report import gather, write_report
 
+    check_file_output(args.out, (args.solution, *(args.submission or [])))
+    if args.screenshot:
+        check_file_output(args.screenshot, (args.out,))
     report = gather(args.runs, args.submission or [], args.solution, args.threshold)
     out = write_report(report, args.out, args.screenshot)
     print(f"numbers: {out.with_suffix('.json')}")
@@ -176,6 +194,40 @@ def cmd_report(args: argparse.Namespace) -> str:
     key = "soundscape" if "soundscape" in last.evals else "validation"
     figure = f" ({last.name}: {key} macro_auc={last.evals[key].score.macro_auc:.4f})" if last.evals else ""
     return f"report: {out}{figure}"
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    """An argparse type: a finite number > 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def _unit(text: str) -> float:
+    """An argparse type: a number in [0, 1] (NaN refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _overwrite_or_resume(p: argparse.ArgumentParser, resume_help: str) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run folder (after the new run is validated)"
+    )
+    group.add_argument("--resume", action="store_true", help=resume_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--files-per-class", type=int, default=8)
     p.add_argument("--train-soundscapes", type=int, default=20)
     p.add_argument("--test-soundscapes", type=int, default=10)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("prepare", parents=[cfg_parent], help="decode data.root's audio once into the waveform cache")
@@ -200,14 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", parents=[cfg_parent], help="train one SED model into a run folder")
     p.add_argument("--out", type=Path, help="run folder (default runs/<name>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    _overwrite_or_resume(p, "continue a killed run after its last finished epoch")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("pseudo", parents=[cfg_parent], help="rounds of pseudo-labelling on train_soundscapes")
     p.add_argument("--out", type=Path, help="run folder (default runs/<name>)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--resume", action="store_true", help="continue at the first unfinished round")
+    _overwrite_or_resume(p, "continue at the first unfinished round, inside it after its last finished epoch")
     p.set_defaults(func=cmd_pseudo)
 
     p = sub.add_parser("infer", help="predict soundscapes with one or more checkpoints; write a submission")
@@ -217,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-submission", type=Path, help="column order of the submission")
     p.add_argument("--tta-shifts", help="comma-separated offsets in seconds, e.g. 0,-2.5,2.5")
     p.add_argument("--runtime", choices=["torch", "onnx", "openvino"])
+    p.add_argument("--precision", choices=["f32", "bf16"], help="model precision (default f32 on every machine)")
     p.add_argument("--config", help="a YAML config whose infer section is used")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. infer.clip_weight=0.75")
     p.add_argument("--no-progress", action="store_true")
@@ -224,12 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("budget", help="project the Kaggle wall time of an ensemble from timings on this machine")
     p.add_argument("--checkpoint", action="append", required=True)
-    p.add_argument("--soundscapes", type=int, default=700)
-    p.add_argument("--minutes", type=float, default=1.0, help="length of each soundscape")
-    p.add_argument("--cores", type=int, default=4, help="CPU cores of the target (Kaggle: 4)")
-    p.add_argument("--limit", type=float, default=90.0, help="the notebook's time limit in minutes")
+    p.add_argument("--soundscapes", type=_positive(int), default=700)
+    p.add_argument("--minutes", type=_positive(float), default=1.0, help="length of each soundscape")
+    p.add_argument("--cores", type=_positive(int), default=4, help="CPU cores of the target (Kaggle: 4)")
+    p.add_argument("--limit", type=_positive(float), default=90.0, help="the notebook's time limit in minutes")
     p.add_argument("--tta-shifts")
     p.add_argument("--runtime", choices=["torch", "onnx", "openvino"])
+    p.add_argument("--precision", choices=["f32", "bf16"])
     p.add_argument("--config")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_budget)
@@ -243,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="check a submission and compute the BirdCLEF metrics")
     p.add_argument("--solution", required=True, type=Path)
     p.add_argument("--submission", required=True, type=Path)
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=_unit, default=0.5)
     p.add_argument("--json", type=Path, help="write every figure here")
     p.set_defaults(func=cmd_score)
 
@@ -251,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", type=Path, help="run folders and pseudo-label folders, in column order")
     p.add_argument("--solution", type=Path, help="labelled soundscapes (test_solution.csv)")
     p.add_argument("--submission", action="append", type=Path, help="a submission CSV to score and compare")
-    p.add_argument("--threshold", type=float, default=0.5, help="threshold of accuracy/precision/recall/F1")
+    p.add_argument("--threshold", type=_unit, default=0.5, help="threshold of accuracy/precision/recall/F1")
     p.add_argument("--out", required=True, type=Path, help="the HTML file; its numbers go beside it as .json")
     p.add_argument("--screenshot", type=Path, help="also render the page to this PNG with headless Chromium")
     p.set_defaults(func=cmd_report)
@@ -259,37 +312,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (1 for expected errors, with the message on stderr)."""
-    from birdsed.audio import AudioError
-    from birdsed.data import DataError
-    from birdsed.metrics import SubmissionError
-    from birdsed.models.build import CheckpointError
-    from birdsed.report import ReportError
-    from birdsed.runs import RunExistsError
+    """Entry point; returns the exit status.
 
+    A :class:`~birdsed.errors.BirdsedError` (bad input or output) prints one line, ``error: <file or key>: <what is
+    wrong>``, and returns 1; Ctrl-C returns 130. Anything else is a bug and keeps its traceback.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
         headline = args.func(args)
-    except (
-        ConfigError,
-        DataError,
-        AudioError,
-        SubmissionError,
-        CheckpointError,
-        RunExistsError,
-        ReportError,
-        FileNotFoundError,
-        FloatingPointError,
-        ValueError,
-        FileExistsError,
-    ) as err:
+    except BirdsedError as err:
         if args.verbose:
             raise
-        print(f"birdsed {args.command}: error: {err}", file=sys.stderr)
+        print("error: " + " ".join(str(err).split("\n")), file=sys.stderr)  # one line, whatever the message
         return 1
+    except KeyboardInterrupt:
+        print(f"error: birdsed {args.command}: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
     print(headline)
     return 0
 

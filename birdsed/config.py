@@ -8,33 +8,60 @@ Derived values (samples per crop, frames per window) are computed here and nowhe
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from birdsed.errors import BirdsedError
 
-class ConfigError(ValueError):
+
+class ConfigError(BirdsedError, ValueError):
     """A configuration file or override is invalid; the message names the key."""
+
+
+def choice(default: str, *others: str) -> Any:
+    """A string field whose allowed values are `default` and `others`."""
+    return field(default=default, metadata={"choices": (default, *others)})
+
+
+def at_least(default: float, low: float, exclusive: bool = False) -> Any:
+    """A number field that must be >= `low` (> `low` when `exclusive`)."""
+    return field(default=default, metadata={"low": low, "exclusive": exclusive})
+
+
+def positive(default: float | None) -> Any:
+    """A number field that must be > 0 (None allowed where the default is None)."""
+    return at_least(default, 0, exclusive=True)  # type: ignore[arg-type]
+
+
+def non_negative(default: float) -> Any:
+    """A number field that must be >= 0."""
+    return at_least(default, 0)
+
+
+def unit(default: float) -> Any:
+    """A number field that must lie in [0, 1]."""
+    return field(default=default, metadata={"low": 0, "high": 1})
 
 
 @dataclass
 class AudioConfig:
     """Decoding and the log-mel front-end (the front-end lives inside the model)."""
 
-    sample_rate: int = 32000
-    n_fft: int = 2048
-    hop_length: int = 512
-    n_mels: int = 128
-    fmin: float = 40.0
-    fmax: float = 15000.0
-    power: float = 2.0
-    top_db: float | None = 80.0
+    sample_rate: int = positive(32000)
+    n_fft: int = positive(2048)
+    hop_length: int = positive(512)
+    n_mels: int = positive(128)
+    fmin: float = non_negative(40.0)
+    fmax: float = positive(15000.0)
+    power: float = positive(2.0)
+    top_db: float | None = positive(80.0)  # dB floor below each spectrogram's max; null: none
     # per-spectrogram normalisation after dB: none | standard (zero mean, unit std) | minmax (to [0, 1])
-    normalize: str = "standard"
+    normalize: str = choice("standard", "none", "minmax")
 
 
 @dataclass
@@ -45,25 +72,25 @@ class DataConfig:
     # waveform cache; empty means cache/<name of root>-<sample_rate>hz
     cache_dir: str = ""
     # first_random: random crop inside the first `first_seconds` (2nd place 2025: 7 s); random; first; center; full
-    crop_mode: str = "first_random"
-    crop_seconds: float = 5.0
-    first_seconds: float = 7.0
+    crop_mode: str = choice("first_random", "random", "first", "center", "full")
+    crop_seconds: float = positive(5.0)
+    first_seconds: float = positive(7.0)
     # clips shorter than the crop: loop (tile the clip) or zero (pad with silence at the end)
-    pad_mode: str = "loop"
-    n_folds: int = 5
-    fold: int = 0  # the held-out validation fold; -1 trains on every recording (no fold validation)
+    pad_mode: str = choice("loop", "zero")
+    n_folds: int = at_least(5, 2)
+    fold: int = at_least(0, -1)  # the held-out validation fold; -1 trains on every recording (no fold validation)
     # > 0: hold out the last `holdout_seconds` of every recording at least twice that long as validation, and
     # crop training audio only before it — validation for sets too small to hold out whole recordings
-    holdout_seconds: float = 0.0
+    holdout_seconds: float = non_negative(0.0)
     seed: int = 42
     # target value given to secondary labels (0 ignores them)
-    secondary_label_value: float = 0.5
+    secondary_label_value: float = unit(0.5)
     # recordings rated below this are dropped (0 keeps all; unrated recordings are kept)
-    min_rating: float = 0.0
-    batch_size: int = 32
-    num_workers: int = 2
+    min_rating: float = non_negative(0.0)
+    batch_size: int = positive(32)
+    num_workers: int = non_negative(2)
     # workers for `birdsed prepare` (0 means all cores)
-    prepare_workers: int = 0
+    prepare_workers: int = non_negative(0)
     # labelled soundscape windows scored after every epoch, for reporting only (never for choosing a checkpoint):
     # auto = ROOT/test_solution.csv if present; none; or a path. Its soundscapes are ROOT/test_soundscapes/<stem>.*
     solution: str = "auto"
@@ -74,10 +101,10 @@ class ModelConfig:
     """Backbone and head (``birdsed/models``)."""
 
     backbone: str = "efficientnet_b0"
-    head: str = "sed"  # sed (attention pooling, clip + frame outputs) | clip (global pooling baseline)
-    freq_pool: str = "meanmax"  # meanmax | gem
-    drop_path_rate: float = 0.15  # stochastic depth (1st place 2025: 0.15)
-    dropout: float = 0.25
+    head: str = choice("sed", "clip")  # sed (attention pooling, clip + frame outputs) | clip (global pooling)
+    freq_pool: str = choice("meanmax", "gem")
+    drop_path_rate: float = unit(0.15)  # stochastic depth (1st place 2025: 0.15)
+    dropout: float = unit(0.25)
     # a local timm weights file to start the backbone from; nothing is ever downloaded
     pretrained_weights: str = ""
     # a previous run's checkpoint (or run folder) to start from; the head is remapped by label name
@@ -89,53 +116,53 @@ class ModelConfig:
 class AugmentConfig:
     """Waveform augmentation in the loader, MixUp and SpecAugment on the device."""
 
-    mixup_prob: float = 0.5  # probability that a sample is mixed with another of the batch
-    mixup_alpha: float = 0.4  # weight ~ Beta(alpha, alpha) ...
-    mixup_weight: float = 0.0  # ... unless > 0: a constant weight of the partner (1st place: 0.5)
-    mixup_targets: str = "max"  # max | sum_clip | weighted
-    gain_db: float = 6.0  # random gain in [-gain_db, +gain_db]
-    time_shift_prob: float = 0.5  # circular time shift of the crop
+    mixup_prob: float = unit(0.5)  # probability that a sample is mixed with another of the batch
+    mixup_alpha: float = positive(0.4)  # weight ~ Beta(alpha, alpha) ...
+    mixup_weight: float = unit(0.0)  # ... unless > 0: a constant weight of the partner (1st place: 0.5)
+    mixup_targets: str = choice("max", "sum_clip", "weighted")
+    gain_db: float = non_negative(6.0)  # random gain in [-gain_db, +gain_db]
+    time_shift_prob: float = unit(0.5)  # circular time shift of the crop
     # background noise mixed into training crops: a folder of audio (cached on first use), e.g. a no-call set
     background_dir: str = ""
-    background_prob: float = 0.0
+    background_prob: float = unit(0.0)
     background_snr_db: list[float] = field(default_factory=lambda: [3.0, 30.0])
-    spec_time_masks: int = 2
-    spec_time_mask_frames: int = 20
-    spec_freq_masks: int = 2
-    spec_freq_mask_bins: int = 12
+    spec_time_masks: int = non_negative(2)
+    spec_time_mask_frames: int = non_negative(20)
+    spec_freq_masks: int = non_negative(2)
+    spec_freq_mask_bins: int = non_negative(12)
     # where the spectrogram is made: device (in the model, on GPU/CPU) | loader (in DataLoader workers, with
     # albumentations spectrogram transforms — for when the accelerator is the bottleneck)
-    spec_on: str = "device"
+    spec_on: str = choice("device", "loader")
 
 
 @dataclass
 class TrainConfig:
     """Optimisation, loss, sampling and the Lightning Trainer."""
 
-    epochs: int = 10
-    samples_per_epoch: int = 0  # 0: one pass over the (oversampled) training recordings
-    lr: float = 1e-3
-    min_lr: float = 1e-6
-    weight_decay: float = 1e-2
-    optimizer: str = "adamw"  # adamw | radam
-    scheduler: str = "cosine"  # cosine | cosine_restarts | constant
-    warmup_epochs: float = 1.0
-    restart_epochs: int = 5  # period of cosine_restarts (1st place: 5)
-    loss: str = "focal_bce"  # bce | focal | focal_bce | ce
-    focal_gamma: float = 2.0
-    focal_weight: float = 1.0  # focal_bce = focal_weight * focal + bce_weight * bce
-    bce_weight: float = 1.0
-    label_smoothing: float = 0.0
+    epochs: int = positive(10)
+    samples_per_epoch: int = non_negative(0)  # 0: one pass over the (oversampled) training recordings
+    lr: float = positive(1e-3)
+    min_lr: float = non_negative(1e-6)
+    weight_decay: float = non_negative(1e-2)
+    optimizer: str = choice("adamw", "radam")
+    scheduler: str = choice("cosine", "cosine_restarts", "constant")
+    warmup_epochs: float = non_negative(1.0)
+    restart_epochs: int = positive(5)  # period of cosine_restarts (1st place: 5)
+    loss: str = choice("focal_bce", "bce", "focal", "ce")
+    focal_gamma: float = non_negative(2.0)
+    focal_weight: float = non_negative(1.0)  # focal_bce = focal_weight * focal + bce_weight * bce
+    bce_weight: float = non_negative(1.0)
+    label_smoothing: float = unit(0.0)
     sample_weight_power: float = -0.5  # sampling weight (count/sum)^power per recording; 0: uniform
-    min_class_samples: int = 0  # rare classes are repeated until they have this many entries per epoch
-    grad_clip: float = 5.0
-    precision: str = "auto"  # auto (bf16-mixed on CUDA, 32 elsewhere) | 32 | 16-mixed | bf16-mixed
-    accelerator: str = "auto"
-    devices: str = "auto"
-    num_nodes: int = 1
+    min_class_samples: int = non_negative(0)  # rare classes are repeated until they have this many per epoch
+    grad_clip: float = non_negative(5.0)
+    precision: str = choice("auto", "32", "16-mixed", "bf16-mixed")  # auto: bf16-mixed on CUDA, 32 elsewhere
+    accelerator: str = choice("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+    devices: str = "auto"  # auto | a count (-1: all) | device ids such as "0,1"
+    num_nodes: int = positive(1)
     strategy: str = "auto"
     seed: int = 42
-    threads: int = 0  # torch CPU threads (0: all cores)
+    threads: int = non_negative(0)  # torch CPU threads (0: all cores)
     progress: bool = True
 
 
@@ -143,23 +170,26 @@ class TrainConfig:
 class InferConfig:
     """Soundscape inference (``birdsed infer``); the models' own audio settings come from their checkpoints."""
 
-    window_seconds: float = 5.0
-    context_seconds: float = 5.0  # audio each window is predicted from, centred, zero-padded at the edges
+    window_seconds: float = positive(5.0)
+    context_seconds: float = positive(5.0)  # audio each window is predicted from, centred, zero-padded at the edges
     tta_shifts: list[float] = field(default_factory=lambda: [0.0])  # seconds; 1 entry = no TTA
-    shift_reduce: str = "mean"  # mean | max
-    clip_weight: float = 1.0  # 1: clip output only; e.g. 0.75: 0.75 * clip + 0.25 * max over frames
+    shift_reduce: str = choice("mean", "max")
+    clip_weight: float = unit(1.0)  # 1: clip output only; e.g. 0.75: 0.75 * clip + 0.25 * max over frames
     smoothing: list[float] = field(default_factory=list)  # e.g. [0.1, 0.2, 0.4, 0.2, 0.1] (1st place)
-    ensemble: str = "mean"  # mean (of probabilities) | rank
+    ensemble: str = choice("mean", "rank")  # mean (of probabilities) | rank
     weights: list[float] = field(default_factory=list)  # per checkpoint; empty: equal
-    specialist: int = -1  # index of a checkpoint whose classes replace the ensemble's
+    specialist: int = at_least(-1, -1)  # index of a checkpoint whose classes replace the ensemble's
     specialist_classes: list[str] = field(default_factory=list)  # empty: all the specialist knows
-    runtime: str = "torch"  # torch (CUDA if available) | onnx | openvino
-    batch_size: int = 16
-    threads: int = 0  # CPU threads for the runtime (0: library default; with workers: all cores, split)
+    runtime: str = choice("torch", "onnx", "openvino")  # torch (CUDA if available) | onnx | openvino
+    # numeric precision of the models: f32 everywhere unless asked; bf16 (torch autocast on the CPU, OpenVINO's
+    # inference precision hint) is faster on CPUs with bf16 units and changes the numbers slightly
+    precision: str = choice("f32", "bf16")
+    batch_size: int = positive(16)
+    threads: int = non_negative(0)  # CPU threads for the runtime (0: library default; with workers: all, split)
     # files predicted side by side, each worker with its own runtime session (0: one per core for onnx/openvino
     # on the CPU, 1 for torch)
-    workers: int = 0
-    max_whole_seconds: float = 600.0  # longer files are streamed instead of decoded whole
+    workers: int = non_negative(0)
+    max_whole_seconds: float = positive(600.0)  # longer files are streamed instead of decoded whole
     # one STFT per file shared by all windows and shifts (starts snap to the nearest hop); false: per chunk
     shared_stft: bool = True
 
@@ -168,19 +198,20 @@ class InferConfig:
 class PseudoConfig:
     """Iterative pseudo-labelling of ``train_soundscapes`` (``birdsed pseudo``)."""
 
-    rounds: int = 2  # rounds after the supervised round 0
+    rounds: int = non_negative(2)  # rounds after the supervised round 0
     # power c of round r (p -> p^(1/c)); round r uses power[min(r, len) - 1] (1st place: 1, 0.65, 0.55, 0.6)
     power: list[float] = field(default_factory=lambda: [1.0, 0.65, 0.55, 0.6])
     power_normalize: bool = False  # p_i^(1/c) / sum_j p_j^(1/c) instead of the element-wise form
-    min_max_prob: float = 0.5  # keep a chunk if its highest probability reaches this (2nd place: 0.5)
-    trim_prob: float = 0.1  # probabilities below this become 0 (2nd place: 0.1)
-    mode: str = "mixup"  # mixup: every labelled sample mixed with a pseudo chunk (1st place) | extra: added samples
-    mix_weight: float = 0.5  # share of the pseudo chunk in mixup mode (1st place: 0.5)
-    mix_targets: str = "weighted"  # targets mixed like the waves (weighted) or by max
-    extra_fraction: float = 0.5  # extra mode: share of each epoch's samples that are pseudo chunks
-    loss_weight: float = 1.0  # extra mode: loss weight of pseudo samples
+    min_max_prob: float = unit(0.5)  # keep a chunk if its highest probability reaches this (2nd place: 0.5)
+    trim_prob: float = unit(0.1)  # probabilities below this become 0 (2nd place: 0.1)
+    # mixup: every labelled sample mixed with a pseudo chunk (1st place) | extra: added samples
+    mode: str = choice("mixup", "extra")
+    mix_weight: float = unit(0.5)  # share of the pseudo chunk in mixup mode (1st place: 0.5)
+    mix_targets: str = choice("weighted", "max")  # targets mixed like the waves (weighted) or by max
+    extra_fraction: float = unit(0.5)  # extra mode: share of each epoch's samples that are pseudo chunks
+    loss_weight: float = non_negative(1.0)  # extra mode: loss weight of pseudo samples
     tta_shifts: list[float] = field(default_factory=lambda: [0.0])  # TTA when predicting the pool
-    epochs: int = 0  # epochs of each round r >= 1 (0: train.epochs)
+    epochs: int = non_negative(0)  # epochs of each round r >= 1 (0: train.epochs)
     continue_training: bool = True  # round r starts from round r-1's weights (else from scratch)
     init_checkpoints: list[str] = field(default_factory=list)  # use these as round 0 instead of training it
     # also train a control chain: round r continues control r-1 (round 0 for r = 1) for the same epochs without
@@ -189,7 +220,7 @@ class PseudoConfig:
     # K >= 2: out-of-fold pseudo labels. The pool's soundscapes are split into K folds and each round trains K
     # models, model k without fold k's chunks; the next round labels fold k with model k only, so no model learns
     # from labels it produced itself (the control chain trains K models too, for the same compute). 0: off
-    oof_folds: int = 0  # the split is seeded by data.seed
+    oof_folds: int = non_negative(0)  # the split is seeded by data.seed
 
 
 @dataclass
@@ -246,7 +277,10 @@ class Config:
         if self.data.solution == "auto":
             path = Path(self.data.root) / "test_solution.csv"
             return path if path.is_file() else None
-        return Path(self.data.solution)
+        path = Path(self.data.solution)
+        if not path.is_file():
+            raise ConfigError(f"data.solution: {path} is not a file (auto: ROOT/test_solution.csv if present; none)")
+        return path
 
     @property
     def cache_path(self) -> Path:
@@ -256,109 +290,76 @@ class Config:
         return Path("cache") / f"{Path(self.data.root).resolve().name}-{self.audio.sample_rate}hz"
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "audio.normalize": ("none", "standard", "minmax"),
-    "data.crop_mode": ("first_random", "random", "first", "center", "full"),
-    "data.pad_mode": ("loop", "zero"),
-    "model.head": ("sed", "clip"),
-    "model.freq_pool": ("meanmax", "gem"),
-    "augment.mixup_targets": ("max", "sum_clip", "weighted"),
-    "augment.spec_on": ("device", "loader"),
-    "train.optimizer": ("adamw", "radam"),
-    "train.scheduler": ("cosine", "cosine_restarts", "constant"),
-    "train.loss": ("bce", "focal", "focal_bce", "ce"),
-    "train.precision": ("auto", "32", "16-mixed", "bf16-mixed"),
-    "infer.shift_reduce": ("mean", "max"),
-    "infer.ensemble": ("mean", "rank"),
-    "infer.runtime": ("torch", "onnx", "openvino"),
-    "pseudo.mode": ("mixup", "extra"),
-    "pseudo.mix_targets": ("weighted", "max"),
-}
-
-POSITIVE: tuple[str, ...] = (
-    "audio.sample_rate",
-    "audio.n_fft",
-    "audio.hop_length",
-    "audio.n_mels",
-    "audio.power",
-    "data.crop_seconds",
-    "data.first_seconds",
-    "data.n_folds",
-    "data.batch_size",
-    "train.epochs",
-    "train.lr",
-    "train.restart_epochs",
-    "infer.window_seconds",
-    "infer.context_seconds",
-    "infer.batch_size",
-)
-
-# values that must lie in [0, 1]
-UNIT: tuple[str, ...] = (
-    "data.secondary_label_value",
-    "model.drop_path_rate",
-    "model.dropout",
-    "augment.mixup_prob",
-    "augment.mixup_weight",
-    "augment.time_shift_prob",
-    "augment.background_prob",
-    "train.label_smoothing",
-    "infer.clip_weight",
-    "pseudo.min_max_prob",
-    "pseudo.trim_prob",
-    "pseudo.mix_weight",
-    "pseudo.extra_fraction",
-)
+def _check_field(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    """The rules a field carries in its metadata, plus: every number is finite."""
+    numbers = value if isinstance(value, list) else [value]
+    for v in numbers:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if value is None or not isinstance(value, int | float):
+        return
+    low, high = meta.get("low"), meta.get("high")
+    if high is not None and not low <= value <= high:
+        raise ConfigError(f"{key}: must be in [{low:g}, {high:g}], got {value!r}")
+    if low is not None and high is None:
+        ok = value > low if meta.get("exclusive") else value >= low
+        if not ok:
+            raise ConfigError(f"{key}: must be {'>' if meta.get('exclusive') else '>='} {low:g}, got {value!r}")
 
 
-def _get(cfg: Config, dotted: str) -> Any:
-    obj: Any = cfg
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
+def _check_fields(obj: Any, prefix: str = "") -> None:
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            _check_fields(value, key + ".")
+        else:
+            _check_field(key, value, f.metadata)
+
+
+def _check_devices(devices: str) -> None:
+    text = devices.strip()
+    if text == "auto" or text == "-1" or text.isdigit():
+        return
+    ids = [s.strip() for s in text.strip("[]").split(",") if s.strip()]
+    if not ids or not all(s.isdigit() for s in ids):
+        raise ConfigError(
+            f"train.devices: {devices!r} is not 'auto', a device count (-1: all) or device ids such as '0,1'"
+        )
 
 
 def validate(cfg: Config) -> None:
-    """Check values that types alone cannot; raise ConfigError naming the key."""
-    for key, choices in CHOICES.items():
-        value = _get(cfg, key)
-        if value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
-    for key in POSITIVE:
-        value = _get(cfg, key)
-        if not value > 0:
-            raise ConfigError(f"{key}: must be > 0, got {value!r}")
-    a, d = cfg.audio, cfg.data
-    if not 0 <= a.fmin < a.fmax <= a.sample_rate / 2:
+    """Check each field's own rules (choices, ranges, finite numbers), then the rules that join fields.
+
+    Raises:
+        ConfigError: naming the key, the value and what is allowed.
+    """
+    _check_fields(cfg)
+    a, d, i, ps = cfg.audio, cfg.data, cfg.infer, cfg.pseudo
+    if not a.fmin < a.fmax <= a.sample_rate / 2:
         raise ConfigError(
             f"audio.fmin/audio.fmax: need 0 <= fmin < fmax <= sample_rate/2 = {a.sample_rate / 2:g}, "
             f"got fmin={a.fmin:g}, fmax={a.fmax:g}"
         )
     if a.hop_length > a.n_fft:
         raise ConfigError(f"audio.hop_length: {a.hop_length} is larger than audio.n_fft={a.n_fft}")
-    if a.top_db is not None and not a.top_db > 0:
-        raise ConfigError(f"audio.top_db: must be > 0 or null, got {a.top_db!r}")
-    if d.holdout_seconds < 0:
-        raise ConfigError(f"data.holdout_seconds: must be >= 0, got {d.holdout_seconds!r}")
     if d.holdout_seconds > 0 and d.fold >= 0:
         raise ConfigError("data.holdout_seconds: needs data.fold=-1 (hold out either recordings or their tails)")
-    if not -1 <= d.fold < d.n_folds:
+    if d.fold >= d.n_folds:
         raise ConfigError(f"data.fold: {d.fold} is outside -1..{d.n_folds - 1} (data.n_folds={d.n_folds})")
     if d.crop_mode == "first_random" and d.first_seconds < d.crop_seconds:
         raise ConfigError(
             f"data.first_seconds: {d.first_seconds:g} is shorter than data.crop_seconds={d.crop_seconds:g}"
         )
-    for key in UNIT:
-        value = _get(cfg, key)
-        if not 0 <= value <= 1:
-            raise ConfigError(f"{key}: must be in [0, 1], got {value!r}")
     if len(cfg.augment.background_snr_db) != 2 or cfg.augment.background_snr_db[0] > cfg.augment.background_snr_db[1]:
         raise ConfigError(f"augment.background_snr_db: need [low, high], got {cfg.augment.background_snr_db!r}")
     if cfg.augment.background_prob > 0 and not cfg.augment.background_dir:
         raise ConfigError("augment.background_prob: > 0 needs augment.background_dir")
-    if not 0 <= cfg.train.min_lr <= cfg.train.lr:
+    if cfg.train.min_lr > cfg.train.lr:
         raise ConfigError(f"train.min_lr: must be in [0, train.lr], got {cfg.train.min_lr!r}")
-    i = cfg.infer
+    _check_devices(cfg.train.devices)
     if i.context_seconds < i.window_seconds:
         raise ConfigError(f"infer.context_seconds: {i.context_seconds:g} is shorter than infer.window_seconds")
     if not i.tta_shifts:
@@ -369,25 +370,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"infer.smoothing: need an odd number of non-negative weights, got {i.smoothing}")
     if any(w < 0 for w in i.weights):
         raise ConfigError(f"infer.weights: must be >= 0, got {i.weights}")
-    ps = cfg.pseudo
-    if ps.rounds < 0 or ps.epochs < 0:
-        raise ConfigError("pseudo.rounds/pseudo.epochs: must be >= 0")
-    if cfg.infer.workers < 0 or cfg.infer.threads < 0:
-        raise ConfigError("infer.workers/infer.threads: must be >= 0 (0: automatic)")
-    if ps.oof_folds == 1 or ps.oof_folds < 0:
+    if i.precision == "bf16" and i.runtime == "onnx":
+        raise ConfigError("infer.precision: bf16 needs infer.runtime=torch or openvino (ONNX Runtime's CPU is f32)")
+    if ps.oof_folds == 1:
         raise ConfigError(f"pseudo.oof_folds: 0 (off) or at least 2, got {ps.oof_folds}")
     if not ps.power or min(ps.power) <= 0:
         raise ConfigError(f"pseudo.power: need positive powers, got {ps.power}")
-    try:
-        from birdsed.models.backbones import check_backbone_name
+    from birdsed.models.backbones import check_backbone_name
 
-        check_backbone_name(cfg.model.backbone)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    if d.num_workers < 0 or d.prepare_workers < 0:
-        raise ConfigError("data.num_workers/data.prepare_workers: must be >= 0")
-    if not math.isfinite(a.fmax):
-        raise ConfigError("audio.fmax: must be finite")
+    check_backbone_name(cfg.model.backbone)
 
 
 def _error_text(err: OmegaConfBaseException, source: str) -> str:
@@ -413,11 +404,18 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            conf = OmegaConf.merge(conf, OmegaConf.load(path))
+            loaded = OmegaConf.load(path)
+        except Exception as err:  # YAML syntax errors come from the yaml package
+            raise ConfigError(f"{path}: cannot parse: {str(err).splitlines()[0]}") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(
+                f"{path}: the top level must be a mapping of sections (audio:, data:, train:, ...), "
+                f"got a {type(loaded).__name__.replace('Config', '').lower()}"
+            )
+        try:
+            conf = OmegaConf.merge(conf, loaded)
         except OmegaConfBaseException as err:
             raise ConfigError(_error_text(err, str(path))) from None
-        except Exception as err:  # YAML syntax errors come from the yaml package
-            raise ConfigError(f"{path}: cannot parse: {err}") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")

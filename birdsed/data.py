@@ -18,17 +18,18 @@ from __future__ import annotations
 import ast
 import logging
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
 
 from birdsed.audio import list_audio
+from birdsed.errors import BirdsedError
 
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(BirdsedError, ValueError):
     """A BirdCLEF-format folder is unusable; the message names the file and what is wrong."""
 
 
@@ -162,6 +163,15 @@ def load_birdclef(root: str | Path, check_files: bool = True, min_rating: float 
     if "secondary_labels" not in train.columns:
         train["secondary_labels"] = "[]"
 
+    outside = [f for f in train["filename"] if not _inside(f)]
+    if outside:
+        rows = train.index[train["filename"].isin(outside)].tolist()
+        raise DataError(
+            f"{train_path}: filename(s) leave train_audio/ (absolute, '..' or empty): {outside[:5]} "
+            f"(lines {[r + 2 for r in rows[:5]]})"
+        )
+    for folder in ("train_soundscapes", "test_soundscapes"):
+        check_unique_stems(list_audio(root / folder), root / folder)
     dup = train["filename"][train["filename"].duplicated()].unique().tolist()
     if dup:
         raise DataError(f"{train_path}: {len(dup)} recording(s) listed more than once: {dup[:10]}")
@@ -204,6 +214,25 @@ def load_birdclef(root: str | Path, check_files: bool = True, min_rating: float 
     if empty:
         log.warning("%s: %d class(es) have no training recording: %s", train_path, len(empty), empty[:20])
     return data
+
+
+def _inside(filename: str) -> bool:
+    """Whether a train.csv filename stays inside train_audio/ (relative, no '..', not empty)."""
+    path = PurePosixPath(filename.replace("\\", "/"))
+    return bool(filename) and not path.is_absolute() and ".." not in path.parts and not PureWindowsPath(filename).drive
+
+
+def check_unique_stems(files: list[Path], folder: Path) -> None:
+    """Soundscapes are named by their stem in row ids (``<stem>_<seconds>``): two files with one stem (``a.ogg``,
+    ``a.wav``) would give duplicate rows. Raises DataError naming them."""
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen:
+            raise DataError(
+                f"{folder}: {seen[f.stem].name} and {f.name} share the stem {f.stem!r}, so their row ids would "
+                "collide; rename or remove one"
+            )
+        seen[f.stem] = f
 
 
 def assign_folds(labels: list[str] | pd.Series, n_folds: int, seed: int) -> np.ndarray:

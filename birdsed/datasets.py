@@ -2,21 +2,77 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from birdsed.augment import add_background, random_gain, time_shift
 from birdsed.cache import WaveStore
 from birdsed.config import Config
 
+_ITEM = threading.local()  # the seed sequence of the item being made (set by SeededItems)
+
 
 def _rng() -> np.random.Generator:
-    # torch's generator is seeded per DataLoader worker and epoch (and by seed_everything), numpy's is not
+    """A generator for one random decision of the current item: from the item's own seed when the sampler gave
+    one (:class:`SeededItems`), else from torch's generator (seeded per DataLoader worker and epoch)."""
+    seq = getattr(_ITEM, "seq", None)
+    if seq is not None:
+        return np.random.default_rng(seq.spawn(1)[0])
     return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit seed for epoch `epoch` of a run seeded by `seed`."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(2, np.uint32).view(np.uint64)[0] >> 1)
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Weighted sampling with replacement, reproducible per epoch: yields (item index, item seed) pairs.
+
+    Epoch e's draws depend only on (seed, e) — Lightning calls :meth:`set_epoch` — so a run resumed at epoch e draws
+    what an uninterrupted run would have drawn, and each item's augmentation follows from its own seed wherever it
+    is made (any DataLoader worker).
+    """
+
+    def __init__(self, weights: np.ndarray, num_samples: int, seed: int) -> None:
+        p = np.asarray(weights, dtype=np.float64)
+        self.p = p / p.sum()
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        idx = rng.choice(len(self.p), size=self.num_samples, replace=True, p=self.p)
+        seeds = rng.integers(0, 2**63 - 1, size=self.num_samples)
+        return iter(zip(idx.tolist(), seeds.tolist(), strict=True))
+
+
+class SeededItems(Dataset):
+    """Wraps a dataset so that ``ds[(i, seed)]`` makes item i with every random decision drawn from `seed`."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        i, seed = key
+        _ITEM.seq = np.random.SeedSequence(seed)
+        try:
+            return self.base[i]
+        finally:
+            _ITEM.seq = None
 
 
 class ClipDataset(Dataset):

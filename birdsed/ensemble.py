@@ -48,11 +48,12 @@ class Member:
         return astuple(self.cfg.audio)
 
 
-def torch_runner(model: torch.nn.Module, device: torch.device | str) -> Runner:
-    """Run ``model.forward_mel`` under no_grad; returns numpy logits."""
+def torch_runner(model: torch.nn.Module, device: torch.device | str, precision: str = "f32") -> Runner:
+    """Run ``model.forward_mel`` under no_grad (bf16: under autocast); returns numpy float32 logits."""
+    device_type = torch.device(device).type
 
     def run(mel: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device_type, torch.bfloat16, enabled=precision == "bf16"):
             out = model.forward_mel(mel.to(device))
         return out["clip_logits"].float().cpu().numpy(), out["frame_logits"].float().cpu().numpy()
 
@@ -64,8 +65,16 @@ def _prior(payload: dict, n: int) -> np.ndarray | None:
     return np.asarray(prior, dtype=np.float64) if prior is not None and len(prior) == n else None
 
 
-def load_member(path: str | Path, weight: float, runtime: str, device: torch.device | str, threads: int = 0) -> Member:
-    """A member from a checkpoint/run folder (torch, or exported on the fly for onnx/openvino) or an export folder."""
+def load_member(
+    path: str | Path,
+    weight: float,
+    runtime: str,
+    device: torch.device | str,
+    threads: int = 0,
+    precision: str = "f32",
+) -> Member:
+    """A member from a checkpoint/run folder (torch, or exported on the fly for onnx/openvino) or an export folder,
+    run at `precision` (``f32``, or ``bf16`` on torch/OpenVINO)."""
     path = Path(path)
     if (path / "model.json").is_file():  # an export folder
         meta = json.loads((path / "model.json").read_text())
@@ -75,21 +84,21 @@ def load_member(path: str | Path, weight: float, runtime: str, device: torch.dev
         from birdsed.export import runtime_runner
 
         kind = runtime if runtime != "torch" else meta["format"]
-        runner = runtime_runner(path, kind, threads)
-        factory = partial(runtime_runner, path, kind)
+        runner = runtime_runner(path, kind, threads, precision)
+        factory = partial(runtime_runner, path, kind, precision=precision)
     else:
         payload = read_checkpoint(path)
         if runtime == "torch":
             model, cfg, classes = load_checkpoint(path, device)
-            runner, factory = torch_runner(model, device), None
+            runner, factory = torch_runner(model, device, precision), None
         else:
             from birdsed.export import export_cached, runtime_runner
 
             folder = export_cached(path, runtime)
             cfg = config_from_dict(payload["config"])
             classes = list(payload["classes"])
-            runner = runtime_runner(folder, runtime, threads)
-            factory = partial(runtime_runner, folder, runtime)
+            runner = runtime_runner(folder, runtime, threads, precision)
+            factory = partial(runtime_runner, folder, runtime, precision=precision)
         prior = _prior(payload, len(classes))
     activation = "softmax" if cfg.train.loss == "ce" else "sigmoid"
     return Member(str(path), cfg, list(classes), weight, runner, activation, prior, factory)

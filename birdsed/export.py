@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from birdsed.config import ConfigError
 from birdsed.infer import Runner
 from birdsed.models.build import load_checkpoint, read_checkpoint, resolve_checkpoint
+from birdsed.outputs import atomic_path, atomic_write, check_dir_output
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "openvino")
@@ -43,32 +44,30 @@ def export(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx", secon
         seconds: example input length; batch and time axes are dynamic.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+        raise ConfigError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     payload = read_checkpoint(checkpoint)
     model, cfg, classes = load_checkpoint(checkpoint)
     model.channels_last = False  # a memory-format hint means nothing to an exporter
     model.backbone.to(memory_format=torch.contiguous_format)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_dir_output(out_dir)
     with torch.no_grad():
         mel = model.frontend(torch.zeros(2, cfg.seconds_to_samples(seconds)))  # (2, 1, M, T)
     wrapper = _MelToLogits(model).eval()
-    tmp = out / "model.onnx.part"
-    torch.onnx.export(
-        wrapper,
-        (mel,),
-        str(tmp),
-        input_names=["mel"],
-        output_names=["clip_logits", "frame_logits"],
-        dynamic_axes={
-            "mel": {0: "batch", 3: "frames"},
-            "clip_logits": {0: "batch"},
-            "frame_logits": {0: "batch", 1: "out_frames"},
-        },
-        opset_version=17,
-        dynamo=False,
-    )
-    os.replace(tmp, out / "model.onnx")
+    with atomic_path(out / "model.onnx") as tmp:  # a kill leaves no half-written model
+        torch.onnx.export(
+            wrapper,
+            (mel,),
+            str(tmp),
+            input_names=["mel"],
+            output_names=["clip_logits", "frame_logits"],
+            dynamic_axes={
+                "mel": {0: "batch", 3: "frames"},
+                "clip_logits": {0: "batch"},
+                "frame_logits": {0: "batch", 1: "out_frames"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
     meta = {
         "format": fmt,
         "config": payload["config"],
@@ -81,7 +80,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx", secon
         import openvino as ov
 
         ov.save_model(ov.convert_model(str(out / "model.onnx")), str(out / "model.xml"))
-    (out / "model.json").write_text(json.dumps(meta, indent=1))
+    atomic_write(out / "model.json", json.dumps(meta, indent=1))  # last: the folder is complete
     return out
 
 
@@ -96,10 +95,19 @@ def export_cached(checkpoint: str | Path, fmt: str, root: str | Path = "cache/ex
     return folder
 
 
-def runtime_runner(folder: str | Path, runtime: str, threads: int = 0) -> Runner:
-    """A runner over an export folder: ``onnx`` (ONNX Runtime, CPU) or ``openvino``."""
+OPENVINO_PRECISION = {"f32": "f32", "bf16": "bf16"}
+
+
+def runtime_runner(folder: str | Path, runtime: str, threads: int = 0, precision: str = "f32") -> Runner:
+    """A runner over an export folder: ``onnx`` (ONNX Runtime, CPU, f32) or ``openvino``.
+
+    OpenVINO is told the precision explicitly (``INFERENCE_PRECISION_HINT``): left alone it picks bf16 by itself on
+    CPUs with bf16 units (AMX, AVX512-BF16), and the same model then gives other numbers on another machine.
+    """
     folder = Path(folder)
     if runtime == "onnx":
+        if precision != "f32":
+            raise ConfigError("infer.precision: ONNX Runtime runs in f32 on the CPU; use openvino or torch for bf16")
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -116,17 +124,25 @@ def runtime_runner(folder: str | Path, runtime: str, threads: int = 0) -> Runner
 
         return run
     if runtime == "openvino":
-        import openvino as ov
-
-        core = ov.Core()
-        if not (folder / "model.xml").is_file():
-            ov.save_model(ov.convert_model(str(folder / "model.onnx")), str(folder / "model.xml"))
-        config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
-        compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
+        compiled = openvino_model(folder, threads, precision)
 
         def run(mel: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
             result = compiled(mel.detach().cpu().numpy().astype(np.float32))
             return np.asarray(result[0]), np.asarray(result[1])
 
         return run
-    raise ValueError(f"runtime {runtime!r} is not one of torch, onnx, openvino")
+    raise ConfigError(f"infer.runtime: {runtime!r} is not one of torch, onnx, openvino")
+
+
+def openvino_model(folder: str | Path, threads: int = 0, precision: str = "f32"):
+    """The export folder's model compiled for OpenVINO's CPU plugin at an explicit inference precision."""
+    import openvino as ov
+
+    folder = Path(folder)
+    core = ov.Core()
+    # the IR when the folder has one, else the ONNX file read directly (nothing is written: inputs may be read-only)
+    model = folder / "model.xml" if (folder / "model.xml").is_file() else folder / "model.onnx"
+    config: dict[str, object] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision]}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(str(model), "CPU", config)

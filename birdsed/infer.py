@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from birdsed.audio import AudioError, audio_info, iter_blocks
+from birdsed.audio import audio_info, iter_blocks, load_audio
 
 # (B, 1, M, T) log-mel → clip logits (B, K), frame logits (B, T', K)
 Runner = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
@@ -73,7 +73,7 @@ class StreamingAudio:
     def __init__(self, path: str, sample_rate: int, block_seconds: float = 10.0) -> None:
         info = audio_info(path)
         self.length = round(info.frames * sample_rate / info.samplerate)
-        self._blocks: Iterator[np.ndarray] = iter_blocks(path, sample_rate, block_seconds)
+        self._blocks: Iterator[np.ndarray] = iter_blocks(path, sample_rate, block_seconds, repair=True)
         self._buf = np.zeros(0, dtype=np.float32)
         self._start = 0  # absolute index of _buf[0]
         self._done = False
@@ -293,8 +293,5 @@ def read_audio(path: str, sample_rate: int, max_whole_seconds: float) -> Streami
     """Decode a short file whole, stream a long one (memory bounded). Raises AudioError for unusable files."""
     info = audio_info(path)
     if info.frames / info.samplerate <= max_whole_seconds:
-        blocks = list(iter_blocks(path, sample_rate))
-        if not blocks:
-            raise AudioError(path, "decodes to no audio samples")
-        return InMemoryAudio(np.concatenate(blocks))
+        return InMemoryAudio(load_audio(path, sample_rate, repair=True))
     return StreamingAudio(path, sample_rate)

@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from birdsed.errors import BirdsedError
 
-class SubmissionError(ValueError):
+
+class SubmissionError(BirdsedError, ValueError):
     """A submission does not match its solution; the message names the file and the problem."""
 
 
@@ -108,7 +110,9 @@ class Score:
     per_class: dict[str, dict[str, float | int]] = field(default_factory=dict)
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(json_safe(asdict(self)), indent=2))
+        from birdsed.outputs import atomic_write
+
+        atomic_write(path, json.dumps(json_safe(asdict(self)), indent=2))
 
 
 def json_safe(v: Any) -> Any:

@@ -5,7 +5,8 @@ round r-1's model (with TTA), applies p ↦ p^(1/c) (1st place BirdCLEF 2025), k
 reaches ``min_max_prob`` and zeroes probabilities below ``trim_prob`` (2nd place), and trains the next model on
 labelled data mixed with the kept chunks. ``RUN_DIR/round_<k>/`` is a run folder; ``RUN_DIR/rounds.csv`` has one
 row per round. A round is finished when its ``DONE`` marker exists; a killed run resumes at the first unfinished
-round, and a half-written round folder is removed, never reused.
+round and inside it: pool labels already written (``pseudo_meta.json`` is written after ``pseudo.csv``) are reused,
+and each of its training runs continues after its last finished epoch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +24,19 @@ from birdsed.config import Config, save_config
 from birdsed.data import BirdCLEFData, load_birdclef
 from birdsed.datasets import PseudoChunks
 from birdsed.ensemble import load_member
+from birdsed.errors import BirdsedError
 from birdsed.infer import split_row_ids
 from birdsed.metrics import macro_auc
 from birdsed.models.build import read_checkpoint, resolve_checkpoint
-from birdsed.runs import RunExistsError
+from birdsed.outputs import atomic_path, atomic_write
+from birdsed.runs import check_run_dir, is_run_folder, open_run_dir
 from birdsed.submit import infer_folder
 from birdsed.train import ensure_cache, fit
 
 log = logging.getLogger(__name__)
 
 
-class PseudoError(ValueError):
+class PseudoError(BirdsedError, ValueError):
     """A pseudo-labelling round cannot go on; the message says why and what to change."""
 
 
@@ -131,7 +133,8 @@ def label_pool(
     table.insert(3, "fold", table["soundscape"].map(folds) if folds else -1)
     table["weight"] = soundscape_weights(table["soundscape"].to_numpy(), trimmed)
     table = pd.concat([table, pd.DataFrame(trimmed, columns=data.classes)], axis=1)
-    table.to_csv(out / "pseudo.csv", index=False, float_format="%.5f")
+    with atomic_path(out / "pseudo.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.5f")
     meta = {
         "round": r,
         "models": [str(resolve_checkpoint(m)) for m in models],
@@ -145,13 +148,19 @@ def label_pool(
         "chunks": len(table),
         "kept": int(keep.sum()),
     }
-    (out / "pseudo_meta.json").write_text(json.dumps(meta, indent=1))
+    atomic_write(out / "pseudo_meta.json", json.dumps(meta, indent=1))  # written last: the labels are complete
     if not keep.any():
         raise PseudoError(
             f"round {r}: the filter kept 0 of {len(table)} chunks (top probability < pseudo.min_max_prob="
             f"{cfg.pseudo.min_max_prob}, after power {c:g}); lower pseudo.min_max_prob, use a smaller power, or "
             "train round 0 longer — training on nothing would only repeat round 0"
         )
+    return read_kept(out / "pseudo.csv")
+
+
+def read_kept(path: Path) -> pd.DataFrame:
+    """The kept chunks of a ``pseudo.csv``, as written (so a resumed round trains on exactly the same numbers)."""
+    table = pd.read_csv(path, dtype={"row_id": str, "soundscape": str})
     return table[table["kept"]].reset_index(drop=True)
 
 
@@ -249,7 +258,7 @@ def _train_round(
     if not k_folds:
         pseudo = chunks_from_table(cfg, table, classes) if table is not None else None
         init = inits[0] if cfg.pseudo.continue_training else None
-        return [fit(_round_cfg(cfg, r, init), out=out, pseudo=pseudo)]
+        return [_fit_resumable(_round_cfg(cfg, r, init), out, pseudo)]
     summaries = []
     for k in range(k_folds):
         pseudo = None
@@ -262,29 +271,51 @@ def _train_round(
                 )
             pseudo = chunks_from_table(cfg, part, classes)
         init = inits[k % len(inits)] if cfg.pseudo.continue_training else None
-        summaries.append(fit(_round_cfg(cfg, r, init, k), out=out / f"run_{k}", pseudo=pseudo))
+        summaries.append(_fit_resumable(_round_cfg(cfg, r, init, k), out / f"run_{k}", pseudo))
         if table is not None:  # provenance: which soundscapes' chunks model k saw
             used = sorted(set(table.loc[table["fold"] != k, "soundscape"]))
             (out / f"run_{k}" / "pseudo_soundscapes.json").write_text(json.dumps({"fold": k, "trained_on": used}))
     return summaries
 
 
+def _fit_resumable(cfg: Config, out: Path, pseudo: PseudoChunks | None = None) -> dict:
+    """Train into `out`, continuing a run folder a killed attempt left there (after its last finished epoch)."""
+    return fit(cfg, out=out, resume=out.is_dir() and is_run_folder(out), pseudo=pseudo)
+
+
+def _pool_labels(cfg: Config, data: BirdCLEFData, r: int, prev: list[str], rdir: Path, folds) -> pd.DataFrame:
+    """Round r's kept chunks: from ``pseudo.csv`` when a killed attempt finished labelling with the same models,
+    else labelled now."""
+    meta_path, csv_path = rdir / "pseudo_meta.json", rdir / "pseudo.csv"
+    if meta_path.is_file() and csv_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("models") == [str(resolve_checkpoint(m)) for m in prev] and meta.get("kept"):
+            log.info("round %d: reusing the pool labels of the earlier attempt (%s)", r, csv_path)
+            return read_kept(csv_path)
+    return label_pool(cfg, data, r, prev, rdir, folds)
+
+
 def run_pseudo(cfg: Config, out: str | Path | None = None, overwrite: bool = False, resume: bool = False) -> Path:
-    """Rounds 0..R in `out` (default ``runs/<name>``); returns the folder. See the module docstring."""
+    """Rounds 0..R in `out` (default ``runs/<name>``); returns the folder. See the module docstring.
+
+    Config, data, pool and given checkpoints are validated before `out` is touched; `overwrite` replaces only a
+    birdsed folder. `resume` skips finished rounds and continues an unfinished one where it stopped: its pool labels
+    are reused and each of its runs continues after its last finished epoch.
+    """
     root = Path(out) if out else Path("runs") / cfg.name
-    if root.exists() and any(root.iterdir()):
-        if overwrite:
-            shutil.rmtree(root)
-        elif not resume:
-            raise RunExistsError(f"{root}: exists; pass --overwrite to replace it or --resume to continue")
-    root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, root / "config.yaml")
-    rows_path = root / "rounds.csv"
-    rows = pd.read_csv(rows_path).to_dict("records") if resume and rows_path.is_file() else []
+    check_run_dir(root, overwrite, resume)
     data = load_birdclef(cfg.data.root)
     if cfg.pseudo.rounds:
         check_pool(cfg, data)
+    given = [str(resolve_checkpoint(c)) for c in cfg.pseudo.init_checkpoints]
+    for m in given:
+        if list(read_checkpoint(m)["classes"]) != data.classes:
+            raise PseudoError(f"{m}: pseudo.init_checkpoints must share {data.root}'s class set")
     ensure_cache(cfg, data, soundscapes=cfg.solution_path is not None)
+    open_run_dir(root, overwrite, resume, kind="pseudo")
+    save_config(cfg, root / "config.yaml")
+    rows_path = root / "rounds.csv"
+    rows = pd.read_csv(rows_path).to_dict("records") if resume and rows_path.is_file() else []
 
     k_folds = cfg.pseudo.oof_folds
     folds = soundscape_folds(data.train_soundscapes, k_folds, cfg.data.seed) if k_folds else None
@@ -298,29 +329,23 @@ def run_pseudo(cfg: Config, out: str | Path | None = None, overwrite: bool = Fal
             log.info("round %d already finished", r)
             continue
         if rdir.exists():
-            log.warning("%s: unfinished round from an earlier attempt; removing it", rdir)
-            shutil.rmtree(rdir)
-            for ctrl in root.glob(f"control_{r}"):
-                shutil.rmtree(ctrl)
+            log.info("%s: continuing the unfinished round of an earlier attempt", rdir)
         rows = [row for row in rows if row["round"] < r]
-        rdir.mkdir()
-        if r == 0 and cfg.pseudo.init_checkpoints:
-            models = [str(resolve_checkpoint(c)) for c in cfg.pseudo.init_checkpoints]
-            for m in models:
-                if list(read_checkpoint(m)["classes"]) != data.classes:
-                    raise PseudoError(f"{m}: pseudo.init_checkpoints must share {data.root}'s class set")
-            given = {"round": 0, "kind": "given", "run_dir": ";".join(models)}
+        rdir.mkdir(exist_ok=True)
+        if r == 0 and given:
+            models = given
+            row = {"round": 0, "kind": "given", "run_dir": ";".join(models)}
             metrics = Path(models[0]).parent / "metrics.json"  # the given run's own figures, when it has them
             if metrics.is_file():
                 best = json.loads(metrics.read_text()).get("best", {})
-                given |= {k: best.get(k) for k in ("val_auc", "soundscape_auc")}
-            rows.append(given)
+                row |= {k: best.get(k) for k in ("val_auc", "soundscape_auc")}
+            rows.append(row)
         elif r == 0:
-            summary = fit(_round_cfg(cfg, 0, None), out=rdir / "run")
+            summary = _fit_resumable(_round_cfg(cfg, 0, None), rdir / "run")
             models = [str(rdir / "run")]
             rows.append(_row(0, summary, cfg, 0, 0, "supervised"))
         else:
-            table = label_pool(cfg, data, r, prev, rdir, folds)
+            table = _pool_labels(cfg, data, r, prev, rdir, folds)
             n_chunks = len(pd.read_csv(rdir / "pseudo.csv", usecols=["row_id"]))
             log.info("round %d: training with %d of %d pseudo-labelled chunks", r, len(table), n_chunks)
             runs = _train_round(cfg, r, rdir / "run", prev, table, data.classes)
@@ -330,8 +355,9 @@ def run_pseudo(cfg: Config, out: str | Path | None = None, overwrite: bool = Fal
                 ctrl = _train_round(cfg, r, root / f"control_{r}", control_prev or prev, None, data.classes)
                 control_prev = [s["run_dir"] for s in ctrl]
                 rows.append(_row(r, combine_summaries(ctrl, cfg), cfg, 0, 0, "control"))
-        pd.DataFrame(rows).to_csv(rows_path, index=False)
-        (rdir / "DONE").write_text(json.dumps({"models": models, "control_models": control_prev}))
+        with atomic_path(rows_path) as tmp:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+        atomic_write(rdir / "DONE", json.dumps({"models": models, "control_models": control_prev}))
         prev = models
     return root
 

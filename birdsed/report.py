@@ -21,7 +21,9 @@ import pandas as pd
 import yaml
 
 from birdsed.data import BirdCLEFData, DataError, load_birdclef
+from birdsed.errors import BirdsedError
 from birdsed.metrics import Score, json_safe, read_aligned, score_arrays
+from birdsed.outputs import atomic_write, check_file_output
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ EVALUATIONS = ("soundscape", "validation")  # the order the page shows them in
 TITLES = {"soundscape": "labelled soundscapes", "validation": "validation clips"}
 
 
-class ReportError(ValueError):
+class ReportError(BirdsedError, ValueError):
     """An input of the report is missing or malformed; the message names the file."""
 
 
@@ -359,13 +361,10 @@ def write_report(report: Report, out: str | Path, screenshot: str | Path | None 
     """
     from birdsed.report_html import render_html, screenshot_html
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_file_output(out)
     numbers = to_json(report)
-    out.with_suffix(".json").write_text(json.dumps(numbers, indent=1))
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_html(report, numbers))
-    tmp.replace(out)
+    atomic_write(out.with_suffix(".json"), json.dumps(numbers, indent=1))
+    atomic_write(out, render_html(report, numbers))
     if screenshot:
         screenshot_html(out, Path(screenshot))
     return out

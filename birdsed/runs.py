@@ -28,7 +28,9 @@ import torch
 
 from birdsed import __version__
 from birdsed.config import Config, save_config
+from birdsed.errors import BirdsedError, OutputError
 from birdsed.models.build import save_checkpoint
+from birdsed.outputs import atomic_path, atomic_write, check_dir_output
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +39,76 @@ if TYPE_CHECKING:
     from birdsed.train import BirdDataModule, SEDModule
 
 
-class RunExistsError(FileExistsError):
-    """The run folder exists and neither --overwrite nor --resume was given."""
+class RunExistsError(BirdsedError, FileExistsError):
+    """The run folder exists and neither --overwrite nor --resume was given, or it is not a birdsed folder."""
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> Path:
-    """Create the run folder; an existing one is an error unless `overwrite` (it is deleted) or `resume`."""
+MARKER = ".birdsed-run"
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether `path` was made by birdsed (``train`` or ``pseudo``): only such folders are ever deleted."""
+    if (path / MARKER).is_file():
+        return True
+    return (path / "config.yaml").is_file() and any((path / f).is_file() for f in ("run.json", "rounds.csv"))
+
+
+def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Check what `overwrite`/`resume` will do with `run_dir`, touching nothing (so errors found later in the
+    validation of config and data leave an old run as it was).
+
+    Raises:
+        RunExistsError: the folder exists without --overwrite/--resume, or --overwrite names a folder that is not a
+            birdsed run.
+        BirdsedError: --resume of a folder that does not exist.
+    """
     if overwrite and resume:
-        raise ValueError("--overwrite and --resume exclude each other")
-    if run_dir.exists() and any(run_dir.iterdir()):
+        raise BirdsedError("--overwrite and --resume exclude each other")
+    exists = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunExistsError(f"{run_dir}: exists and is a file, not a run folder")
+    if not exists:
         if resume:
-            return run_dir
-        if not overwrite:
-            raise RunExistsError(
-                f"{run_dir}: run folder exists; pass --overwrite to replace it or --resume to continue"
-            )
+            raise BirdsedError(f"{run_dir}: nothing to resume (no such run folder)")
+        check_dir_output(run_dir.parent if str(run_dir.parent) else Path("."))
+        return
+    if resume:
+        if not is_run_folder(run_dir):
+            raise RunExistsError(f"{run_dir}: not a birdsed run folder, nothing to resume")
+        check_dir_output(run_dir)
+        return
+    if not overwrite:
+        raise RunExistsError(f"{run_dir}: run folder exists; pass --overwrite to replace it or --resume to continue")
+    if not is_run_folder(run_dir):
+        raise RunExistsError(
+            f"{run_dir}: --overwrite replaces only birdsed run folders, and this one is not (no {MARKER}, "
+            "config.yaml with run.json or rounds.csv); remove it yourself or choose another --out"
+        )
+    check_dir_output(run_dir.parent if str(run_dir.parent) else Path("."))
+
+
+def open_run_dir(run_dir: Path, overwrite: bool, resume: bool, kind: str) -> Path:
+    """Create (or, with `overwrite`, replace) the run folder after :func:`check_run_dir` and all other validation
+    passed; mark it as birdsed's."""
+    check_run_dir(run_dir, overwrite, resume)
+    if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
-    elif resume:
-        raise FileNotFoundError(f"{run_dir}: nothing to resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / MARKER).is_file():
+            atomic_write(run_dir / MARKER, json.dumps({"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    except OSError as err:
+        raise OutputError(f"{run_dir}: cannot create the run folder ({err.strerror or err})") from None
     return run_dir
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished run (as :meth:`RunRecorder.summary` returned it), or None if it did not finish."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    return metrics.get("summary") if metrics.get("finished") else None
 
 
 def git_info() -> dict[str, Any]:
@@ -85,18 +137,27 @@ def _finite(x: float) -> float | None:
 
 
 class RunRecorder(L.Callback):
-    """Writes the run folder: description at the start, history and checkpoints after every epoch."""
+    """Writes the run folder: its description at the start; after every epoch a resumable checkpoint
+    (``checkpoints/last.ckpt``), then ``last.pt``/``best.pt``, the best epoch's predictions and ``metrics.json``.
 
-    def __init__(self, run_dir: Path, cfg: Config, data: BirdCLEFData, dm: BirdDataModule, resume: bool) -> None:
+    Every file is replaced atomically, and the history travels inside the Lightning checkpoint (this callback's
+    state), so a run killed at any instant resumes after its last finished epoch with each epoch listed once; files
+    a kill left one epoch behind are rewritten from the checkpoint on resume.
+    """
+
+    def __init__(self, run_dir: Path, cfg: Config, data: BirdCLEFData, dm: BirdDataModule) -> None:
         self.run_dir, self.cfg, self.data, self.dm = run_dir, cfg, data, dm
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
+        self.best_probs: dict[str, np.ndarray] = {}  # the best epoch's validation probabilities, by loader role
         self._t0 = time.time()
+        self._elapsed0 = 0.0  # seconds spent before a resume
         # how often each class is present in training: the fallback for rows inference cannot predict
         self.class_prior = (dm.targets[dm.train_idx] > 0).mean(axis=0).round(6).tolist()
-        if resume and (run_dir / "metrics.json").is_file():
-            self.history = json.loads((run_dir / "metrics.json").read_text())["history"]
-            self.best = json.loads((run_dir / "metrics.json").read_text()).get("best", {})
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.ckpt"
 
     @property
     def monitor(self) -> str | None:
@@ -106,6 +167,18 @@ class RunRecorder(L.Callback):
         Soundscape AUC is reported, never used to choose.
         """
         return "val_auc" if "fold" in self.dm.val_roles else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": self.history,
+            "best": self.best,
+            "best_probs": {k: v.tolist() for k, v in self.best_probs.items()},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict["history"])
+        self.best = dict(state_dict["best"])
+        self.best_probs = {k: np.asarray(v, dtype=np.float64) for k, v in state_dict["best_probs"].items()}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: SEDModule) -> None:
         if not trainer.is_global_zero:
@@ -131,51 +204,95 @@ class RunRecorder(L.Callback):
             "train_items_per_epoch": self.cfg.train.samples_per_epoch or len(self.dm.train_set),
             "monitor": self.monitor or "last epoch (nothing held out)",
         }
-        (self.run_dir / "run.json").write_text(json.dumps(info, indent=1))
+        if self.history:  # resumed from checkpoints/last.ckpt
+            old = json.loads((self.run_dir / "run.json").read_text()) if (self.run_dir / "run.json").is_file() else {}
+            info = {**old, "resumed": [*old.get("resumed", []), {"at": info["started"], "after_epoch": self.epoch}]}
+            self._elapsed0 = float(self.history[-1]["elapsed_s"])
+            self._repair(pl_module)
+        atomic_write(self.run_dir / "run.json", json.dumps(info, indent=1))
+
+    @property
+    def epoch(self) -> int:
+        """The last finished epoch (-1 before the first)."""
+        return int(self.history[-1]["epoch"]) if self.history else -1
+
+    def _repair(self, pl_module: SEDModule) -> None:
+        """After a resume: rewrite what a kill between the checkpoint and the other files left behind. The
+        restored weights are those of the last finished epoch."""
+        extra = {"epoch": self.epoch, "class_prior": self.class_prior}
+        save_checkpoint(self.run_dir / "last.pt", pl_module.model, self.cfg, pl_module.classes, **extra)
+        if self.best.get("epoch") == self.epoch:
+            save_checkpoint(self.run_dir / "best.pt", pl_module.model, self.cfg, pl_module.classes, **extra)
+        self._write_predictions(pl_module.classes, pl_module.soundscapes)
+        self._write_metrics()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: SEDModule) -> None:
         loss = pl_module.take_train_loss()
-        if not trainer.is_global_zero:
-            return
         entry = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
             "train_loss": _finite(loss),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
-            "elapsed_s": round(time.time() - self._t0, 1),
+            "elapsed_s": round(self._elapsed0 + time.time() - self._t0, 1),
             **{k: _finite(v) for k, v in pl_module.last_val.items()},
         }
         self.history.append(entry)
+        score = entry.get(self.monitor) if self.monitor else entry["epoch"]
+        best_score = self.best.get("score")
+        is_best = best_score is None or (score is not None and score > best_score)
+        if is_best:
+            self.best = {"epoch": entry["epoch"], "score": score, "monitor": self.monitor or "epoch", **entry}
+            self.best_probs = {k: v for k, v in pl_module.val_probs.items() if v is not None}
+        # the resumable state first: every file below can be rebuilt from it
+        self._save_resumable(trainer)
+        if not trainer.is_global_zero:
+            return
         model, classes = pl_module.model, pl_module.classes
         extra = {"epoch": entry["epoch"], "class_prior": self.class_prior}
         save_checkpoint(self.run_dir / "last.pt", model, self.cfg, classes, **extra)
-        score = entry.get(self.monitor) if self.monitor else entry["epoch"]
-        best_score = self.best.get("score")
-        if best_score is None or (score is not None and score > best_score):
-            self.best = {"epoch": entry["epoch"], "score": score, "monitor": self.monitor or "epoch", **entry}
+        if is_best:
             save_checkpoint(self.run_dir / "best.pt", model, self.cfg, classes, **extra)
-            self._write_predictions(pl_module)
-        (self.run_dir / "metrics.json").write_text(json.dumps({"history": self.history, "best": self.best}, indent=1))
+            self._write_predictions(classes, pl_module.soundscapes)
+        self._write_metrics()
         shown = " ".join(
             f"{k}={v:.4f}" for k, v in entry.items() if k in ("train_loss", "val_auc", "soundscape_auc") and v
         )
         log.info("epoch %d: %s (%.0f s)", entry["epoch"], shown, entry["elapsed_s"])
 
-    def _write_predictions(self, pl_module: SEDModule) -> None:
-        classes = pl_module.classes
-        fold = pl_module.val_probs.get("fold")
+    def _save_resumable(self, trainer: L.Trainer) -> None:
+        """Lightning's full training state (weights, optimiser, scheduler, loops, this callback), atomically."""
+        self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt_path.with_name(self.ckpt_path.name + ".part")
+        trainer.save_checkpoint(str(tmp))
+        if trainer.is_global_zero:
+            tmp.replace(self.ckpt_path)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: SEDModule) -> None:
+        if trainer.is_global_zero:
+            self._write_metrics(finished=True)
+
+    def _write_metrics(self, finished: bool = False) -> None:
+        metrics: dict[str, Any] = {"history": self.history, "best": self.best, "finished": finished}
+        if finished:
+            metrics["summary"] = self.summary()
+        atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=1))
+
+    def _write_predictions(self, classes: list[str], soundscapes: Any) -> None:
+        fold = self.best_probs.get("fold")
         if fold is not None and len(fold):
             train = self.data.train.iloc[self.dm.val_idx]
             oof = pd.DataFrame(fold, columns=classes)
             oof.insert(0, "fold", self.dm.folds[self.dm.val_idx] if self.cfg.data.fold >= 0 else -1)
             oof.insert(0, "primary_label", train["primary_label"].to_numpy())
             oof.insert(0, "filename", train["filename"].to_numpy())
-            oof.to_csv(self.run_dir / "oof.csv", index=False)
-        sound = pl_module.val_probs.get("soundscape")
-        if sound is not None and pl_module.soundscapes is not None:
+            with atomic_path(self.run_dir / "oof.csv") as tmp:
+                oof.to_csv(tmp, index=False)
+        sound = self.best_probs.get("soundscape")
+        if sound is not None and soundscapes is not None:
             sub = pd.DataFrame(np.clip(sound, 0, 1), columns=classes)
-            sub.insert(0, "row_id", pl_module.soundscapes.solution["row_id"].to_numpy())
-            sub.to_csv(self.run_dir / "soundscape_preds.csv", index=False)
+            sub.insert(0, "row_id", soundscapes.solution["row_id"].to_numpy())
+            with atomic_path(self.run_dir / "soundscape_preds.csv") as tmp:
+                sub.to_csv(tmp, index=False)
 
     def summary(self) -> dict[str, Any]:
         """Headline figures of the run."""
@@ -187,5 +304,5 @@ class RunRecorder(L.Callback):
             "val_auc": self.best.get("val_auc"),
             "soundscape_auc": self.best.get("soundscape_auc"),
             "last_soundscape_auc": last.get("soundscape_auc"),
-            "minutes": round((time.time() - self._t0) / 60, 2),
+            "minutes": round(float(last.get("elapsed_s", 0.0)) / 60, 2),
         }

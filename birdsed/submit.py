@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,9 +23,12 @@ import torch
 from tqdm import tqdm
 
 from birdsed.audio import AudioError, list_audio
-from birdsed.config import InferConfig
+from birdsed.config import ConfigError, InferConfig
+from birdsed.data import DataError, check_unique_stems
 from birdsed.ensemble import Member, combine, describe, fallback_prior, frontends, load_member
 from birdsed.infer import InMemoryAudio, StreamingAudio, WindowSpec, n_windows, predict_group, read_audio, row_ids
+from birdsed.metrics import SubmissionError
+from birdsed.outputs import atomic_path, check_file_output
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +65,50 @@ def window_spec(icfg: InferConfig, sample_rate: int) -> WindowSpec:
 def load_ensemble(checkpoints: Sequence[str | Path], icfg: InferConfig, device: torch.device | str) -> list[Member]:
     """Load every checkpoint as an ensemble member with its weight."""
     if not checkpoints:
-        raise ValueError("give at least one --checkpoint")
+        raise ConfigError("--checkpoint: give at least one")
     weights = list(icfg.weights) or [1.0] * len(checkpoints)
     if len(weights) != len(checkpoints):
-        raise ValueError(f"infer.weights: {len(weights)} weight(s) for {len(checkpoints)} checkpoint(s)")
-    members = [load_member(c, w, icfg.runtime, device, icfg.threads) for c, w in zip(checkpoints, weights, strict=True)]
+        raise ConfigError(f"infer.weights: {len(weights)} weight(s) for {len(checkpoints)} checkpoint(s)")
+    members = [
+        load_member(c, w, icfg.runtime, device, icfg.threads, icfg.precision)
+        for c, w in zip(checkpoints, weights, strict=True)
+    ]
     rates = {m.cfg.audio.sample_rate for m in members}
     if len(rates) > 1:
-        raise ValueError(f"ensemble members use different sample rates {sorted(rates)}; decode once needs one")
+        raise ConfigError(f"--checkpoint: members use different sample rates {sorted(rates)}; decode once needs one")
     log.info("ensemble of %d model(s):\n%s", len(members), describe(members))
     return members
 
 
 def output_columns(members: list[Member], sample_submission: Path | None) -> list[str]:
     """Submission classes: the sample submission's columns (in order), else the first member's classes."""
-    if sample_submission is not None:
+    if sample_submission is None:
+        return list(members[0].classes)
+    try:
         cols = pd.read_csv(sample_submission, nrows=0).columns.tolist()
-        if not cols or cols[0] != "row_id":
-            raise ValueError(f"{sample_submission}: first column must be row_id")
-        return [str(c) for c in cols[1:]]
-    return list(members[0].classes)
+    except FileNotFoundError:
+        raise SubmissionError(f"{sample_submission}: sample submission not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as err:
+        raise SubmissionError(f"{sample_submission}: cannot parse the sample submission ({err})") from None
+    if not cols or cols[0] != "row_id":
+        raise SubmissionError(f"{sample_submission}: first column must be row_id")
+    columns = [str(c) for c in cols[1:]]
+    known = set().union(*(m.classes for m in members))
+    filled = [c for c in columns if c not in known]
+    if len(filled) == len(columns):
+        raise SubmissionError(
+            f"{sample_submission}: none of its {len(columns)} classes is known to the checkpoint(s) "
+            f"(e.g. {columns[:3]} vs {sorted(known)[:3]}); a wrong model or a wrong competition?"
+        )
+    if filled:
+        log.warning(
+            "%s: %d of %d class(es) are unknown to every checkpoint and get the fallback prior: %s",
+            sample_submission,
+            len(filled),
+            len(columns),
+            filled[:10],
+        )
+    return columns
 
 
 def predict_file(
@@ -92,7 +120,7 @@ def predict_file(
 ) -> list[np.ndarray]:
     """Per member, (n_windows, K_member) probabilities of one file; one spectrogram per front-end group."""
     if len(fronts) > 1 and isinstance(audio, StreamingAudio):
-        raise ValueError("streamed (very long) files need all members to share one front-end")
+        raise ConfigError("--checkpoint: streamed (very long) files need all members to share one front-end")
     preds: list[np.ndarray] = [np.zeros(0)] * len(members)
     for key, frontend in fronts.items():
         group = [i for i, m in enumerate(members) if m.frontend_key == key]
@@ -121,8 +149,10 @@ def _predict_files(
     device: torch.device | str,
     max_whole_seconds: float,
     bar: tqdm,
+    stop: threading.Event | None = None,
 ) -> list[_FileOutcome]:
-    """Predict `files` in order; the next file is decoded (a thread) while the current one is predicted."""
+    """Predict `files` in order; the next file is decoded (a thread) while the current one is predicted. Returns
+    early once `stop` is set (Ctrl-C in the main thread)."""
     sr = spec.sample_rate
     out = []
 
@@ -132,6 +162,8 @@ def _predict_files(
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending: Future = pool.submit(decode, files[0])
         for k, path in enumerate(files):
+            if stop is not None and stop.is_set():
+                break
             reason = ""
             try:
                 audio = pending.result()
@@ -179,7 +211,8 @@ def infer_folder(
     """
     files = list_audio(soundscapes) if files is None else files
     if not files:
-        raise FileNotFoundError(f"{soundscapes}: no audio files (ogg/flac/wav/mp3) to predict")
+        raise DataError(f"{soundscapes}: no audio files (ogg/flac/wav/mp3) to predict")
+    check_unique_stems(files, Path(soundscapes))
     sr = members[0].cfg.audio.sample_rate
     spec = window_spec(icfg, sr)
     prior = fallback_prior(members, columns)
@@ -195,16 +228,28 @@ def infer_folder(
             crews = [[m.with_threads(threads) for m in members] for _ in range(workers)]
             before = torch.get_num_threads()
             torch.set_num_threads(threads)  # the front-end's share, per worker
+            stop = threading.Event()
             try:
                 with ThreadPoolExecutor(max_workers=workers) as pool:
-                    parts = list(
-                        pool.map(
-                            lambda k: _predict_files(
-                                files[k::workers], crews[k], spec, fronts, device, icfg.max_whole_seconds, bar
-                            ),
-                            range(workers),
+                    futures = [
+                        pool.submit(
+                            _predict_files,
+                            files[k::workers],
+                            crews[k],
+                            spec,
+                            fronts,
+                            device,
+                            icfg.max_whole_seconds,
+                            bar,
+                            stop,
                         )
-                    )
+                        for k in range(workers)
+                    ]
+                    try:
+                        parts = [f.result() for f in futures]
+                    except BaseException:  # Ctrl-C: the workers stop after their current file
+                        stop.set()
+                        raise
             finally:
                 torch.set_num_threads(before)
             outcomes = [parts[i % workers][i // workers] for i in range(len(files))]
@@ -258,15 +303,14 @@ def _expected_windows(path: Path, spec: WindowSpec) -> int:
 
 
 def write_submission(sub: pd.DataFrame, path: str | Path) -> Path:
-    """Check and write atomically: unique row ids, no NaN, values in [0, 1]."""
+    """Check and write atomically: unique row ids, no NaN, values in [0, 1]. A failed write leaves no partial
+    file and raises OutputError naming `path`."""
     if sub["row_id"].duplicated().any():
-        raise ValueError(f"{path}: duplicate row ids, e.g. {sub['row_id'][sub['row_id'].duplicated()].iat[0]}")
+        raise SubmissionError(f"{path}: duplicate row ids, e.g. {sub['row_id'][sub['row_id'].duplicated()].iat[0]}")
     values = sub.drop(columns="row_id").to_numpy(dtype=np.float64)
     if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
-        raise ValueError(f"{path}: submission values must be finite and in [0, 1]")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    sub.to_csv(tmp, index=False, float_format="%.6f")
-    os.replace(tmp, path)
+        raise SubmissionError(f"{path}: submission values must be finite and in [0, 1]")
+    path = check_file_output(path)
+    with atomic_path(path) as tmp:
+        sub.to_csv(tmp, index=False, float_format="%.6f")
     return path

@@ -20,6 +20,10 @@ import pandas as pd
 import soundfile as sf
 from scipy import fft, signal
 
+from birdsed.config import ConfigError
+from birdsed.errors import OutputError
+from birdsed.outputs import check_dir_output, staged_dir
+
 SR = 32000
 WINDOW_SECONDS = 5
 SHAPES = ("up", "down", "vibrato", "flat", "hook", "trill")
@@ -44,7 +48,7 @@ class ClassSpec:
 def make_classes(n: int, seed: int) -> list[ClassSpec]:
     """`n` distinct class recipes; about one in six is a non-bird with a numeric label."""
     if n < 2:
-        raise ValueError(f"need at least 2 classes, got {n}")
+        raise ConfigError(f"--classes: need at least 2 classes, got {n}")
     rng = np.random.default_rng(seed)
     n_other = max(1, n // 6)
     n_birds = n - n_other
@@ -258,15 +262,40 @@ def make_dataset(
     test_soundscapes: int = 10,
     soundscape_seconds: float = 60.0,
     workers: int = 0,
+    overwrite: bool = False,
 ) -> Path:
     """Write a complete BirdCLEF-format folder at `out` and return it.
 
     Writes train.csv, taxonomy.csv, train_audio/, train_soundscapes/, test_soundscapes/, sample_submission.csv and
     test_solution.csv (the true 0/1 label of every 5-s test window), plus synth.json with the class recipes.
+    The folder is built beside `out` and moved into place when complete; an existing non-empty `out` is an error
+    unless `overwrite`, and then it is replaced only once the new one is complete.
     """
     out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputError(f"{out}: exists; pass --overwrite to replace it with a new synthetic dataset")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is a file, not a folder")
+    specs = make_classes(n_classes, seed)  # bad arguments fail before anything is written
+    check_dir_output(out.parent if str(out.parent) else Path("."))
+    with staged_dir(out) as tmp:
+        _write_dataset(
+            tmp, specs, seed, files_per_class, train_soundscapes, test_soundscapes, soundscape_seconds, workers
+        )
+    return out
+
+
+def _write_dataset(
+    out: Path,
+    specs: list[ClassSpec],
+    seed: int,
+    files_per_class: int,
+    train_soundscapes: int,
+    test_soundscapes: int,
+    soundscape_seconds: float,
+    workers: int,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    specs = make_classes(n_classes, seed)
     classes = [s.label for s in specs]
     jobs_rec = [(str(out), specs, ci, k, seed) for ci in range(len(specs)) for k in range(files_per_class)]
     jobs_train = [
@@ -306,4 +335,3 @@ def make_dataset(
     sample.insert(0, "row_id", row_ids)
     sample.to_csv(out / "sample_submission.csv", index=False)
     (out / "synth.json").write_text(json.dumps({"seed": seed, "classes": [asdict(s) for s in specs]}, indent=1))
-    return out

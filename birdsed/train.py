@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader
 
 from birdsed.audio import MelFrontend, list_audio
 from birdsed.augment import loader_spec_transform, mixup, spec_augment
@@ -24,21 +24,31 @@ from birdsed.config import Config
 from birdsed.data import BirdCLEFData, DataError, assign_folds, load_birdclef
 from birdsed.datasets import (
     ClipDataset,
+    EpochSampler,
     PseudoChunks,
     PseudoExtraDataset,
     PseudoMixDataset,
+    SeededItems,
     WindowDataset,
+    epoch_seed,
     oversample,
     sampling_weights,
 )
+from birdsed.errors import BirdsedError
 from birdsed.infer import split_row_ids
 from birdsed.losses import build_loss
 from birdsed.metrics import macro_auc
 from birdsed.models.build import build_model, init_from_checkpoint
 from birdsed.prepare import cache_sources
-from birdsed.runs import RunRecorder, prepare_run_dir
+from birdsed.runs import RunRecorder, check_run_dir, open_run_dir, read_summary
 
 log = logging.getLogger(__name__)
+
+
+class TrainingError(BirdsedError, FloatingPointError):
+    """Training cannot go on (a non-finite loss); the message names the step and the files of the batch."""
+
+
 WINDOW_SECONDS = 5.0
 
 
@@ -116,6 +126,13 @@ class SEDModule(L.LightningModule):
     def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(wave)
 
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # MixUp, SpecAugment and dropout draw from torch's global generator: seeding it by (seed, epoch) at the
+        # epoch's first step (after the loaders drew their own seeds) makes an epoch after a resume the same as in
+        # a run that never stopped
+        if batch_idx == 0:
+            torch.manual_seed(epoch_seed(self.cfg.train.seed, self.current_epoch))
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         y, w, aug = batch["target"], batch["weight"], self.cfg.augment
         if "mel" in batch:  # loader-side front-end: masks were applied by albumentations
@@ -128,9 +145,10 @@ class SEDModule(L.LightningModule):
         loss = self.loss_fn(out["clip_logits"], y, w)
         if not torch.isfinite(loss):
             files = [self.batch_keys[i] for i in batch["index"].tolist()] if self.batch_keys else []
-            raise FloatingPointError(
+            raise TrainingError(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, global step "
-                f"{self.global_step}, batch {batch_idx}; files in the batch: {files[:8]}"
+                f"{self.global_step}, batch {batch_idx}; files in the batch: {files[:8]} (lower train.lr or check "
+                "those files)"
             )
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
         self._train_loss[0] += float(loss.detach())
@@ -276,8 +294,10 @@ class BirdDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         n = self.cfg.train.samples_per_epoch or len(self.train_set)
-        sampler = WeightedRandomSampler(torch.as_tensor(self.sample_weights), num_samples=n, replacement=True)
-        return self._loader(self.train_set, sampler=sampler, drop_last=n > self.cfg.data.batch_size)
+        # each epoch's draws and each item's augmentation follow from (seed, epoch) alone, so a resumed run sees
+        # the same data as one that was never stopped
+        sampler = EpochSampler(self.sample_weights, n, self.cfg.train.seed)
+        return self._loader(SeededItems(self.train_set), sampler=sampler, drop_last=n > self.cfg.data.batch_size)
 
     def val_dataloader(self) -> list[DataLoader]:
         loaders = [self._loader(self.val_set)] if "fold" in self.val_roles else []
@@ -354,16 +374,21 @@ def fit(
 ) -> dict:
     """Train one model as `cfg` describes into a self-describing run folder.
 
+    Everything (config, data, cache, labelled soundscapes, model) is validated before the run folder is touched,
+    so a failing ``--overwrite`` leaves the old run as it was.
+
     Args:
         cfg: the resolved configuration.
-        out: run folder (default ``runs/<cfg.name>``). An existing one is an error unless `overwrite` (delete it
-            first) or `resume` (continue from its last Lightning checkpoint).
+        out: run folder (default ``runs/<cfg.name>``). An existing one is an error unless `overwrite` (a birdsed run
+            folder is replaced once everything is validated) or `resume` (training continues after the last
+            finished epoch of ``checkpoints/last.ckpt``; without one it starts again in the same folder).
         pseudo: pseudo-labelled soundscape chunks to train with (``birdsed pseudo`` rounds).
 
     Returns:
         the run summary: ``{"run_dir", "best_epoch", "val_auc", "soundscape_auc", ...}``.
     """
-    run_dir = prepare_run_dir(Path(out) if out else Path("runs") / cfg.name, overwrite, resume)
+    run_dir = Path(out) if out else Path("runs") / cfg.name
+    check_run_dir(run_dir, overwrite, resume)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -377,7 +402,15 @@ def fit(
     module.soundscapes = soundscapes
     module.batch_keys = dm.train_keys
     module.val_roles = dm.val_roles
-    recorder = RunRecorder(run_dir, cfg, data, dm, resume)
+    run_dir = open_run_dir(run_dir, overwrite, resume, kind="train")
+    finished = read_summary(run_dir) if resume else None
+    if finished is not None and finished["epochs"] >= cfg.train.epochs:
+        log.info("%s: the run had already finished its %d epochs", run_dir, finished["epochs"])
+        return finished
+    recorder = RunRecorder(run_dir, cfg, data, dm)
+    last = recorder.ckpt_path
+    if resume and not last.is_file():
+        log.warning("%s: no finished epoch to resume from; training starts at epoch 0", run_dir)
     loggers: list = [L.pytorch.loggers.CSVLogger(str(run_dir), name="logs")]  # a version_N per (re)start
     if cfg.tracking.mlflow_uri:
         loggers.append(
@@ -385,11 +418,10 @@ def fit(
                 experiment_name=cfg.tracking.experiment, tracking_uri=cfg.tracking.mlflow_uri, run_name=cfg.name
             )
         )
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)
     kwargs = trainer_kwargs(cfg)
     if not dm.val_roles:
         kwargs["limit_val_batches"] = 0
-    trainer = L.Trainer(logger=loggers, callbacks=[ckpt, recorder], **kwargs)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
+    trainer = L.Trainer(logger=loggers, callbacks=[recorder], enable_checkpointing=False, **kwargs)
+    ckpt = str(last) if resume and last.is_file() else None
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=False)  # our own file, written by this run
     return recorder.summary()

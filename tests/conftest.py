@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +108,60 @@ def write(path: Path, data: np.ndarray, sr: int, **kw) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), data, sr, **kw)
     return path
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[Path]:
+    """`path` made read-only the way Kaggle mounts its inputs: a read-only bind mount as root (root ignores file
+    modes), file modes otherwise. Skips the test when neither can be had."""
+    path = Path(path)
+    if os.geteuid() != 0:
+        modes = {p: p.stat().st_mode for p in [path, *path.rglob("*")]}
+        for p, mode in modes.items():
+            p.chmod(mode & ~0o222)
+        try:
+            yield path
+        finally:
+            for p, mode in modes.items():
+                p.chmod(mode)
+        return
+    bind = subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True, text=True)
+    if bind.returncode != 0:
+        pytest.skip(f"cannot make a read-only mount here: {bind.stderr.strip()}")
+    try:
+        ro = subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], capture_output=True, text=True)
+        if ro.returncode != 0:
+            pytest.skip(f"cannot remount read-only here: {ro.stderr.strip()}")
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)  # lazy: open memory maps may hold it
+
+
+def snapshot(path: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file below `path`: equal snapshots mean nothing was written, lost or truncated."""
+    path = Path(path)
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file()}
+
+
+def cli_error(capsys: pytest.CaptureFixture, args: list[str], status: int = 1) -> str:
+    """Run ``birdsed ARGS`` in-process; check it fails with `status` and one ``error: ...`` line, no traceback.
+
+    Returns:
+        the error line.
+    """
+    from birdsed.cli import main
+
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == status
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def cli_run(args: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """``python -m birdsed ARGS`` in a fresh process, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "birdsed", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw
+    )

@@ -9,9 +9,10 @@ import soundfile as sf
 import torch
 
 from birdsed.cli import main
-from birdsed.config import InferConfig
-from birdsed.ensemble import Member, combine, load_member
-from birdsed.export import export, runtime_runner
+from birdsed.config import ConfigError, InferConfig
+from birdsed.data import DataError
+from birdsed.ensemble import Member, combine, load_member, torch_runner
+from birdsed.export import export, openvino_model, runtime_runner
 from birdsed.infer import InMemoryAudio, StreamingAudio, WindowSpec, predict_group, read_audio, row_ids, smooth
 from birdsed.metrics import score_files
 from birdsed.models import load_checkpoint
@@ -225,7 +226,7 @@ def test_write_submission_refuses_bad_values(tmp_path):
 
 def test_infer_folder_needs_audio(tmp_path, trained_run):
     member = load_member(trained_run[2], 1.0, "torch", "cpu")
-    with pytest.raises(FileNotFoundError, match="no audio files"):
+    with pytest.raises(DataError, match="no audio files"):
         infer_folder(tmp_path, [member], InferConfig(), member.classes)
 
 
@@ -260,3 +261,31 @@ def test_parallel_workers_equal_one_file_at_a_time(trained_run, tiny_root, tmp_p
     assert three.fallback_files == one.fallback_files and len(one.fallback_files) == 1
     np.testing.assert_allclose(three.submission.iloc[:, 1:], one.submission.iloc[:, 1:], atol=1e-5)
     assert worker_count(InferConfig(), [load_member(trained_run[2], 1.0, "torch", "cpu")], "cpu", 10) == 1
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_precision_is_explicit_on_every_cpu(trained_run, tmp_path, precision):
+    """f32 unless asked, on CPUs with and without bf16 units (unasked, OpenVINO picks bf16 where it can, and the
+    same model then gives other numbers on another machine). bf16 is forced here; where the CPU has no bf16 units
+    OpenVINO runs f32, and the tolerance follows what it reports it used."""
+    _, _, run_dir = trained_run
+    model, _cfg, _ = load_checkpoint(run_dir)
+    mel = model.frontend(torch.randn(3, 32000 * 5) * 0.1)
+    with torch.no_grad():
+        ref = torch.sigmoid(model.forward_mel(mel)["clip_logits"]).numpy()
+    got = 1 / (1 + np.exp(-torch_runner(model, "cpu", precision)(mel)[0]))
+    if precision == "f32":
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+    else:  # torch autocast really computes in bf16 on any CPU: close, and not equal
+        assert 0 < np.abs(got - ref).max() < 0.05
+    pytest.importorskip("openvino")
+    folder = export(run_dir, tmp_path / "onnx", "onnx")
+    compiled = openvino_model(folder, precision=precision)
+    used = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    if precision == "f32":
+        assert "32" in used, used  # explicit, whatever the CPU offers
+    ov = 1 / (1 + np.exp(-np.asarray(compiled(mel.numpy())[0])))
+    np.testing.assert_allclose(ov, ref, atol=0.05 if "bf16" in used else 1e-4)
+    if precision == "bf16":
+        with pytest.raises(ConfigError, match=r"infer\.precision"):
+            runtime_runner(folder, "onnx", precision="bf16")

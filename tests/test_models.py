@@ -116,7 +116,7 @@ def test_local_pretrained_weights_fold_rgb_stems(tmp_path):
     model = build_model(small_cfg(**{"model.pretrained_weights": str(tmp_path / "b0.pth")}), 2)
     assert torch.allclose(model.backbone.conv_stem.weight, rgb.conv_stem.weight.sum(dim=1, keepdim=True))
     assert torch.equal(model.backbone.blocks[3][0].conv_pw.weight, rgb.blocks[3][0].conv_pw.weight)
-    with pytest.raises(FileNotFoundError, match="pretrained_weights"):
+    with pytest.raises(ConfigError, match="pretrained_weights"):
         build_model(small_cfg(**{"model.pretrained_weights": str(tmp_path / "none.pth")}), 2)
 
 

@@ -21,7 +21,7 @@ from birdsed.pseudo import (
 )
 from birdsed.report import gather
 from birdsed.submit import infer_folder
-from tests.conftest import REPO, tiny_cfg, tiny_overrides
+from tests.conftest import REPO, snapshot, tiny_cfg, tiny_overrides
 
 
 def test_power_one_is_identity_and_order_is_kept():
@@ -76,17 +76,17 @@ def test_rounds_write_provenance_and_a_table(pseudo_run, tiny_root):
     assert member.classes == pd.read_csv(tiny_root / "taxonomy.csv", dtype=str)["primary_label"].tolist()
 
 
-def test_resume_redoes_only_the_unfinished_round(pseudo_run, tmp_path):
+def test_resume_finishes_the_unfinished_round_without_redoing_its_work(pseudo_run, tmp_path):
     cfg, root = pseudo_run
     copy = shutil.copytree(root, tmp_path / "p")
-    (copy / "round_1" / "DONE").unlink()  # as if killed during round 1
-    (copy / "round_1" / "half.tmp").write_text("partial")
+    (copy / "round_1" / "DONE").unlink()  # as if killed after round 1's training, before it was marked done
+    before = snapshot(copy / "round_1")
     rc = main(
         [
             "pseudo",
             str(REPO / "configs" / "demo.yaml"),
             *tiny_overrides(cfg.data.root, cfg.data.cache_dir),
-            *[f"pseudo.{k}" for k in ("rounds=1", "epochs=1", "min_max_prob=0.05")],
+            *[f"pseudo.{k}" for k in ("rounds=1", "epochs=1", "min_max_prob=0.05", "control=true")],
             f"pseudo.init_checkpoints=[{cfg.pseudo.init_checkpoints[0]}]",
             "--out",
             str(copy),
@@ -94,8 +94,10 @@ def test_resume_redoes_only_the_unfinished_round(pseudo_run, tmp_path):
         ]
     )
     assert rc == 0
-    assert not (copy / "round_1" / "half.tmp").exists() and (copy / "round_1" / "DONE").is_file()
-    assert pd.read_csv(copy / "rounds.csv")["round"].tolist() == [0, 1]
+    assert (copy / "round_1" / "DONE").is_file()
+    after = snapshot(copy / "round_1")
+    assert {k: v for k, v in after.items() if k != "DONE"} == before  # labels and finished runs reused as they were
+    assert pd.read_csv(copy / "rounds.csv")["round"].tolist() == [0, 1, 1]
 
 
 def test_bad_pools_and_filters_stop_with_advice(trained_run, tiny_root, tmp_path):

@@ -9,6 +9,8 @@ import timm
 import torch
 from torch import nn
 
+from birdsed.config import ConfigError
+
 # the families the recipes use; any other timm model name also works if timm knows it
 KNOWN = (
     "efficientnet_b0",
@@ -27,7 +29,7 @@ KNOWN = (
 
 
 def check_backbone_name(name: str) -> None:
-    """Raise ValueError for a name timm does not know, listing close matches."""
+    """Raise ConfigError for a name timm does not know, listing close matches."""
     if name in KNOWN or name in timm.list_models():
         return
     # the recipes' own families first, then the rest of timm
@@ -35,7 +37,7 @@ def check_backbone_name(name: str) -> None:
     close += [m for m in difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6) if m not in close]
     close = close[:5]
     hint = f"; close matches: {', '.join(close)}" if close else ""
-    raise ValueError(f"model.backbone: unknown timm model {name!r}{hint}")
+    raise ConfigError(f"model.backbone: unknown timm model {name!r}{hint}")
 
 
 def create_backbone(name: str, drop_path_rate: float = 0.0, weights: str = "") -> nn.Module:
@@ -59,7 +61,7 @@ def load_local_weights(model: nn.Module, path: str | Path) -> None:
     """Load a local timm state dict into `model`, adapting the RGB stem to 1 channel and ignoring the classifier."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model.pretrained_weights: {path} not found")
+        raise ConfigError(f"model.pretrained_weights: {path} not found")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -75,11 +77,15 @@ def load_local_weights(model: nn.Module, path: str | Path) -> None:
         if value.dim() == 4 and own[key].dim() == 4 and value.shape[1] == 3 and own[key].shape[1] == 1:
             value = value.sum(dim=1, keepdim=True)
         if value.shape != own[key].shape:
-            raise ValueError(
-                f"{path}: tensor {key} has shape {tuple(value.shape)}, model wants {tuple(own[key].shape)}"
+            raise ConfigError(
+                f"model.pretrained_weights: {path}: tensor {key} has shape {tuple(value.shape)}, "
+                f"the model wants {tuple(own[key].shape)}"
             )
         adapted[key] = value
     missing = [k for k in own if k not in adapted]
     if len(missing) > len(own) // 2:
-        raise ValueError(f"{path}: matches only {len(adapted)} of {len(own)} tensors; is it a {type(model).__name__}?")
+        raise ConfigError(
+            f"model.pretrained_weights: {path}: matches only {len(adapted)} of {len(own)} tensors; "
+            f"is it a {type(model).__name__}?"
+        )
     model.load_state_dict(adapted, strict=False)

@@ -14,14 +14,16 @@ import torch
 
 from birdsed.audio import MelFrontend
 from birdsed.config import Config, config_from_dict, config_to_dict
+from birdsed.errors import BirdsedError
 from birdsed.models.backbones import create_backbone
 from birdsed.models.sed import SEDModel
+from birdsed.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 FORMAT = "birdsed-checkpoint-v1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BirdsedError, ValueError):
     """A checkpoint cannot be used as asked; the message names the file."""
 
 
@@ -46,9 +48,8 @@ def save_checkpoint(path: str | Path, model: SEDModel, cfg: Config, classes: lis
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         **extra,
     }
-    tmp = path.with_suffix(path.suffix + ".part")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -70,7 +71,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({err})") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a birdsed checkpoint (a Lightning .ckpt? use the run's best.pt)")
     return payload

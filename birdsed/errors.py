@@ -1,0 +1,15 @@
+"""The one base of every error a user can fix: a bad config key, data file, checkpoint or output path.
+
+The CLI prints these as one line (``error: <file or key>: <what is wrong>``) and exits with status 1; any other
+exception is a bug in birdsed and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class BirdsedError(Exception):
+    """An input or output problem the user can fix; the message starts with the file or key at fault."""
+
+
+class OutputError(BirdsedError, OSError):
+    """An output path cannot be written (missing permission, read-only file system, a folder in the way, …)."""

@@ -1,0 +1,119 @@
+"""Output paths: checked before the work starts, written atomically, never half-written.
+
+Every command that writes a file or folder checks it first (:func:`check_file_output`, :func:`check_dir_output`),
+so a mistyped or read-only destination fails before minutes of compute, not after. Files are written through a
+temporary file beside the target and renamed into place (:func:`atomic_write`), so a crash or a kill leaves the
+old file or the new one, never a partial one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from birdsed.errors import OutputError
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or type(err).__name__
+
+
+def _probe_dir(folder: Path, what: str) -> None:
+    """Create `folder` if needed and prove it takes a new file (catches read-only mounts, which os.access misses)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{folder}: {what} exists but is not a folder") from None
+    except OSError as err:
+        raise OutputError(f"{folder}: cannot create {what} ({_reason(err)})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".birdsed-write-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"{folder}: {what} is not writable ({_reason(err)})") from None
+
+
+def check_file_output(path: str | Path, inputs: tuple[str | Path | None, ...] = ()) -> Path:
+    """Check that `path` can be written as a file: not a folder, not one of `inputs`, its folder writable.
+
+    The folder is created if missing (nothing else is written).
+
+    Raises:
+        OutputError: naming the path and the reason.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is an existing folder; give a file name")
+    resolved = path.resolve()
+    for item in inputs:
+        if item is not None and Path(item).exists() and Path(item).resolve() == resolved:
+            raise OutputError(f"{path}: is also an input of this command; write the output elsewhere")
+    _probe_dir(path.parent if str(path.parent) else Path("."), "output folder")
+    return path
+
+
+def check_dir_output(path: str | Path) -> Path:
+    """Check that `path` can be used as an output folder (created if missing). Raises OutputError."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: exists and is a file, not a folder")
+    _probe_dir(path, "output folder")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on any error it is removed.
+
+    An OSError while writing becomes an :class:`OutputError` naming `path`.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OutputError):
+            raise
+        raise OutputError(f"{path}: cannot write ({_reason(err)})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def staged_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; on success it replaces `path` (an old folder is removed only
+    after the new one is in place), on any error it is removed and `path` stays as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OutputError):
+            raise
+        raise OutputError(f"{path}: cannot write ({_reason(err)})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,104 @@
+"""A run killed with SIGKILL resumes after its last finished epoch and ends exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO, cli_run, tiny_overrides
+
+pytestmark = pytest.mark.slow
+CONFIG = REPO / "configs" / "demo.yaml"
+
+
+def _overrides(root: Path, cache: Path) -> list[str]:
+    # one thread: the killed, resumed and reference runs compute bit for bit alike
+    return [*tiny_overrides(root, cache), "train.epochs=3", "train.samples_per_epoch=32", "train.threads=1"]
+
+
+def _epochs(metrics: Path) -> int:
+    try:
+        return len(json.loads(metrics.read_text())["history"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _kill_when(args: list[str], metrics: Path, epochs: int, timeout: float = 240) -> None:
+    """Start ``birdsed ARGS`` and SIGKILL it as soon as `metrics` lists `epochs` finished epochs."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "birdsed", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + timeout
+    while _epochs(metrics) < epochs:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail("the run never reached the epoch to kill it at")
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _history(run: Path) -> list[dict]:
+    return json.loads((run / "metrics.json").read_text())["history"]
+
+
+def _same_history(a: list[dict], b: list[dict]) -> None:
+    assert [h["epoch"] for h in b] == [h["epoch"] for h in a]
+    for x, y in zip(a, b, strict=True):
+        for key in ("step", "train_loss", "val_auc", "soundscape_auc", "lr"):
+            assert x.get(key) == pytest.approx(y.get(key), abs=1e-9), (key, x, y)
+
+
+def test_train_killed_mid_run_resumes_like_an_uninterrupted_run(tiny_root, tmp_path):
+    over = _overrides(tiny_root, tmp_path / "cache")
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    assert cli_run(["train", CONFIG, *over, "--out", ref]).returncode == 0
+    _kill_when(["train", CONFIG, *over, "--out", killed], killed / "metrics.json", epochs=1)
+    assert not json.loads((killed / "metrics.json").read_text())["finished"]
+    done = cli_run(["train", CONFIG, *over, "--out", killed, "--resume"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    _same_history(_history(ref), _history(killed))  # each epoch once, the same numbers
+    a, b = (json.loads((r / "metrics.json").read_text()) for r in (ref, killed))
+    assert b["finished"] and a["best"]["epoch"] == b["best"]["epoch"]
+    assert a["summary"]["val_auc"] == pytest.approx(b["summary"]["val_auc"], abs=1e-9)
+    pd.testing.assert_frame_equal(pd.read_csv(ref / "oof.csv"), pd.read_csv(killed / "oof.csv"))
+    resumed = json.loads((killed / "run.json").read_text())["resumed"]
+    assert len(resumed) == 1 and resumed[0]["after_epoch"] in (0, 1)  # killed after epoch 0 (or 1), not at the end
+    # resuming a finished run changes nothing
+    before = (killed / "metrics.json").read_text()
+    assert cli_run(["train", CONFIG, *over, "--out", killed, "--resume"]).returncode == 0
+    assert (killed / "metrics.json").read_text() == before
+
+
+def test_pseudo_killed_inside_a_round_resumes_in_that_round(trained_run, tiny_root, tmp_path):
+    cfg, _, run_dir = trained_run
+    over = [
+        *_overrides(tiny_root, cfg.cache_path),
+        f"pseudo.init_checkpoints=[{run_dir}]",
+        "pseudo.rounds=1",
+        "pseudo.min_max_prob=0.05",
+    ]
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    assert cli_run(["pseudo", CONFIG, *over, "--out", ref]).returncode == 0
+    _kill_when(["pseudo", CONFIG, *over, "--out", killed], killed / "round_1" / "run" / "metrics.json", epochs=1)
+    assert not (killed / "round_1" / "DONE").exists()
+    labels = (killed / "round_1" / "pseudo.csv").stat().st_mtime_ns
+    done = cli_run(["pseudo", CONFIG, *over, "--out", killed, "--resume"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (killed / "round_1" / "pseudo.csv").stat().st_mtime_ns == labels  # the labels were reused
+    _same_history(_history(ref / "round_1" / "run"), _history(killed / "round_1" / "run"))
+    a, b = (pd.read_csv(r / "rounds.csv") for r in (ref, killed))
+    assert a["round"].tolist() == b["round"].tolist() == [0, 1]
+    assert a["val_auc"].tolist() == pytest.approx(b["val_auc"].tolist(), abs=1e-9)
