@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,13 @@ def measure(
     cores: int = 4,
     limit_minutes: float = 90.0,
     repeats: int = 2,
+    teacher: Callable[[Path], object] | None = None,
 ) -> Budget:
-    """Time decode and prediction of one minute of noisy audio with chirps and project `soundscapes` files."""
+    """Time decode and prediction of one minute of noisy audio with chirps and project `soundscapes` files.
+
+    `teacher` (a function of a folder, e.g. BirdNET from :func:`birdsed.submit.teacher_source`) is timed on the same
+    minute and counted with the models.
+    """
     sr = members[0].cfg.audio.sample_rate
     rng = np.random.default_rng(0)
     t = np.arange(60 * sr) / sr
@@ -64,9 +70,10 @@ def measure(
             audio = read_audio(str(path), sr, 1e9)
             t1 = time.perf_counter()
             predict_file(audio, members, spec, fronts, "cpu")
-            t2 = time.perf_counter()
+            if teacher is not None:
+                teacher(Path(tmp))
             decode.append(t1 - t0)
-            model.append(t2 - t1)
+            model.append(time.perf_counter() - t1)
     local = torch.get_num_threads() or os.cpu_count() or 1
     per_min = min(decode) + min(model)
     projected = per_min * minutes * soundscapes * local / cores / 60

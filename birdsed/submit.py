@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +23,9 @@ import torch
 from tqdm import tqdm
 
 from birdsed.audio import AudioError, list_audio
-from birdsed.config import ConfigError, InferConfig
+from birdsed.config import Config, ConfigError, InferConfig
 from birdsed.data import DataError, check_unique_stems
-from birdsed.ensemble import Member, combine, describe, fallback_prior, frontends, load_member
+from birdsed.ensemble import Member, blend_teacher, combine, describe, fallback_prior, frontends, load_member
 from birdsed.infer import InMemoryAudio, StreamingAudio, WindowSpec, n_windows, predict_group, read_audio, row_ids
 from birdsed.metrics import SubmissionError
 from birdsed.outputs import atomic_path, check_file_output
@@ -289,6 +289,49 @@ def infer_folder(
     if result.fallback_files:
         log.warning("%d of %d file(s) used the fallback prior", len(result.fallback_files), result.files)
     return result
+
+
+def teacher_source(cfg: Config, columns: list[str]) -> Callable[[Path], pd.DataFrame] | None:
+    """What ``infer.teacher`` gives, as a function of the soundscape folder: a validated teacher table (row_id
+    index, `columns`, NaN = no opinion) — read from a CSV, or predicted by BirdNET. None without a teacher."""
+    from birdsed.teacher import BirdNET, map_classes, predict_folder, read_overrides, read_teacher
+
+    source = cfg.infer.teacher
+    if not source:
+        return None
+    if source != "birdnet":
+        table = read_teacher(source, columns)
+        return lambda folder: table
+    if not cfg.infer.teacher_taxonomy:
+        raise ConfigError("infer.teacher_taxonomy: teacher=birdnet needs the competition's taxonomy.csv")
+    from birdsed.data import read_taxonomy
+
+    taxonomy = read_taxonomy(cfg.infer.teacher_taxonomy)
+    if taxonomy["primary_label"].tolist() != columns:
+        raise ConfigError(f"infer.teacher_taxonomy: {cfg.infer.teacher_taxonomy} classes differ from the submission's")
+    model = BirdNET(cfg.teacher.threads, cfg.teacher.batch_size)
+    mapping = map_classes(taxonomy, model.labels, read_overrides(cfg.teacher.mapping))
+    log.info("teacher birdnet knows %d of %d classes", len(mapping.index), len(columns))
+
+    def predict(folder: Path) -> pd.DataFrame:
+        res = predict_folder(Path(folder), model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, progress=False)
+        return res.table.set_index("row_id").astype(float)
+
+    return predict
+
+
+def with_teacher(sub: pd.DataFrame, teacher: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """The submission with the teacher blended in (:func:`birdsed.ensemble.blend_teacher`); rows the teacher lacks
+    (e.g. unreadable files) keep our scores, with a count in the log."""
+    columns = [c for c in sub.columns if c != "row_id"]
+    aligned = teacher.reindex(sub["row_id"])[columns].to_numpy(dtype=np.float64)
+    lacking = int((~np.isfinite(aligned).any(axis=1)).sum())
+    if lacking:
+        log.warning("the teacher has no opinion on %d of %d row(s); our models alone decide them", lacking, len(sub))
+    ours = sub[columns].to_numpy(dtype=np.float64)
+    out = sub.copy()
+    out[columns] = np.clip(blend_teacher(ours, aligned, cfg.infer.teacher_weight, cfg.infer.ensemble), 0, 1)
+    return out
 
 
 def _expected_windows(path: Path, spec: WindowSpec) -> int:

