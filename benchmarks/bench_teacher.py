@@ -10,8 +10,9 @@ Usage:
    teacher lacks), round 1 trained from scratch on labelled clips + BirdNET's pool labels (``pseudo.teacher``,
    ``pseudo.mode=extra``), and its control (the same seed, epochs and starting point, no pseudo data): the paired
    difference in soundscape macro AUC (best held-out epoch and last epoch).
-3. Teacher + student, blended where BirdNET knows a class (w = 0.5, fixed in advance, never tuned on the test set)
-   against BirdNET alone, on its own classes and on all classes.
+3. Teacher + student, blended where BirdNET knows a class (mean and rank blends at w = 0.5, and w = 1: BirdNET where
+   it knows a class, the student elsewhere; fixed in advance, never tuned on the test set) against BirdNET alone,
+   on its own classes and on all classes.
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ def main() -> None:
             blend = blend_teacher(preds[kind], teacher, 0.5)
             row[f"{kind}+bn_own"] = macro(y, blend, known)
             row[f"{kind}+bn_all"] = macro(y, blend, every)
+            rank = blend_teacher(preds[kind], teacher, 0.5, "rank")
+            row[f"{kind}+bn_rank_own"] = macro(y, rank, known)
+            fill = blend_teacher(preds[kind], teacher, 1.0)  # BirdNET where it knows, the student elsewhere
+            row[f"{kind}+bn_fill_all"] = macro(y, fill, every)
             row[f"{kind}_own"] = macro(y, preds[kind], known)
         rows.append(row)
         print(pd.DataFrame([row]).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -118,6 +123,10 @@ def main() -> None:
             f"{mean_sd(df[f'control_{key}'].tolist())}, difference {mean_sd(d)}"
         )
     for kind in ("pseudo", "control"):
+        print(
+            f"  BirdNET + {kind}, rank blend: its classes {mean_sd(df[f'{kind}+bn_rank_own'].tolist())}; BirdNET "
+            f"where it knows and {kind} elsewhere: all classes {mean_sd(df[f'{kind}+bn_fill_all'].tolist())}"
+        )
         own = (df[f"{kind}+bn_own"] - bn_own).tolist()
         print(
             f"  BirdNET + {kind}: its classes {mean_sd(df[f'{kind}+bn_own'].tolist())} (vs BirdNET alone "
