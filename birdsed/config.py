@@ -196,7 +196,7 @@ class InferConfig:
     # classes mapped from teacher_taxonomy). Where it knows a class: (1-w)·ours + w·teacher (ranks with
     # infer.ensemble=rank); where it does not, our models alone decide
     teacher: str = ""
-    teacher_weight: float = unit(0.5)
+    teacher_weight: float = unit(1.0)
     teacher_taxonomy: str = ""  # the competition's taxonomy.csv, for teacher=birdnet
 
 
