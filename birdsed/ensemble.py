@@ -195,7 +195,10 @@ def fallback_prior(members: list[Member], columns: list[str]) -> np.ndarray:
     rows = [align(m.prior[None], m.classes, columns)[0] for m in members if m.prior is not None]
     if not rows:
         return np.full(len(columns), 1.0 / len(columns))
-    prior = np.nanmean(np.stack(rows), axis=0)
+    stack = np.stack(rows)
+    known = np.isfinite(stack).any(axis=0)
+    prior = np.full(len(columns), np.nan)
+    prior[known] = np.nanmean(stack[:, known], axis=0)  # no empty-slice warning for columns no member knows
     return np.where(np.isfinite(prior), prior, 1.0 / len(columns))
 
 

@@ -263,7 +263,7 @@ class RunRecorder(L.Callback):
         """Lightning's full training state (weights, optimiser, scheduler, loops, this callback), atomically."""
         self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.ckpt_path.with_name(self.ckpt_path.name + ".part")
-        trainer.save_checkpoint(str(tmp))
+        trainer.save_checkpoint(str(tmp), weights_only=False)  # the full state: optimiser, scheduler, loops
         if trainer.is_global_zero:
             tmp.replace(self.ckpt_path)
 
