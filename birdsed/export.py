@@ -95,9 +95,6 @@ def export_cached(checkpoint: str | Path, fmt: str, root: str | Path = "cache/ex
     return folder
 
 
-OPENVINO_PRECISION = {"f32": "f32", "bf16": "bf16"}
-
-
 def runtime_runner(folder: str | Path, runtime: str, threads: int = 0, precision: str = "f32") -> Runner:
     """A runner over an export folder: ``onnx`` (ONNX Runtime, CPU, f32) or ``openvino``.
 
@@ -142,7 +139,7 @@ def openvino_model(folder: str | Path, threads: int = 0, precision: str = "f32")
     core = ov.Core()
     # the IR when the folder has one, else the ONNX file read directly (nothing is written: inputs may be read-only)
     model = folder / "model.xml" if (folder / "model.xml").is_file() else folder / "model.onnx"
-    config: dict[str, object] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision]}
+    config: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision}  # f32 | bf16, OpenVINO's own names
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     return core.compile_model(str(model), "CPU", config)

@@ -53,7 +53,7 @@ def check_file_output(path: str | Path, inputs: tuple[str | Path | None, ...] = 
     for item in inputs:
         if item is not None and Path(item).exists() and Path(item).resolve() == resolved:
             raise OutputError(f"{path}: is also an input of this command; write the output elsewhere")
-    _probe_dir(path.parent if str(path.parent) else Path("."), "output folder")
+    _probe_dir(path.parent, "output folder")
     return path
 
 

@@ -23,7 +23,7 @@ from birdsed.cache import WaveStore
 from birdsed.config import Config, save_config
 from birdsed.data import BirdCLEFData, load_birdclef
 from birdsed.datasets import PseudoChunks
-from birdsed.ensemble import load_member
+from birdsed.ensemble import blend_teacher, load_member
 from birdsed.errors import BirdsedError
 from birdsed.infer import split_row_ids
 from birdsed.metrics import macro_auc
@@ -188,7 +188,7 @@ def with_teacher(cfg: Config, r: int, sub: pd.DataFrame, classes: list[str]) -> 
         )
     teacher = table.loc[sub["row_id"], classes].to_numpy(dtype=np.float64)
     known = np.isfinite(teacher)
-    probs = np.where(known, (1 - weight) * ours + weight * np.nan_to_num(teacher), ours)
+    probs = blend_teacher(ours, teacher, weight)  # ours are finite: the teacher only where it has an opinion
     info = {
         "teacher": str(ps.teacher),
         "teacher_weight": weight,

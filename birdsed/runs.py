@@ -64,13 +64,12 @@ def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
     """
     if overwrite and resume:
         raise BirdsedError("--overwrite and --resume exclude each other")
-    exists = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
     if run_dir.exists() and not run_dir.is_dir():
         raise RunExistsError(f"{run_dir}: exists and is a file, not a run folder")
-    if not exists:
+    if not (run_dir.is_dir() and any(run_dir.iterdir())):
         if resume:
             raise BirdsedError(f"{run_dir}: nothing to resume (no such run folder)")
-        check_dir_output(run_dir.parent if str(run_dir.parent) else Path("."))
+        check_dir_output(run_dir.parent)
         return
     if resume:
         if not is_run_folder(run_dir):
@@ -84,7 +83,7 @@ def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
             f"{run_dir}: --overwrite replaces only birdsed run folders, and this one is not (no {MARKER}, "
             "config.yaml with run.json or rounds.csv); remove it yourself or choose another --out"
         )
-    check_dir_output(run_dir.parent if str(run_dir.parent) else Path("."))
+    check_dir_output(run_dir.parent)
 
 
 def open_run_dir(run_dir: Path, overwrite: bool, resume: bool, kind: str) -> Path:

@@ -27,7 +27,7 @@ from birdsed.config import Config, ConfigError, InferConfig
 from birdsed.data import DataError, check_unique_stems
 from birdsed.ensemble import Member, blend_teacher, combine, describe, fallback_prior, frontends, load_member
 from birdsed.infer import InMemoryAudio, StreamingAudio, WindowSpec, n_windows, predict_group, read_audio, row_ids
-from birdsed.metrics import SubmissionError
+from birdsed.metrics import SubmissionError, read_table
 from birdsed.outputs import atomic_path, check_file_output
 
 log = logging.getLogger(__name__)
@@ -84,13 +84,8 @@ def output_columns(members: list[Member], sample_submission: Path | None) -> lis
     """Submission classes: the sample submission's columns (in order), else the first member's classes."""
     if sample_submission is None:
         return list(members[0].classes)
-    try:
-        cols = pd.read_csv(sample_submission, nrows=0).columns.tolist()
-    except FileNotFoundError:
-        raise SubmissionError(f"{sample_submission}: sample submission not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, IsADirectoryError) as err:
-        raise SubmissionError(f"{sample_submission}: cannot parse the sample submission ({err})") from None
-    if not cols or cols[0] != "row_id":
+    cols = read_table(sample_submission, "the sample submission").columns.tolist()
+    if cols[0] != "row_id":
         raise SubmissionError(f"{sample_submission}: first column must be row_id")
     columns = [str(c) for c in cols[1:]]
     known = set().union(*(m.classes for m in members))
@@ -294,7 +289,7 @@ def infer_folder(
 def teacher_source(cfg: Config, columns: list[str]) -> Callable[[Path], pd.DataFrame] | None:
     """What ``infer.teacher`` gives, as a function of the soundscape folder: a validated teacher table (row_id
     index, `columns`, NaN = no opinion) — read from a CSV, or predicted by BirdNET. None without a teacher."""
-    from birdsed.teacher import BirdNET, map_classes, predict_folder, read_overrides, read_teacher
+    from birdsed.teacher import load_birdnet, predict_folder, read_teacher
 
     source = cfg.infer.teacher
     if not source:
@@ -309,9 +304,7 @@ def teacher_source(cfg: Config, columns: list[str]) -> Callable[[Path], pd.DataF
     taxonomy = read_taxonomy(cfg.infer.teacher_taxonomy)
     if taxonomy["primary_label"].tolist() != columns:
         raise ConfigError(f"infer.teacher_taxonomy: {cfg.infer.teacher_taxonomy} classes differ from the submission's")
-    model = BirdNET(cfg.teacher.threads, cfg.teacher.batch_size)
-    mapping = map_classes(taxonomy, model.labels, read_overrides(cfg.teacher.mapping))
-    log.info("teacher birdnet knows %d of %d classes", len(mapping.index), len(columns))
+    model, mapping = load_birdnet(cfg, taxonomy, cfg.infer.teacher_taxonomy)
 
     def predict(folder: Path) -> pd.DataFrame:
         res = predict_folder(Path(folder), model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, progress=False)

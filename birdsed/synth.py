@@ -277,7 +277,7 @@ def make_dataset(
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is a file, not a folder")
     specs = make_classes(n_classes, seed)  # bad arguments fail before anything is written
-    check_dir_output(out.parent if str(out.parent) else Path("."))
+    check_dir_output(out.parent)
     with staged_dir(out) as tmp:
         _write_dataset(
             tmp, specs, seed, files_per_class, train_soundscapes, test_soundscapes, soundscape_seconds, workers

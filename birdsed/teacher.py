@@ -30,7 +30,7 @@ import yaml
 from tqdm import tqdm
 
 from birdsed.audio import AudioError, list_audio, load_audio
-from birdsed.config import Config
+from birdsed.config import TEACHER_FOLDERS, Config
 from birdsed.data import check_unique_stems
 from birdsed.errors import BirdsedError
 from birdsed.infer import n_windows, row_ids, split_row_ids
@@ -68,10 +68,6 @@ class ClassMapping:
     how: dict[str, str]  # class → scientific | common | split | override | ambiguous | unmapped
     teacher_labels: list[str]
     candidates: dict[str, list[str]] = field(default_factory=dict)  # ambiguous class → the labels it matched
-
-    @property
-    def known(self) -> list[str]:
-        return [c for c in self.classes if c in self.index]
 
     def table(self) -> str:
         """The mapping as printed: one line per class."""
@@ -365,7 +361,20 @@ def read_teacher(path: str | Path, classes: list[str]) -> pd.DataFrame:
     return df.set_index("row_id").astype(float)
 
 
-FOLDERS = ("train_soundscapes", "train_audio", "test_soundscapes")
+def load_birdnet(cfg: Config, taxonomy: pd.DataFrame, where: str | Path) -> tuple[BirdNET, ClassMapping]:
+    """BirdNET with ``cfg.teacher``'s settings, and its mapping of `taxonomy` (``teacher.mapping`` overrides first
+    read, so a bad override file fails before the model loads), logged as a table.
+
+    Raises:
+        TeacherError: not installed, a bad override, or no class of `where` (the taxonomy file) maps at all.
+    """
+    overrides = read_overrides(cfg.teacher.mapping)
+    model = BirdNET(cfg.teacher.threads, cfg.teacher.batch_size)
+    mapping = map_classes(taxonomy, model.labels, overrides)
+    if not mapping.index:
+        raise TeacherError(f"{where}: no class maps to a BirdNET label; fix pairs in teacher.mapping")
+    log.info("class mapping:\n%s", mapping.table())
+    return model, mapping
 
 
 def run_teacher(
@@ -379,19 +388,12 @@ def run_teacher(
     from birdsed.data import load_birdclef
     from birdsed.outputs import atomic_path, atomic_write, check_dir_output
 
-    bad = [f for f in folders if f not in FOLDERS]
+    bad = [f for f in folders if f not in TEACHER_FOLDERS]
     if bad:
-        raise TeacherError(f"--folders: {bad} not among {', '.join(FOLDERS)}")
+        raise TeacherError(f"--folders: {bad} not among {', '.join(TEACHER_FOLDERS)}")
     data = load_birdclef(cfg.data.root)
     out = check_dir_output(out)
-    overrides = read_overrides(cfg.teacher.mapping)
-    model = BirdNET(cfg.teacher.threads, cfg.teacher.batch_size)
-    mapping = map_classes(data.taxonomy, model.labels, overrides)
-    if not mapping.index:
-        raise TeacherError(
-            f"{data.root / 'taxonomy.csv'}: no class maps to a BirdNET label; fix pairs in teacher.mapping"
-        )
-    log.info("class mapping:\n%s", mapping.table())
+    model, mapping = load_birdnet(cfg, data.taxonomy, data.root / "taxonomy.csv")
     results: dict[str, TeacherResult] = {}
     for name in folders:
         folder = data.root / name

@@ -389,6 +389,10 @@ def fit(
     """
     run_dir = Path(out) if out else Path("runs") / cfg.name
     check_run_dir(run_dir, overwrite, resume)
+    finished = read_summary(run_dir) if resume else None
+    if finished is not None and finished["epochs"] >= cfg.train.epochs:  # nothing to do: no data to load
+        log.info("%s: the run had already finished its %d epochs", run_dir, finished["epochs"])
+        return finished
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -403,10 +407,6 @@ def fit(
     module.batch_keys = dm.train_keys
     module.val_roles = dm.val_roles
     run_dir = open_run_dir(run_dir, overwrite, resume, kind="train")
-    finished = read_summary(run_dir) if resume else None
-    if finished is not None and finished["epochs"] >= cfg.train.epochs:
-        log.info("%s: the run had already finished its %d epochs", run_dir, finished["epochs"])
-        return finished
     recorder = RunRecorder(run_dir, cfg, data, dm)
     last = recorder.ckpt_path
     if resume and not last.is_file():
