@@ -176,6 +176,7 @@ def cmd_teacher(args: argparse.Namespace) -> str:
     from birdsed.teacher import run_teacher
 
     cfg = config_from_args(args.config_and_overrides)
+    cfg.teacher.embeddings = cfg.teacher.embeddings or args.embeddings
     folders = [f.strip() for f in args.folders.split(",") if f.strip()]
     mapping, results = run_teacher(cfg, args.out, folders, progress=not args.no_progress)
     print(mapping.table())
@@ -183,6 +184,19 @@ def cmd_teacher(args: argparse.Namespace) -> str:
         rate = f"{r.audio_seconds / r.seconds:.0f}x real time" if r.seconds else ""
         print(f"{name}: {r.files} file(s), {len(r.table)} windows, {len(r.failed)} unreadable, {rate}")
     return f"teacher: {args.out} ({len(mapping.index)} of {len(mapping.classes)} classes known to {cfg.teacher.model})"
+
+
+def cmd_agile(args: argparse.Namespace) -> str:
+    from birdsed.agile import run_agile
+
+    cfg = config_from_args(args.config_and_overrides)
+    model = run_agile(cfg, args.teacher, args.out)
+    lacking = model.info["classes_without_model"]
+    return (
+        f"agile: {args.out} ({int(model.known.sum())} of {len(model.classes)} classes have a model"
+        + (f"; none for {', '.join(lacking)}" if lacking else "")
+        + ")"
+    )
 
 
 def cmd_score(args: argparse.Namespace) -> str:
@@ -326,8 +340,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--folders", default="train_soundscapes,test_soundscapes", help="comma-separated: " + ",".join(TEACHER_FOLDERS)
     )
+    p.add_argument(
+        "--embeddings", action="store_true", help="also write BirdNET's 1,024-d window embeddings (for birdsed agile)"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_teacher)
+
+    p = sub.add_parser(
+        "agile", parents=[cfg_parent], help="fit a linear classifier per class on the teacher's embeddings"
+    )
+    p.add_argument("--teacher", required=True, type=Path, help="a `birdsed teacher --embeddings` folder")
+    p.add_argument("--out", required=True, type=Path, help="folder for agile.npz, agile.json and <folder>.csv")
+    p.set_defaults(func=cmd_agile)
 
     p = sub.add_parser("score", help="check a submission and compute the BirdCLEF metrics")
     p.add_argument("--solution", required=True, type=Path)

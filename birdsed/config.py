@@ -198,6 +198,10 @@ class InferConfig:
     teacher: str = ""
     teacher_weight: float = unit(1.0)
     teacher_taxonomy: str = ""  # the competition's taxonomy.csv, for teacher=birdnet
+    # an agile model (``birdsed agile``: agile.npz) applied to BirdNET's embeddings of the same pass (teacher=birdnet):
+    # the teacher becomes a·agile + (1-a)·BirdNET where both know a class, agile alone where only it does
+    agile: str = ""
+    agile_weight: float = unit(0.5)
 
 
 @dataclass
@@ -246,6 +250,19 @@ class TeacherConfig:
     mapping: str = ""  # a CSV/YAML of primary_label → teacher label pairs fixing the automatic class mapping
     threads: int = non_negative(0)  # interpreter threads (0: the runtime's default)
     batch_size: int = positive(16)  # chunks per interpreter call
+    embeddings: bool = False  # also write <folder>.embeddings.npz: BirdNET's 1,024-d features per window
+
+
+@dataclass
+class AgileConfig:
+    """``birdsed agile``: a logistic regression per class on the teacher's embeddings (:mod:`birdsed.agile`)."""
+
+    c: float = positive(0.1)  # inverse L2 strength on standardised embeddings (sklearn's C)
+    # also fit on train_soundscapes windows, the teacher's probabilities as soft targets: better alone, but a model
+    # that learnt to copy the teacher adds less beside it (measured, benchmarks/RESULTS.md), hence off
+    pool: bool = False
+    # train_audio windows: the teacher's probability (not 0) for the classes a recording is not labelled with
+    teacher_targets: bool = False
 
 
 @dataclass
@@ -269,6 +286,7 @@ class Config:
     infer: InferConfig = field(default_factory=InferConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    agile: AgileConfig = field(default_factory=AgileConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     # ---- derived values: the one place they are computed -------------------------------------------------------

@@ -8,6 +8,7 @@ is always complete. The CSV is written atomically.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -288,10 +289,14 @@ def infer_folder(
 
 def teacher_source(cfg: Config, columns: list[str]) -> Callable[[Path], pd.DataFrame] | None:
     """What ``infer.teacher`` gives, as a function of the soundscape folder: a validated teacher table (row_id
-    index, `columns`, NaN = no opinion) — read from a CSV, or predicted by BirdNET. None without a teacher."""
+    index, `columns`, NaN = no opinion) — read from a CSV, or predicted by BirdNET (with ``infer.agile``, BirdNET's
+    embeddings of the same pass through the agile model, blended in by ``infer.agile_weight``). None without a
+    teacher."""
     from birdsed.teacher import load_birdnet, predict_folder, read_teacher
 
     source = cfg.infer.teacher
+    if cfg.infer.agile and source != "birdnet":
+        raise ConfigError("infer.agile: an agile model reads BirdNET's embeddings; it needs infer.teacher=birdnet")
     if not source:
         return None
     if source != "birdnet":
@@ -304,11 +309,24 @@ def teacher_source(cfg: Config, columns: list[str]) -> Callable[[Path], pd.DataF
     taxonomy = read_taxonomy(cfg.infer.teacher_taxonomy)
     if taxonomy["primary_label"].tolist() != columns:
         raise ConfigError(f"infer.teacher_taxonomy: {cfg.infer.teacher_taxonomy} classes differ from the submission's")
+    agile = None
+    if cfg.infer.agile:
+        from birdsed.agile import load_agile
+
+        agile = load_agile(cfg.infer.agile)
+        if agile.classes != columns:
+            raise ConfigError(f"infer.agile: {cfg.infer.agile} was fitted on other classes than the submission's")
+        cfg = copy.deepcopy(cfg)
+        cfg.teacher.embeddings = True
     model, mapping = load_birdnet(cfg, taxonomy, cfg.infer.teacher_taxonomy)
 
     def predict(folder: Path) -> pd.DataFrame:
         res = predict_folder(Path(folder), model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, progress=False)
-        return res.table.set_index("row_id").astype(float)
+        table = res.table.set_index("row_id").astype(float)
+        if agile is not None:
+            ours = agile.predict(res.embeddings)
+            table[columns] = blend_teacher(ours, table[columns].to_numpy(), 1 - cfg.infer.agile_weight)
+        return table
 
     return predict
 

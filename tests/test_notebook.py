@@ -56,6 +56,8 @@ def test_kaggle_notebook_runs_offline_from_a_wheel(trained_run, tiny_root, tmp_p
             "THREADS = 2",
             'TEACHER = ""',
             "TEACHER_WEIGHT = 0.5",
+            'AGILE = ""',
+            "AGILE_WEIGHT = 0.5",
         ]
     )
     nbclient.NotebookClient(

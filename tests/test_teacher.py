@@ -3,7 +3,9 @@ on real audio when the ``teacher`` extra and ../shared are present."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import shutil
 from pathlib import Path
@@ -13,13 +15,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from birdsed.agile import read_embeddings
+from birdsed.config import ConfigError
 from birdsed.data import load_birdclef
 from birdsed.ensemble import blend_teacher
 from birdsed.infer import split_row_ids
 from birdsed.metrics import SubmissionError
 from birdsed.pseudo import PseudoError, label_pool, round_power
 from birdsed.submit import infer_folder, load_ensemble
-from birdsed.teacher import TeacherError, map_classes, normalise, read_overrides, read_teacher, window_scores
+from birdsed.teacher import (
+    EMBEDDINGS_SUFFIX,
+    TeacherError,
+    map_classes,
+    normalise,
+    read_overrides,
+    read_teacher,
+    window_scores,
+)
 from tests.conftest import REPO, cli_error, tiny_cfg
 
 LABELS = [
@@ -206,14 +218,16 @@ def _need_birdnet() -> None:
             pytest.skip(f"{module} not installed (pip install -e '.[teacher]')")
 
 
-def test_birdnet_teacher_on_real_audio(real_root, tmp_path, capsys):
-    """`birdsed teacher` on 15 s of a real labelled soundscape: 3 windows, the 22 mapped classes scored and the
-    frog/insect/umbrellabird columns NaN, and the labelled species found."""
+@pytest.fixture(scope="module")
+def birdnet_clip(real_root, tmp_path_factory):
+    """`birdsed teacher --embeddings` run on 15 s of a real labelled soundscape (the stretch with the most labels):
+    (mini folder, teacher output folder, solution, stem, start second, CLI output)."""
     _need_birdnet()
     import soundfile as sf
 
     from birdsed.cli import main
 
+    tmp_path = tmp_path_factory.mktemp("birdnet")
     root = tmp_path / "mini"
     (root / "test_soundscapes").mkdir(parents=True)
     for name in ("taxonomy.csv", "sample_submission.csv"):
@@ -225,9 +239,19 @@ def test_birdnet_teacher_on_real_audio(real_root, tmp_path, capsys):
     sf.write(str(root / "test_soundscapes" / f"{stem}.ogg"), wave[start * sr : (start + 15) * sr], sr)
     mapping = REPO / "configs" / "teacher" / "birdnet_mapping_mini.yaml"
     args = ["teacher", f"data.root={root}", f"teacher.mapping={mapping}"]
-    assert main([*args, "--out", str(tmp_path / "t"), "--folders", "test_soundscapes", "--no-progress"]) == 0
-    assert "22 of 25 classes" in capsys.readouterr().out
-    table = read_teacher(tmp_path / "t" / "test_soundscapes.csv", solution.columns[1:].tolist())
+    out = ["--out", str(tmp_path / "t"), "--folders", "test_soundscapes", "--no-progress", "--embeddings"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*args, *out]) == 0
+    return root, tmp_path / "t", solution, stem, start, printed.getvalue()
+
+
+def test_birdnet_teacher_on_real_audio(birdnet_clip):
+    """`birdsed teacher --embeddings` on 15 s of a real labelled soundscape: 3 windows, the 22 mapped classes scored
+    and the frog/insect/umbrellabird columns NaN, the labelled species found, and a 1,024-d embedding per window."""
+    _, out, solution, stem, start, printed = birdnet_clip
+    assert "22 of 25 classes" in printed
+    table = read_teacher(out / "test_soundscapes.csv", solution.columns[1:].tolist())
     assert len(table) == 3
     assert (
         table[["1122472", "1653334", "amaumb1"]].isna().all().all()
@@ -236,8 +260,40 @@ def test_birdnet_teacher_on_real_audio(real_root, tmp_path, capsys):
     labels = solution.set_index("row_id").loc[[f"{stem}_{start + 5 * (w + 1)}" for w in range(3)]]
     present = [c for c in labels.columns if labels[c].any() and c in table.columns and table[c].notna().all()]
     assert max(table[c].max() for c in present) >= 0.5  # it hears what is there
-    info = json.loads((tmp_path / "t" / "teacher.json").read_text())
+    ids, emb = read_embeddings(out / f"test_soundscapes{EMBEDDINGS_SUFFIX}")
+    assert ids.tolist() == table.index.tolist() and emb.shape == (3, 1024)
+    assert (emb.std(axis=1) > 0).all() and not np.allclose(emb[0], emb[1])  # real features, one per window
+    info = json.loads((out / "teacher.json").read_text())
     assert info["file"] == "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite" and len(info["sha256"]) == 64
+
+
+def test_infer_teacher_birdnet_with_an_agile_model(birdnet_clip, tmp_path):
+    """``infer.teacher=birdnet`` + ``infer.agile``: one BirdNET pass gives scores and embeddings; the teacher table is
+    a·agile + (1-a)·BirdNET where both know a class, BirdNET or agile alone where only one does, NaN where neither —
+    checked against `birdsed teacher`'s own CSV and embeddings of the same audio."""
+    from birdsed.agile import AgileModel
+    from birdsed.submit import teacher_source
+
+    root, out, solution, *_ = birdnet_clip
+    classes = solution.columns[1:].tolist()
+    bn = read_teacher(out / "test_soundscapes.csv", classes)
+    _, emb = read_embeddings(out / f"test_soundscapes{EMBEDDINGS_SUFFIX}")
+    rng = np.random.default_rng(0)
+    coef = rng.normal(scale=0.05, size=(len(classes), 1024))
+    coef[classes.index("eurrob1")] = np.nan  # BirdNET only
+    coef[classes.index("amaumb1")] = np.nan  # neither
+    agile = AgileModel(classes, emb.mean(0), emb.std(0) + 1e-6, coef, rng.normal(size=len(classes)))
+    agile.save(tmp_path / "agile.npz")
+    cfg = tiny_cfg(root, tmp_path / "cache", "infer.teacher=birdnet", f"infer.teacher_taxonomy={root / 'taxonomy.csv'}",
+                   f"infer.agile={tmp_path / 'agile.npz'}", "infer.agile_weight=0.3",
+                   f"teacher.mapping={REPO / 'configs' / 'teacher' / 'birdnet_mapping_mini.yaml'}")  # fmt: skip
+    got = teacher_source(cfg, classes)(root / "test_soundscapes").loc[bn.index, classes].to_numpy()
+    a, b = agile.predict(emb), bn.to_numpy()
+    expect = np.where(np.isfinite(a) & np.isfinite(b), 0.3 * a + 0.7 * b, np.where(np.isfinite(a), a, b))
+    np.testing.assert_allclose(got, expect, atol=1e-5)  # the CSV holds 5 decimals
+    assert np.isnan(got[:, classes.index("amaumb1")]).all() and np.isfinite(got[:, classes.index("1122472")]).all()
+    with pytest.raises(ConfigError, match=r"needs infer\.teacher=birdnet"):
+        teacher_source(tiny_cfg(root, tmp_path / "cache", f"infer.agile={tmp_path / 'agile.npz'}"), classes)
 
 
 def _labelled_stretch(solution: pd.DataFrame, real_root: Path) -> tuple[str, int]:
