@@ -382,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.verbose:  # Lightning's start-up notes (accelerators found, a logging-service tip) are not for users
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     try:
         headline = args.func(args)
     except BirdsedError as err:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -423,5 +424,7 @@ def fit(
         kwargs["limit_val_batches"] = 0
     trainer = L.Trainer(logger=loggers, callbacks=[recorder], enable_checkpointing=False, **kwargs)
     ckpt = str(last) if resume and last.is_file() else None
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=False)  # our own file, written by this run
+    with warnings.catch_warnings():  # Lightning's own use of a torch API torch deprecated: nothing a user can act on
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=False)  # our own file, written by this run
     return recorder.summary()
