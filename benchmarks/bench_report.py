@@ -15,7 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
-from birdsed.report import gather, write_report
+from birdsed.report import gather
+from birdsed.report_html import write_report
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -219,7 +219,8 @@ def cmd_score(args: argparse.Namespace) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> str:
-    from birdsed.report import gather, write_report
+    from birdsed.report import gather
+    from birdsed.report_html import write_report
 
     check_file_output(args.out, (args.solution, *(args.submission or []), *(args.teacher or [])))
     if args.screenshot:

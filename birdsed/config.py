@@ -16,11 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from birdsed.errors import BirdsedError
-
-
-class ConfigError(BirdsedError, ValueError):
-    """A configuration file or override is invalid; the message names the key."""
+from birdsed.errors import ConfigError
 
 
 def choice(default: str, *others: str) -> Any:

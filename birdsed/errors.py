@@ -13,3 +13,7 @@ class BirdsedError(Exception):
 
 class OutputError(BirdsedError, OSError):
     """An output path cannot be written (missing permission, read-only file system, a folder in the way, …)."""
+
+
+class ConfigError(BirdsedError, ValueError):
+    """A configuration file or override is invalid; the message names the key."""

@@ -23,7 +23,6 @@ import yaml
 from birdsed.data import BirdCLEFData, DataError, load_birdclef
 from birdsed.errors import BirdsedError
 from birdsed.metrics import Score, json_safe, read_aligned, score_arrays
-from birdsed.outputs import atomic_write, check_file_output
 
 log = logging.getLogger(__name__)
 
@@ -248,9 +247,28 @@ def pseudo_entries(root: Path, solution: Path | None, threshold: float) -> tuple
             if kind == "pseudo":
                 meta = root / f"round_{r}" / "pseudo_meta.json"
                 if meta.is_file():
-                    entries[-1].notes.append(f"pseudo labels: {meta.read_text().strip()[:400]}")
+                    entries[-1].notes.append(pseudo_note(meta))
             rounds.entries.setdefault((r, kind), entries[-1])
     return entries, rounds
+
+
+def pseudo_note(meta_path: Path) -> str:
+    """A round's ``pseudo_meta.json`` as one readable line: who labelled the pool, with what, and what was kept."""
+    try:
+        m = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        return f"pseudo labels: {meta_path} unreadable ({err})"
+    runs = [Path(x).parent if Path(x).suffix == ".pt" else Path(x) for x in m.get("models", [])]
+    models = ["/".join(r.parts[-2:]) for r in runs]
+    parts = [f"labelled by {', '.join(models) or '?'}" + (" (out of fold)" if m.get("out_of_fold") else "")]
+    if m.get("teacher"):
+        share = m.get("teacher_weight")
+        parts.append(f"teacher {Path(m['teacher']).name} (weight {share}) for {len(m.get('teacher_classes', []))} "
+                     f"classes, our models for {len(m.get('model_classes', []))}")  # fmt: skip
+    parts.append(f"power {m.get('power')}, TTA shifts {m.get('tta_shifts')}")
+    parts.append(f"kept {m.get('kept')} of {m.get('chunks')} chunks (max ≥ {m.get('min_max_prob')}, "
+                 f"below {m.get('trim_prob')} zeroed)")  # fmt: skip
+    return "pseudo labels: " + "; ".join(parts)
 
 
 def class_table(entries: list[Entry], solution: Path | None) -> pd.DataFrame:
@@ -381,19 +399,3 @@ def to_json(report: Report) -> dict[str, Any]:
             "pseudo_rounds": [{"name": r.name, "rows": r.table.to_dict("records")} for r in report.rounds],
         }
     )
-
-
-def write_report(report: Report, out: str | Path, screenshot: str | Path | None = None) -> Path:
-    """Write the HTML page to `out` and its numbers beside it (``report.html`` → ``report.json``); returns `out`.
-
-    With `screenshot`, headless Chromium also renders the page to that PNG.
-    """
-    from birdsed.report_html import render_html, screenshot_html
-
-    out = check_file_output(out)
-    numbers = to_json(report)
-    atomic_write(out.with_suffix(".json"), json.dumps(numbers, indent=1))
-    atomic_write(out, render_html(report, numbers))
-    if screenshot:
-        screenshot_html(out, Path(screenshot))
-    return out

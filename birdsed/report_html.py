@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 import shutil
 import subprocess
@@ -23,7 +24,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from birdsed.report import EVALUATIONS, TITLES, Evaluation, Report, ReportError
+from birdsed.outputs import atomic_write, check_file_output
+from birdsed.report import EVALUATIONS, TITLES, Evaluation, Report, ReportError, to_json
 
 GRID = np.linspace(0, 1, 201)
 HEADLINE = [
@@ -357,3 +359,17 @@ def screenshot_html(page: Path, png: Path, width: int = 1280, height: int | None
     if done.returncode != 0 or not png.is_file():
         raise ReportError(f"chromium could not render {page}: {done.stderr.strip()[-500:]}")
     return png
+
+
+def write_report(report: Report, out: str | Path, screenshot: str | Path | None = None) -> Path:
+    """Write the HTML page to `out` and its numbers beside it (``report.html`` → ``report.json``); returns `out`.
+
+    With `screenshot`, headless Chromium also renders the page to that PNG.
+    """
+    out = check_file_output(out)
+    numbers = to_json(report)
+    atomic_write(out.with_suffix(".json"), json.dumps(numbers, indent=1))
+    atomic_write(out, render_html(report, numbers))
+    if screenshot:
+        screenshot_html(out, Path(screenshot))
+    return out

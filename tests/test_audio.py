@@ -56,16 +56,14 @@ def test_bad_files_give_errors_naming_the_file(tmp_path):
         assert str(path) in str(err.value)
 
 
-def test_truncated_file_errors_or_decodes_a_prefix(tmp_path):
+def test_truncated_file_is_an_error_naming_it(tmp_path):
+    """A FLAC cut in half: libsndfile loses sync part-way; that is an AudioError naming the file, never a short or
+    garbage waveform passed on silently."""
     path = write(tmp_path / "full.flac", tone(800.0, 4.0, 32000), 32000)
     cut = tmp_path / "cut.flac"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    try:
-        x = load_audio(cut)
-    except AudioError as err:
-        assert "cut.flac" in str(err)
-    else:  # libsndfile may decode what is there: never more than the file held, never garbage
-        assert 0 < len(x) <= 4 * 32000 and np.isfinite(x).all() and np.abs(x).max() <= 0.51
+    with pytest.raises(AudioError, match=r"cut\.flac: decoding failed part-way, file truncated or corrupt"):
+        load_audio(cut)
 
 
 def test_crop_modes():

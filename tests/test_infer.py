@@ -238,9 +238,31 @@ def test_budget_projects_from_measured_time(trained_run, capsys):
     projected = float(out[-1].split("=")[1])
     per_min = next(line for line in out if line.startswith("per minute"))
     decode, models = (float(x.split(" s")[0]) for x in per_min.split(": decode ")[1].split(" + models "))
-    threads = torch.get_num_threads()
-    assert projected == pytest.approx((decode + models) * 700 * threads / 4 / 60, rel=0.05, abs=0.1)
+    assert decode > 0 and models > 0 and projected > 0
     assert "fits" in out[-2]
+
+
+def test_budget_measures_the_models_and_scales_with_files_and_cores(trained_run, monkeypatch):
+    """With the models' cost made known (a 0.3-s sleep per minute of audio), the measured model time is that cost,
+    and the projection doubles with twice the files and with half the cores."""
+    import time
+
+    import birdsed.budget as budget
+
+    real = budget.predict_file
+
+    def slow(*args, **kw):
+        time.sleep(0.3)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(budget, "predict_file", slow)
+    member = load_member(trained_run[2], 1.0, "torch", "cpu")
+    a = budget.measure([member], InferConfig(), soundscapes=700, cores=4)
+    assert 0.3 <= a.model_s_per_min < 0.3 + 2.0  # the sleep, plus the tiny model's own time
+    b = budget.measure([member], InferConfig(), soundscapes=1400, cores=4)
+    c = budget.measure([member], InferConfig(), soundscapes=700, cores=2)
+    for other in (b, c):  # per-minute costs are re-measured: equal within timing noise, dominated by the sleep
+        assert other.projected_minutes / a.projected_minutes == pytest.approx(2.0, rel=0.25)
 
 
 def test_parallel_workers_equal_one_file_at_a_time(trained_run, tiny_root, tmp_path):

@@ -1,16 +1,18 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
 from birdsed.cli import main
 from birdsed.metrics import score_files
-from birdsed.report import ReportError, calibration_bins, gather, write_report
-from birdsed.report_html import macro_curves
+from birdsed.report import ReportError, calibration_bins, gather
+from birdsed.report_html import macro_curves, write_report
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,14 @@ def test_report_numbers_equal_birdsed_score(report_inputs, rendered):
     run_dir, _pseudo, good, noisy, solution, _tmp, summary = report_inputs
     _out, numbers = rendered
     entries = {e["name"]: e for e in numbers["entries"]}
+    sol = pd.read_csv(solution, dtype={"row_id": str}).set_index("row_id")
+    scored = [c for c in sol.columns if 0 < sol[c].sum() < len(sol)]
     for name, path in ((run_dir.name, run_dir / "soundscape_preds.csv"), ("model", good), ("noisy", noisy)):
         shown = entries[name]["evaluations"]["soundscape"]
+        # independent of birdsed.metrics: sklearn over the classes with positives, rows matched by row_id
+        sub = pd.read_csv(path, dtype={"row_id": str}).set_index("row_id").loc[sol.index]
+        independent = np.mean([roc_auc_score(sol[c], sub[c]) for c in scored])
+        assert shown["macro_auc"] == pytest.approx(independent, abs=1e-12)
         ref = score_files(solution, path, threshold=0.5)
         assert shown["macro_auc"] == pytest.approx(ref.macro_auc, abs=1e-12)
         assert shown["padded_cmap"] == pytest.approx(ref.padded_cmap, abs=1e-12)
@@ -71,6 +79,10 @@ def test_report_lists_rounds_groups_and_config_differences(rendered, report_inpu
     assert kinds == ["run", "given", "pseudo", "control", "submission", "submission"]
     rows = numbers["pseudo_rounds"][0]["rows"]
     assert [r["kind"] for r in rows] == ["given", "pseudo", "control"] and rows[1]["kept_chunks"] > 0
+    pseudo = next(e for e in numbers["entries"] if e["kind"] == "pseudo")
+    meta = json.loads((Path(pseudo["path"]).parent / "pseudo_meta.json").read_text())
+    note = next(n for n in pseudo["notes"] if n.startswith("pseudo labels:"))  # readable fields, not raw JSON
+    assert f"kept {meta['kept']} of {meta['chunks']} chunks" in note and "{" not in note
     tax = pd.read_csv(tiny_root / "taxonomy.csv", dtype=str).set_index("primary_label")
     train = pd.read_csv(tiny_root / "train.csv", dtype=str)
     for c in numbers["classes"]:

@@ -9,7 +9,7 @@ import timm
 import torch
 from torch import nn
 
-from birdsed.config import ConfigError
+from birdsed.errors import ConfigError
 
 # the families the recipes use; any other timm model name also works if timm knows it
 KNOWN = (
