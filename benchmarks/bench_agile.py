@@ -120,6 +120,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", type=Path, required=True, help="birdsed teacher --embeddings folder")
     ap.add_argument("--students", type=Path, default=None, help="bench_teacher.py output (seed<k>/ folders)")
+    ap.add_argument(
+        "--agile-students", type=Path, default=None,
+        help="the same seeds retrained with BirdNET + agile pool labels (pseudo.teacher=AGILE/train_soundscapes.csv)",
+    )  # fmt: skip
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "effnet_b0_sed.yaml")
     ap.add_argument("--boot", type=int, default=1000)
     args = ap.parse_args()
@@ -222,6 +226,26 @@ def main() -> None:
         print("mean ± sd over seeds:")
         for col in df.columns:
             print(f"  {col:<32} {df[col].mean():.4f} ± {df[col].std(ddof=1):.4f}")
+    if args.students and args.agile_students:
+        rows = []
+        for seed_dir in sorted(args.agile_students.glob("seed*")):
+            row = {"seed": seed_dir.name}
+            for key, root in (("BirdNET labels", args.students), ("BirdNET+agile labels", args.agile_students)):
+                table = pd.read_csv(root / seed_dir.name / "rounds.csv").set_index("kind")
+                sub = pd.read_csv(Path(table.loc["pseudo", "run_dir"]) / "soundscape_preds.csv", dtype={"row_id": str})
+                s = sub.set_index("row_id").loc[solution.index, classes].to_numpy()
+                row[f"{key}: all"] = float(table.loc["pseudo", "soundscape_auc"])
+                row[f"{key}: last"] = float(table.loc["pseudo", "last_soundscape_auc"])
+                row[f"{key}: BirdNET lacks"] = macro(y, s, unknown)
+                row[f"{key}: kept"] = int(table.loc["pseudo", "kept_chunks"])
+            rows.append(row)
+        df = pd.DataFrame(rows).set_index("seed")
+        print("\nstudents trained with BirdNET + agile pool labels vs BirdNET's alone (same seeds, epochs, start):")
+        print(df.to_string(float_format=lambda v: f"{v:.4f}"))
+        for part in ("all", "last", "BirdNET lacks"):
+            d = df[f"BirdNET+agile labels: {part}"] - df[f"BirdNET labels: {part}"]
+            print(f"  {part:<14} paired difference {d.mean():+.4f} ± {d.std(ddof=1):.4f} over {len(d)} seeds")
+
     print("\nper-class AUC on the test soundscapes (NaN: not scored / unknown to BirdNET):")
     print(per.loc[y.sum(0) > 0].to_string(float_format=lambda v: f"{v:.3f}"))
 

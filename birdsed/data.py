@@ -105,19 +105,6 @@ class BirdCLEFData:
     def test_soundscapes(self) -> list[Path]:
         return list_audio(self.root / "test_soundscapes")
 
-    @property
-    def sample_submission(self) -> Path:
-        return self.root / "sample_submission.csv"
-
-    @property
-    def solution(self) -> Path | None:
-        """Labelled test windows (``test_solution.csv``), if the folder has them."""
-        path = self.root / "test_solution.csv"
-        return path if path.is_file() else None
-
-    def audio_path(self, filename: str) -> Path:
-        return self.root / "train_audio" / filename
-
     def targets(self, secondary_value: float) -> np.ndarray:
         """Multi-hot targets of the training recordings, shape (n_recordings, n_classes), float32.
 

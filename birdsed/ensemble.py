@@ -20,6 +20,7 @@ from scipy.stats import rankdata
 from birdsed.audio import MelFrontend
 from birdsed.config import Config, config_from_dict
 from birdsed.infer import Runner
+from birdsed.losses import activation as loss_activation
 from birdsed.models.build import load_checkpoint, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def load_member(
             runner = runtime_runner(folder, runtime, threads, precision)
             factory = partial(runtime_runner, folder, runtime, precision=precision)
         prior = _prior(payload, len(classes))
-    activation = "softmax" if cfg.train.loss == "ce" else "sigmoid"
+    activation = loss_activation(cfg.train.loss)
     return Member(str(path), cfg, list(classes), weight, runner, activation, prior, factory)
 
 

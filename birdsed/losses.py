@@ -24,14 +24,14 @@ def _reduce(per_sample: torch.Tensor, weights: torch.Tensor | None) -> torch.Ten
     return (per_sample * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
-def smooth(targets: torch.Tensor, eps: float) -> torch.Tensor:
+def label_smooth(targets: torch.Tensor, eps: float) -> torch.Tensor:
     """Binary label smoothing: 1 → 1 - eps/2, 0 → eps/2."""
     return targets * (1 - eps) + eps / 2 if eps > 0 else targets
 
 
 def bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None, eps: float = 0.0):
     """Binary cross-entropy with logits, mean over classes, weighted mean over samples."""
-    loss = F.binary_cross_entropy_with_logits(logits.float(), smooth(targets.float(), eps), reduction="none")
+    loss = F.binary_cross_entropy_with_logits(logits.float(), label_smooth(targets.float(), eps), reduction="none")
     return _reduce(loss.mean(dim=1), weights)
 
 
@@ -43,7 +43,7 @@ def focal(
     eps: float = 0.0,
 ) -> torch.Tensor:
     """Sigmoid focal loss (Lin et al.) for soft targets: BCE scaled by |target - p|^gamma; gamma=0 is BCE."""
-    logits, targets = logits.float(), smooth(targets.float(), eps)
+    logits, targets = logits.float(), label_smooth(targets.float(), eps)
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p = torch.sigmoid(logits)
     loss = ce * (targets - p).abs().pow(gamma)
@@ -78,6 +78,14 @@ def ce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None
 
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {"bce": bce, "focal": focal, "focal_bce": focal_bce, "ce": ce}
+
+
+SOFTMAX_LOSSES = frozenset({"ce"})  # trained over the classes as one distribution; the others per class
+
+
+def activation(loss: str) -> str:
+    """How a model trained with `loss` turns logits into scores: ``softmax`` (CE) or ``sigmoid`` (the others)."""
+    return "softmax" if loss in SOFTMAX_LOSSES else "sigmoid"
 
 
 def build_loss(train: TrainConfig) -> LossFn:

@@ -20,12 +20,12 @@ import pandas as pd
 import soundfile as sf
 from scipy import fft, signal
 
-from birdsed.config import ConfigError
-from birdsed.errors import OutputError
+from birdsed.config import InferConfig
+from birdsed.errors import ConfigError, OutputError
 from birdsed.outputs import check_dir_output, staged_dir
 
 SR = 32000
-WINDOW_SECONDS = 5
+WINDOW_SECONDS = round(InferConfig().window_seconds)  # labelled windows, as the competition scores them
 SHAPES = ("up", "down", "vibrato", "flat", "hook", "trill")
 
 

@@ -37,7 +37,7 @@ from birdsed.datasets import (
 )
 from birdsed.errors import BirdsedError
 from birdsed.infer import split_row_ids
-from birdsed.losses import build_loss
+from birdsed.losses import activation, build_loss
 from birdsed.metrics import macro_auc
 from birdsed.models.build import build_model, init_from_checkpoint
 from birdsed.prepare import cache_sources
@@ -48,9 +48,6 @@ log = logging.getLogger(__name__)
 
 class TrainingError(BirdsedError, FloatingPointError):
     """Training cannot go on (a non-finite loss); the message names the step and the files of the batch."""
-
-
-WINDOW_SECONDS = 5.0
 
 
 def lr_factor(step: int, total: int, warmup: int, scheduler: str, period: int, min_ratio: float) -> float:
@@ -71,8 +68,8 @@ def lr_factor(step: int, total: int, warmup: int, scheduler: str, period: int, m
 
 
 def probabilities(logits: torch.Tensor, loss: str) -> torch.Tensor:
-    """Scores from logits: softmax for a model trained with ``ce``, sigmoid otherwise. (B, C) → (B, C)."""
-    return torch.softmax(logits.float(), dim=1) if loss == "ce" else torch.sigmoid(logits.float())
+    """Scores from logits by :func:`birdsed.losses.activation` of `loss`. (B, C) → (B, C)."""
+    return torch.softmax(logits.float(), dim=1) if activation(loss) == "softmax" else torch.sigmoid(logits.float())
 
 
 @dataclass
@@ -85,8 +82,9 @@ class SoundscapeLabels:
     row_item: np.ndarray  # solution row → WindowDataset item
 
 
-def read_soundscape_labels(path: Path, root: Path, classes: list[str]) -> SoundscapeLabels:
-    """Match a ``test_solution.csv`` (row_id ``<stem>_<end second>``) to ``root/test_soundscapes``."""
+def read_soundscape_labels(path: Path, root: Path, classes: list[str], window: float) -> SoundscapeLabels:
+    """Match a ``test_solution.csv`` (row_id ``<stem>_<end second>``, `window`-second windows) to
+    ``root/test_soundscapes``."""
     sol = pd.read_csv(path, dtype={"row_id": str})
     if list(sol.columns) != ["row_id", *classes]:
         raise DataError(f"{path}: columns must be row_id followed by the taxonomy's classes in order")
@@ -98,9 +96,9 @@ def read_soundscape_labels(path: Path, root: Path, classes: list[str]) -> Sounds
     if missing:
         raise DataError(f"{path}: {len(missing)} soundscape(s) not in {root / 'test_soundscapes'}: {missing[:5]}")
     order = sorted(set(stems))
-    n_windows = [int(ends[stems == s].max() // WINDOW_SECONDS) for s in order]
+    n_windows = [int(ends[stems == s].max() // window) for s in order]
     offset = dict(zip(order, np.cumsum([0, *n_windows[:-1]]), strict=True))
-    row_item = np.array([offset[s] + int(e // WINDOW_SECONDS) - 1 for s, e in zip(stems, ends, strict=True)])
+    row_item = np.array([offset[s] + int(e // window) - 1 for s, e in zip(stems, ends, strict=True)])
     keys = [f"test_soundscapes/{files[s].name}" for s in order]
     return SoundscapeLabels(sol, keys, n_windows, row_item)
 
@@ -306,7 +304,7 @@ class BirdDataModule(L.LightningDataModule):
             windows = WindowDataset(
                 self.store,
                 self.soundscapes.keys,
-                self.cfg.seconds_to_samples(WINDOW_SECONDS),
+                self.cfg.seconds_to_samples(self.cfg.infer.window_seconds),
                 self.soundscapes.n_windows,
             )
             loaders.append(self._loader(windows))
@@ -400,7 +398,9 @@ def fit(
     data = load_birdclef(cfg.data.root, min_rating=cfg.data.min_rating)
     sol_path = cfg.solution_path
     store = ensure_cache(cfg, data, soundscapes=sol_path is not None)
-    soundscapes = read_soundscape_labels(sol_path, data.root, data.classes) if sol_path else None
+    soundscapes = None
+    if sol_path:
+        soundscapes = read_soundscape_labels(sol_path, data.root, data.classes, cfg.infer.window_seconds)
     dm = BirdDataModule(cfg, data, store, soundscapes, pseudo)
     module = SEDModule(cfg, data.classes)
     module.val_targets = dm.targets[dm.val_idx]
