@@ -269,6 +269,22 @@ class TrackingConfig:
     experiment: str = "birdsed"
 
 
+def solution_path(root: str | Path, solution: str, strict: bool = False) -> Path | None:
+    """The one rule for ``data.solution``: ``none`` → None; ``auto`` → ``ROOT/test_solution.csv`` if it exists;
+    else that path — which must exist when `strict` (a config being used), or gives None (an old run's record)."""
+    if solution == "none":
+        return None
+    if solution == "auto":
+        path = Path(root) / "test_solution.csv"
+        return path if path.is_file() else None
+    path = Path(solution)
+    if path.is_file():
+        return path
+    if strict:
+        raise ConfigError(f"data.solution: {path} is not a file (auto: ROOT/test_solution.csv if present; none)")
+    return None
+
+
 @dataclass
 class Config:
     """The whole configuration."""
@@ -311,16 +327,8 @@ class Config:
 
     @property
     def solution_path(self) -> Path | None:
-        """The labelled soundscape CSV scored during training, or None."""
-        if self.data.solution == "none":
-            return None
-        if self.data.solution == "auto":
-            path = Path(self.data.root) / "test_solution.csv"
-            return path if path.is_file() else None
-        path = Path(self.data.solution)
-        if not path.is_file():
-            raise ConfigError(f"data.solution: {path} is not a file (auto: ROOT/test_solution.csv if present; none)")
-        return path
+        """The labelled soundscape CSV scored during training, or None (:func:`solution_path`, strict)."""
+        return solution_path(self.data.root, self.data.solution, strict=True)
 
     @property
     def cache_path(self) -> Path:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from birdsed.config import solution_path
 from birdsed.data import BirdCLEFData, DataError, load_birdclef
 from birdsed.errors import BirdsedError
 from birdsed.metrics import Score, json_safe, read_aligned, score_arrays
@@ -119,11 +120,7 @@ def _read_config(run_dir: Path) -> dict[str, Any] | None:
 def _run_solution(config: dict[str, Any] | None) -> Path | None:
     """The labelled soundscape CSV a run was scored against during training (its ``data.solution``)."""
     data = (config or {}).get("data", {})
-    solution = data.get("solution", "auto")
-    if solution == "none":
-        return None
-    path = Path(data.get("root", "")) / "test_solution.csv" if solution == "auto" else Path(solution)
-    return path if path.is_file() else None
+    return solution_path(data.get("root", ""), data.get("solution", "auto"))
 
 
 @functools.lru_cache(maxsize=8)
