@@ -7,9 +7,8 @@ Derived values (samples per crop, frames per window) are computed here and nowhe
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from birdsed.errors import ConfigError
-
-
-def choice(default: str, *others: str) -> Any:
-    """A string field whose allowed values are `default` and `others`."""
-    return field(default=default, metadata={"choices": (default, *others)})
-
-
-def at_least(default: float, low: float, exclusive: bool = False) -> Any:
-    """A number field that must be >= `low` (> `low` when `exclusive`)."""
-    return field(default=default, metadata={"low": low, "exclusive": exclusive})
-
-
-def positive(default: float | None) -> Any:
-    """A number field that must be > 0 (None allowed where the default is None)."""
-    return at_least(default, 0, exclusive=True)  # type: ignore[arg-type]
-
-
-def non_negative(default: float) -> Any:
-    """A number field that must be >= 0."""
-    return at_least(default, 0)
-
-
-def unit(default: float) -> Any:
-    """A number field that must lie in [0, 1]."""
-    return field(default=default, metadata={"low": 0, "high": 1})
+from birdsed.rules import at_least, check_fields, choice, non_negative, positive, unit
 
 
 @dataclass
@@ -338,35 +313,6 @@ class Config:
         return Path("cache") / f"{Path(self.data.root).resolve().name}-{self.audio.sample_rate}hz"
 
 
-def _check_field(key: str, value: Any, meta: Mapping[str, Any]) -> None:
-    """The rules a field carries in its metadata, plus: every number is finite."""
-    numbers = value if isinstance(value, list) else [value]
-    for v in numbers:
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
-    if value is None or not isinstance(value, int | float):
-        return
-    low, high = meta.get("low"), meta.get("high")
-    if high is not None and not low <= value <= high:
-        raise ConfigError(f"{key}: must be in [{low:g}, {high:g}], got {value!r}")
-    if low is not None and high is None:
-        ok = value > low if meta.get("exclusive") else value >= low
-        if not ok:
-            raise ConfigError(f"{key}: must be {'>' if meta.get('exclusive') else '>='} {low:g}, got {value!r}")
-
-
-def _check_fields(obj: Any, prefix: str = "") -> None:
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{prefix}{f.name}"
-        if is_dataclass(value):
-            _check_fields(value, key + ".")
-        else:
-            _check_field(key, value, f.metadata)
-
-
 def _check_devices(devices: str) -> None:
     text = devices.strip()
     if text == "auto" or text == "-1" or text.isdigit():
@@ -384,7 +330,7 @@ def validate(cfg: Config) -> None:
     Raises:
         ConfigError: naming the key, the value and what is allowed.
     """
-    _check_fields(cfg)
+    check_fields(cfg)
     a, d, i, ps = cfg.audio, cfg.data, cfg.infer, cfg.pseudo
     if not a.fmin < a.fmax <= a.sample_rate / 2:
         raise ConfigError(
