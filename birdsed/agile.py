@@ -30,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 
 from birdsed.config import Config
 from birdsed.data import BirdCLEFData, load_birdclef
+from birdsed.ensemble import blend_teacher
 from birdsed.errors import BirdsedError
 from birdsed.infer import split_row_ids
 from birdsed.teacher import EMBEDDINGS_SUFFIX, read_teacher
@@ -74,6 +75,12 @@ class AgileModel:
         with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
             np.savez(f, classes=np.array(self.classes, dtype=str), mean=self.mean, scale=self.scale, coef=self.coef,
                      intercept=self.intercept, info=np.array(json.dumps(self.info)))  # fmt: skip
+
+
+def with_agile(teacher: np.ndarray, agile: np.ndarray, weight: float) -> np.ndarray:
+    """The teacher with an agile model blended in: ``a·agile + (1-a)·teacher`` (a = `weight`, ``infer.agile_weight``)
+    where both have an opinion, either alone where only one does, NaN where neither. Shapes (N, C) → (N, C)."""
+    return blend_teacher(agile, teacher, 1 - weight)
 
 
 def load_agile(path: str | Path) -> AgileModel:
@@ -199,7 +206,6 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
     ``<folder>.agile.csv`` (the agile model alone) and ``<folder>.csv`` (the teacher with the agile model blended
     in as ``infer.teacher=birdnet infer.agile=OUT`` would: ``a·agile + (1-a)·teacher`` where both know a class,
     either alone where only one does; a = ``infer.agile_weight``)."""
-    from birdsed.ensemble import blend_teacher
     from birdsed.outputs import atomic_path, atomic_write, check_dir_output
 
     teacher_dir = Path(teacher_dir)
@@ -223,7 +229,7 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
         tables = {f"{folder}.agile.csv": ours}
         if (teacher_dir / f"{folder}.csv").is_file():
             teacher = read_teacher(teacher_dir / f"{folder}.csv", data.classes).reindex(ids)[data.classes]
-            tables[f"{folder}.csv"] = blend_teacher(ours, teacher.to_numpy(), 1 - cfg.infer.agile_weight)
+            tables[f"{folder}.csv"] = with_agile(teacher.to_numpy(), ours, cfg.infer.agile_weight)
         for name, values in tables.items():
             table = pd.DataFrame(values.astype(np.float32), columns=data.classes)
             table.insert(0, "row_id", ids)

@@ -8,7 +8,6 @@ is always complete. The CSV is written atomically.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import threading
@@ -311,21 +310,20 @@ def teacher_source(cfg: Config, columns: list[str]) -> Callable[[Path], pd.DataF
         raise ConfigError(f"infer.teacher_taxonomy: {cfg.infer.teacher_taxonomy} classes differ from the submission's")
     agile = None
     if cfg.infer.agile:
-        from birdsed.agile import load_agile
+        from birdsed.agile import load_agile, with_agile
 
         agile = load_agile(cfg.infer.agile)
         if agile.classes != columns:
             raise ConfigError(f"infer.agile: {cfg.infer.agile} was fitted on other classes than the submission's")
-        cfg = copy.deepcopy(cfg)
-        cfg.teacher.embeddings = True
-    model, mapping = load_birdnet(cfg, taxonomy, cfg.infer.teacher_taxonomy)
+    model, mapping = load_birdnet(cfg, taxonomy, cfg.infer.teacher_taxonomy, embeddings=agile is not None)
 
     def predict(folder: Path) -> pd.DataFrame:
         res = predict_folder(Path(folder), model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, progress=False)
         table = res.table.set_index("row_id").astype(float)
         if agile is not None:
-            ours = agile.predict(res.embeddings)
-            table[columns] = blend_teacher(ours, table[columns].to_numpy(), 1 - cfg.infer.agile_weight)
+            table[columns] = with_agile(
+                table[columns].to_numpy(), agile.predict(res.embeddings), cfg.infer.agile_weight
+            )
         return table
 
     return predict

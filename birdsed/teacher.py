@@ -267,23 +267,6 @@ class BirdNET:
         return s, e
 
 
-def window_scores(
-    wave: np.ndarray, predict: Callable[[np.ndarray], np.ndarray], sr: int, chunk: int, stride: float, window: float
-) -> np.ndarray:
-    """Per 5-s window, the max over the chunks lying entirely inside it.
-
-    Args:
-        wave: (n,) mono audio at `sr`.
-        predict: (N, chunk) → (N, K) scores.
-        chunk: chunk length in samples; `stride` and `window` in seconds (stride must divide the window's spare
-            seconds so that every window holds at least one chunk).
-
-    Returns:
-        (n_windows, K); windows as :func:`birdsed.infer.n_windows` counts them (a short last window is zero-padded).
-    """
-    return window_outputs(wave, lambda c: (predict(c), None), sr, chunk, stride, window)[0]
-
-
 def window_outputs(
     wave: np.ndarray,
     run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
@@ -293,15 +276,18 @@ def window_outputs(
     window: float,
     block: int = 64,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """:func:`window_scores` for a model that also gives embeddings, `block` windows at a time (a long soundscape
-    never holds all its chunks in memory).
+    """Per 5-s window, the max of the scores of the chunks lying entirely inside it, and the mean of their
+    embeddings; `block` windows at a time (a long soundscape never holds all its chunks in memory).
 
     Args:
+        wave: (n,) mono audio at `sr`.
         run: (N, chunk) → ((N, K) scores, (N, D) embeddings or None).
+        chunk: chunk length in samples; `stride` and `window` in seconds (stride must divide the window's spare
+            seconds so that every window holds at least one chunk).
 
     Returns:
-        (n_windows, K) scores, each the max over the window's chunks, and (n_windows, D) embeddings, each the mean
-        over them (None when `run` gives none).
+        (n_windows, K) scores and (n_windows, D) embeddings (None when `run` gives none); windows as
+        :func:`birdsed.infer.n_windows` counts them (a short last window is zero-padded).
     """
     win = round(window * sr)
     n = n_windows(len(wave), win, sr // 2)
@@ -425,15 +411,18 @@ def read_teacher(path: str | Path, classes: list[str]) -> pd.DataFrame:
     return df.set_index("row_id").astype(float)
 
 
-def load_birdnet(cfg: Config, taxonomy: pd.DataFrame, where: str | Path) -> tuple[BirdNET, ClassMapping]:
-    """BirdNET with ``cfg.teacher``'s settings, and its mapping of `taxonomy` (``teacher.mapping`` overrides first
-    read, so a bad override file fails before the model loads), logged as a table.
+def load_birdnet(
+    cfg: Config, taxonomy: pd.DataFrame, where: str | Path, embeddings: bool = False
+) -> tuple[BirdNET, ClassMapping]:
+    """BirdNET with ``cfg.teacher``'s settings (and its embeddings readable when `embeddings` or
+    ``teacher.embeddings``), and its mapping of `taxonomy` (``teacher.mapping`` overrides first read, so a bad
+    override file fails before the model loads), logged as a table.
 
     Raises:
         TeacherError: not installed, a bad override, or no class of `where` (the taxonomy file) maps at all.
     """
     overrides = read_overrides(cfg.teacher.mapping)
-    model = BirdNET(cfg.teacher.threads, cfg.teacher.batch_size, embeddings=cfg.teacher.embeddings)
+    model = BirdNET(cfg.teacher.threads, cfg.teacher.batch_size, embeddings=embeddings or cfg.teacher.embeddings)
     mapping = map_classes(taxonomy, model.labels, overrides)
     if not mapping.index:
         raise TeacherError(f"{where}: no class maps to a BirdNET label; fix pairs in teacher.mapping")

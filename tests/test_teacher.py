@@ -30,7 +30,7 @@ from birdsed.teacher import (
     normalise,
     read_overrides,
     read_teacher,
-    window_scores,
+    window_outputs,
 )
 from tests.conftest import REPO, cli_error, tiny_cfg
 
@@ -87,7 +87,7 @@ def test_class_mapping_by_name_split_ambiguous_and_override(tmp_path):
     assert normalise("Pallas’s Leaf-Warbler") == normalise("pallass leaf warbler")
 
 
-def test_a_window_takes_the_max_of_the_chunks_inside_it():
+def test_a_window_takes_the_max_of_the_chunks_inside_it_and_their_mean_embedding():
     sr, chunk = 10, 30  # 3-s chunks at 10 Hz
     wave = np.zeros(sr * 12, dtype=np.float32)  # 12 s: two full windows and a 2-s tail (> 0.5 s: a window)
 
@@ -95,12 +95,14 @@ def test_a_window_takes_the_max_of_the_chunks_inside_it():
         return chunks[:, :1].copy()
 
     wave[:] = np.arange(len(wave)) / sr
-    out = window_scores(wave, predict, sr, chunk, stride=1.0, window=5.0)
+    out, emb = window_outputs(wave, lambda c: (predict(c), predict(c)), sr, chunk, stride=1.0, window=5.0)
     # window w holds the chunks starting at 5w, 5w+1, 5w+2 s: its max is the last one's start
     # the short last window is zero-padded: its chunks start at 10, 11 and 12 s, the last one all padding
     np.testing.assert_allclose(out[:, 0], [2.0, 7.0, 11.0])
     assert out.shape == (3, 1)
-    out2 = window_scores(wave, predict, sr, chunk, stride=2.0, window=5.0)
+    np.testing.assert_allclose(emb[:, 0], [1.0, 6.0, 7.0])  # embeddings: the mean over the same chunks (0 padding)
+    out2, none = window_outputs(wave, lambda c: (predict(c), None), sr, chunk, stride=2.0, window=5.0)
+    assert none is None
     np.testing.assert_allclose(out2[:2, 0], [2.0, 7.0])
 
 
