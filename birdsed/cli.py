@@ -199,6 +199,22 @@ def cmd_agile(args: argparse.Namespace) -> str:
     )
 
 
+def cmd_study(args: argparse.Namespace) -> str:
+    from birdsed.study import load_study, parse_shard, read_study_dir, run_study, summary_lines
+
+    out = args.out or Path("runs") / "studies" / args.study.stem
+    if args.tables:
+        _, table, summary = read_study_dir(out)
+    else:
+        shard = parse_shard(args.shard) if args.shard else None
+        table = run_study(load_study(args.study), out, args.resume, args.jobs, shard)
+        summary = json.loads((out / "summary.json").read_text())
+    for line in summary_lines(summary):
+        print(line)
+    done = int((table["state"] == "finished").sum())
+    return f"{out}: {done} of {len(table)} runs finished; study.csv, summary.csv, summary.json"
+
+
 def cmd_score(args: argparse.Namespace) -> str:
     from birdsed.metrics import score_files
 
@@ -230,9 +246,14 @@ def cmd_report(args: argparse.Namespace) -> str:
     print(f"numbers: {out.with_suffix('.json')}")
     if args.screenshot:
         print(f"screenshot: {args.screenshot}")
-    last = report.entries[-1]
-    key = "soundscape" if "soundscape" in last.evals else "validation"
-    figure = f" ({last.name}: {key} macro_auc={last.evals[key].score.macro_auc:.4f})" if last.evals else ""
+    figure = ""
+    if report.entries and report.entries[-1].evals:
+        last = report.entries[-1]
+        key = "soundscape" if "soundscape" in last.evals else "validation"
+        figure = f" ({last.name}: {key} macro_auc={last.evals[key].score.macro_auc:.4f})"
+    elif report.studies:
+        st = report.studies[-1]
+        figure = f" (study {st.name}: {sum(v['finished'] for v in st.summary['variants'])} runs)"
     return f"report: {out}{figure}"
 
 
@@ -354,6 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder for agile.npz, agile.json and <folder>.csv")
     p.set_defaults(func=cmd_agile)
 
+    p = sub.add_parser("study", help="variants × seeds of a recipe as run folders, compared with paired statistics")
+    p.add_argument("study", type=Path, help="a study YAML (command, config, variants, seeds, baseline)")
+    p.add_argument("--out", type=Path, help="study folder (default runs/studies/<study file name>)")
+    p.add_argument("--resume", action="store_true", help="continue: skip finished runs, resume unfinished ones")
+    p.add_argument("--jobs", type=_positive(int), default=1, help="runs side by side here, the cores split")
+    p.add_argument("--shard", help="i/n: only runs i, i+n, ... (one task of a job array; implies --resume)")
+    p.add_argument("--tables", action="store_true", help="only rewrite the tables from the finished runs")
+    p.set_defaults(func=cmd_study)
+
     p = sub.add_parser("score", help="check a submission and compute the BirdCLEF metrics")
     p.add_argument("--solution", required=True, type=Path)
     p.add_argument("--submission", required=True, type=Path)
@@ -362,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("report", help="one self-contained HTML validation report of runs, rounds and submissions")
-    p.add_argument("runs", nargs="*", type=Path, help="run folders and pseudo-label folders, in column order")
+    p.add_argument("runs", nargs="*", type=Path, help="run, pseudo-label and study folders, in column order")
     p.add_argument("--solution", type=Path, help="labelled soundscapes (test_solution.csv)")
     p.add_argument("--submission", action="append", type=Path, help="a submission CSV to score and compare")
     p.add_argument("--teacher", action="append", type=Path, help="a teacher CSV (birdsed teacher) to score and compare")

@@ -127,6 +127,11 @@ class TrainConfig:
     sample_weight_power: float = -0.5  # sampling weight (count/sum)^power per recording; 0: uniform
     min_class_samples: int = non_negative(0)  # rare classes are repeated until they have this many per epoch
     grad_clip: float = non_negative(5.0)
+    # the weights a run validates, chooses its best epoch by and saves: none (as trained) | ema (exponential moving
+    # average over optimiser steps, ema_decay per step) | swa (mean over every step of the last swa_epochs epochs)
+    averaging: str = choice("none", "ema", "swa")
+    ema_decay: float = unit(0.97)
+    swa_epochs: int = positive(5)
     precision: str = choice("auto", "32", "16-mixed", "bf16-mixed")  # auto: bf16-mixed on CUDA, 32 elsewhere
     accelerator: str = choice("auto", "cpu", "gpu", "cuda", "mps", "tpu")
     devices: str = "auto"  # auto | a count (-1: all) | device ids such as "0,1"

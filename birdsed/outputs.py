@@ -68,12 +68,13 @@ def check_dir_output(path: str | Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, on any error it is removed.
+    """Yield a temporary path beside `path` (named by this process, so two processes writing one file do not
+    share it); on success it replaces `path`, on any error it is removed.
 
     An OSError while writing becomes an :class:`OutputError` naming `path`.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -24,6 +24,8 @@ from birdsed.config import solution_path
 from birdsed.data import BirdCLEFData, DataError, load_birdclef
 from birdsed.errors import BirdsedError
 from birdsed.metrics import Score, json_safe, read_aligned, score_arrays
+from birdsed.study import MARKER as STUDY_MARKER
+from birdsed.study import read_study_dir
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,16 @@ class PseudoRounds:
 
 
 @dataclass
+class StudyView:
+    """A study folder (``birdsed study``): its per-run table and its summary (:mod:`birdsed.study`)."""
+
+    name: str
+    path: Path
+    table: pd.DataFrame
+    summary: dict[str, Any]
+
+
+@dataclass
 class Report:
     """Everything the page shows."""
 
@@ -87,6 +99,7 @@ class Report:
     classes: pd.DataFrame  # index: class label; columns: group, training_files
     threshold: float
     solution: Path | None
+    studies: list[StudyView] = field(default_factory=list)
 
     def config_differences(self) -> dict[str, dict[str, Any]]:
         """Resolved config keys whose values differ between the entries that have a config: key → {entry: value}."""
@@ -301,7 +314,8 @@ def gather(
     """Collect every entry of a report.
 
     Args:
-        paths: run folders (``metrics.json``) and pseudo-label folders (``rounds.csv``), in column order.
+        paths: run folders (``metrics.json``), pseudo-label folders (``rounds.csv``) and study folders
+            (``study.json``: shown as their summary, not run by run), in column order.
         submissions: submission CSVs scored against `solution`, added after the runs.
         teachers: teacher CSVs (``birdsed teacher``; NaN = no opinion) scored against `solution`, added last.
         solution: labelled soundscapes (``test_solution.csv``); runs default to the one their config names.
@@ -317,8 +331,12 @@ def gather(
         raise ReportError("--submission/--teacher need --solution (the labelled soundscapes to score them against)")
     entries: list[Entry] = []
     rounds: list[PseudoRounds] = []
+    studies: list[StudyView] = []
     for p in map(Path, paths):
-        if (p / "rounds.csv").is_file():
+        if (p / STUDY_MARKER).is_file():
+            _, table, summary = read_study_dir(p)
+            studies.append(StudyView(p.name, p, table, summary))
+        elif (p / "rounds.csv").is_file():
             es, table = pseudo_entries(p, sol, threshold)
             if len(paths) > 1:
                 for e in es:
@@ -328,19 +346,21 @@ def gather(
         elif (p / "metrics.json").is_file():
             entries.append(run_entry(p, p.name, "run", sol, threshold))
         else:
-            raise ReportError(f"{p}: neither a run folder (metrics.json) nor a pseudo-label folder (rounds.csv)")
+            raise ReportError(
+                f"{p}: not a run folder (metrics.json), pseudo-label folder (rounds.csv) or study folder (study.json)"
+            )
     for s in map(Path, submissions):
         entry = Entry(s.stem, "submission", s)
         entry.evals["soundscape"] = _soundscape(s, sol, threshold)
         entries.append(entry)
     entries += [teacher_entry(Path(t), sol, threshold) for t in teachers]
-    if not entries:
-        raise ReportError("nothing to report: give at least one run folder or submission")
+    if not entries and not studies:
+        raise ReportError("nothing to report: give at least one run, study folder or submission")
     names = [e.name for e in entries]
     for i, e in enumerate(entries):  # two entries may share a folder name
         if names.count(e.name) > 1:
             e.name = f"{e.name} [{i + 1}]"
-    return Report(entries, rounds, class_table(entries, sol), threshold, sol)
+    return Report(entries, rounds, class_table(entries, sol), threshold, sol, studies)
 
 
 def calibration_bins(y_true: np.ndarray, y_score: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
@@ -394,5 +414,9 @@ def to_json(report: Report) -> dict[str, Any]:
             "classes": report.classes.reset_index().to_dict("records"),
             "config_differences": report.config_differences(),
             "pseudo_rounds": [{"name": r.name, "rows": r.table.to_dict("records")} for r in report.rounds],
+            "studies": [
+                {"name": st.name, "path": str(st.path), "runs": st.table.to_dict("records"), "summary": st.summary}
+                for st in report.studies
+            ],
         }
     )

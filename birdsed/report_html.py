@@ -25,7 +25,8 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from birdsed.outputs import atomic_write, check_file_output
-from birdsed.report import EVALUATIONS, TITLES, Evaluation, Report, ReportError, to_json
+from birdsed.report import EVALUATIONS, TITLES, Evaluation, Report, ReportError, StudyView, to_json
+from birdsed.study import summary_frame
 
 GRID = np.linspace(0, 1, 201)
 HEADLINE = [
@@ -210,6 +211,55 @@ def plot_rounds(report: Report) -> list[str]:
     return out
 
 
+def plot_study(study: StudyView) -> str:
+    """Left: soundscape AUC of every run by variant (dots: seeds, bar: mean ± sd). Right: the paired difference
+    to the baseline with its three 95 % bootstrap intervals (over seeds, soundscapes, both)."""
+    t = study.table[study.table["state"] == "finished"]
+    names = [v["variant"] for v in study.summary["variants"]]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 0.9 + 0.45 * max(3, len(names))))
+    for i, v in enumerate(names):
+        vals = pd.to_numeric(t.loc[t["variant"] == v, "soundscape_auc"], errors="coerce").dropna()
+        if len(vals):
+            a.plot(vals, [i] * len(vals), "o", color="C0", alpha=0.6)
+            a.errorbar(vals.mean(), i, xerr=vals.std(ddof=1) if len(vals) > 1 else None, fmt="s", color="k", capsize=4)
+    a.set_yticks(range(len(names)), names)
+    a.set(xlabel="soundscape macro AUC (chosen epoch)", title="runs (dots: seeds; square: mean ± sd)")
+    diffs = {d["variant"]: d for d in study.summary["differences"]}
+    for i, v in enumerate(names):
+        d = diffs.get(v)
+        if d is None:
+            continue
+        for off, key, color in ((-0.2, "ci_seeds", "C1"), (0.0, "ci_soundscapes", "C2"), (0.2, "ci_both", "C3")):
+            lo, hi = d[key]
+            if lo is not None:
+                b.plot([lo, hi], [i + off, i + off], "-", color=color, lw=3, label=key if i == 1 or not b.lines else "")
+        b.plot(d["diff_mean"], i, "kD")
+    b.axvline(0, color="grey", lw=1)
+    b.set_yticks(range(len(names)), names)
+    b.set(xlabel=f"paired difference to {study.summary['baseline']}", title="Δ soundscape AUC, 95 % bootstrap")
+    handles = {h.get_label(): h for h in b.lines if h.get_label() and not h.get_label().startswith("_")}
+    b.legend(handles.values(), [k.replace("ci_", "over ") for k in handles], fontsize=7)
+    for x in (a, b):
+        x.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _study_section(study: StudyView) -> str:
+    s = study.summary
+    missing = ", ".join(f"{m['variant']} seed {m['seed']} ({m['state']})" for m in s["missing"]) or "none"
+    frame = summary_frame(s).round(4)
+    return (
+        f"<h2>Study: {html.escape(study.name)}</h2><p class=muted>{html.escape(str(study.path))} · "
+        f"{html.escape(s['command'])} of {html.escape(s['config'])} · baseline {html.escape(s['baseline'])} · "
+        f"{s['soundscapes']} labelled soundscapes · runs not finished: {html.escape(missing)}. The verdict reads the "
+        "interval over seeds and soundscapes drawn together: helps / hurts when it excludes 0.</p>"
+        f"<img alt='study' src='{plot_study(study)}'>{_table(frame)}"
+        f"<details><summary>every run</summary>{_table(study.table.drop(columns=['predictions'], errors='ignore'))}"
+        "</details>"
+    )
+
+
 def _headline(report: Report, key: str) -> str:
     entries = [e for e in report.entries if key in e.evals]
     head = "".join(f"<th>{html.escape(e.name)}</th>" for e in entries)
@@ -312,6 +362,7 @@ def render_html(report: Report, numbers: dict[str, Any]) -> str:
         cells = "".join(_td(v) for v in (e.name, e.kind, str(e.path), e.best.get("epoch")))
         parts.append(f"<tr>{cells}<td>{notes}</td></tr>")
     parts.append("</table>")
+    parts += [_study_section(st) for st in report.studies]
     keys = [k for k in EVALUATIONS if any(k in e.evals for e in report.entries)]
     parts.append(
         "<h2>Headline</h2><p>Macro ROC-AUC averages over classes with at least one positive; padded cmAP "

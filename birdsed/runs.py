@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from birdsed import __version__
+from birdsed.averaging import kept_model
 from birdsed.config import Config, save_config
 from birdsed.errors import BirdsedError, OutputError
 from birdsed.models.build import save_checkpoint
@@ -207,7 +208,7 @@ class RunRecorder(L.Callback):
             old = json.loads((self.run_dir / "run.json").read_text()) if (self.run_dir / "run.json").is_file() else {}
             info = {**old, "resumed": [*old.get("resumed", []), {"at": info["started"], "after_epoch": self.epoch}]}
             self._elapsed0 = float(self.history[-1]["elapsed_s"])
-            self._repair(pl_module)
+            self._repair(kept_model(trainer, pl_module), pl_module)
         atomic_write(self.run_dir / "run.json", json.dumps(info, indent=1))
 
     @property
@@ -215,13 +216,13 @@ class RunRecorder(L.Callback):
         """The last finished epoch (-1 before the first)."""
         return int(self.history[-1]["epoch"]) if self.history else -1
 
-    def _repair(self, pl_module: SEDModule) -> None:
-        """After a resume: rewrite what a kill between the checkpoint and the other files left behind. The
-        restored weights are those of the last finished epoch."""
+    def _repair(self, model: torch.nn.Module, pl_module: SEDModule) -> None:
+        """After a resume: rewrite what a kill between the checkpoint and the other files left behind. `model`
+        holds the restored weights of the last finished epoch (averaged, with ``train.averaging``)."""
         extra = {"epoch": self.epoch, "class_prior": self.class_prior}
-        save_checkpoint(self.run_dir / "last.pt", pl_module.model, self.cfg, pl_module.classes, **extra)
+        save_checkpoint(self.run_dir / "last.pt", model, self.cfg, pl_module.classes, **extra)
         if self.best.get("epoch") == self.epoch:
-            save_checkpoint(self.run_dir / "best.pt", pl_module.model, self.cfg, pl_module.classes, **extra)
+            save_checkpoint(self.run_dir / "best.pt", model, self.cfg, pl_module.classes, **extra)
         self._write_predictions(pl_module.classes, pl_module.soundscapes)
         self._write_metrics()
 
@@ -246,7 +247,7 @@ class RunRecorder(L.Callback):
         self._save_resumable(trainer)
         if not trainer.is_global_zero:
             return
-        model, classes = pl_module.model, pl_module.classes
+        model, classes = kept_model(trainer, pl_module), pl_module.classes
         extra = {"epoch": entry["epoch"], "class_prior": self.class_prior}
         save_checkpoint(self.run_dir / "last.pt", model, self.cfg, classes, **extra)
         if is_best:

@@ -20,6 +20,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from birdsed.audio import MelFrontend, list_audio
 from birdsed.augment import loader_spec_transform, mixup, spec_augment
+from birdsed.averaging import averaging_callback
 from birdsed.cache import WaveStore, prepare_cache
 from birdsed.config import Config
 from birdsed.data import BirdCLEFData, DataError, assign_folds, load_birdclef
@@ -422,7 +423,10 @@ def fit(
     kwargs = trainer_kwargs(cfg)
     if not dm.val_roles:
         kwargs["limit_val_batches"] = 0
-    trainer = L.Trainer(logger=loggers, callbacks=[recorder], enable_checkpointing=False, **kwargs)
+    t = cfg.train
+    averaging = averaging_callback(t.averaging, t.ema_decay, t.swa_epochs, t.epochs)
+    callbacks: list[L.Callback] = [recorder] if averaging is None else [averaging, recorder]
+    trainer = L.Trainer(logger=loggers, callbacks=callbacks, enable_checkpointing=False, **kwargs)
     ckpt = str(last) if resume and last.is_file() else None
     with warnings.catch_warnings():  # Lightning's own use of a torch API torch deprecated: nothing a user can act on
         warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)

@@ -132,7 +132,7 @@ def gather_free_eval(y_true, y_score):
 
 def test_bad_inputs_name_the_file(report_inputs, tmp_path):
     run_dir, *_, solution, _tmp, _ = report_inputs
-    with pytest.raises(ReportError, match="neither a run folder"):
+    with pytest.raises(ReportError, match=r"not a run folder .*, pseudo-label folder .* or study folder"):
         gather([tmp_path])
     with pytest.raises(ReportError, match="need --solution"):
         gather([run_dir], submissions=[report_inputs[2]])

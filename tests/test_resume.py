@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
+from birdsed.models import load_checkpoint
 from tests.conftest import REPO, cli_run, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -60,8 +62,10 @@ def _same_history(a: list[dict], b: list[dict]) -> None:
             assert x.get(key) == pytest.approx(y.get(key), abs=1e-9), (key, x, y)
 
 
-def test_train_killed_mid_run_resumes_like_an_uninterrupted_run(tiny_root, tmp_path):
-    over = _overrides(tiny_root, tmp_path / "cache")
+@pytest.mark.parametrize("averaging", ["none", "swa"])
+def test_train_killed_mid_run_resumes_like_an_uninterrupted_run(tiny_root, tmp_path, averaging):
+    # swa over the last 2 of 3 epochs: the average travels in the checkpoint across the kill
+    over = [*_overrides(tiny_root, tmp_path / "cache"), f"train.averaging={averaging}", "train.swa_epochs=2"]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     assert cli_run(["train", CONFIG, *over, "--out", ref]).returncode == 0
     _kill_when(["train", CONFIG, *over, "--out", killed], killed / "metrics.json", epochs=1)
@@ -74,6 +78,9 @@ def test_train_killed_mid_run_resumes_like_an_uninterrupted_run(tiny_root, tmp_p
     assert b["finished"] and a["best"]["epoch"] == b["best"]["epoch"]
     assert a["summary"]["val_auc"] == pytest.approx(b["summary"]["val_auc"], abs=1e-9)
     pd.testing.assert_frame_equal(pd.read_csv(ref / "oof.csv"), pd.read_csv(killed / "oof.csv"))
+    weights = [load_checkpoint(r / "last.pt")[0].state_dict() for r in (ref, killed)]
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, msg=key)
     resumed = json.loads((killed / "run.json").read_text())["resumed"]
     assert len(resumed) == 1 and resumed[0]["after_epoch"] in (0, 1)  # killed after epoch 0 (or 1), not at the end
     # resuming a finished run changes nothing

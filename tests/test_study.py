@@ -1,0 +1,173 @@
+"""``birdsed study``: variants × seeds as run folders, shards of a job array, kill and resume, paired statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from birdsed.config import save_config
+from birdsed.metrics import macro_auc, read_aligned
+from birdsed.study import (
+    StudyError,
+    check_run,
+    fast_macro_auc,
+    load_study,
+    parse_shard,
+    parse_study,
+)
+from tests.conftest import REPO, cli_run, tiny_overrides
+
+CONFIG = str(REPO / "configs" / "demo.yaml")
+
+
+def test_fast_macro_auc_is_the_metric_with_ties_and_unscored_classes():
+    rng = np.random.default_rng(0)
+    y = (rng.random((60, 7)) < 0.2).astype(float)
+    y[:, 3] = 0  # no positive: not scored
+    y[:, 5] = 1  # no negative: not scored
+    scores = rng.integers(0, 5, (60, 7)) / 4  # many ties
+    assert fast_macro_auc(y, scores) == pytest.approx(macro_auc(y, scores), abs=1e-12)
+
+
+def test_study_file_errors_name_the_key(tmp_path):
+    base = {"config": CONFIG, "variants": {"a": {}, "b": {"train.lr": 0.01}}, "seeds": [0, 1]}
+    study = parse_study(base, "s.yaml")
+    assert study.baseline == "a" and study.variants["b"] == ["train.lr=0.01"]
+    assert study.runs() == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]  # seed by seed: paired results come first
+    cases = [
+        ({"colour": 1}, "unknown key"),
+        ({"command": "fit"}, "command must be one of"),
+        ({"baseline": "c"}, "baseline 'c' is not one of"),
+        ({"seeds": [0, 0]}, "distinct integers"),
+        ({"variants": {"a": {"train.lr": -1}}}, r"variant 'a'.*train\.lr"),
+        ({"variants": {"a/b": {}}}, "names a folder"),
+        ({"variants": {"a": {"train.nope": 1}}}, "nope"),
+    ]
+    for change, message in cases:
+        with pytest.raises(StudyError, match=message):
+            parse_study({**base, **change}, "s.yaml")
+    with pytest.raises(StudyError, match="study file not found"):
+        load_study(tmp_path / "missing.yaml")
+    for bad in ("2/2", "1", "a/b", "-1/3"):
+        with pytest.raises(StudyError, match="--shard"):
+            parse_shard(bad)
+    assert parse_shard("1/3") == (1, 3)
+
+
+def test_a_run_made_with_another_config_is_not_reused(tmp_path):
+    study = parse_study({"config": CONFIG, "variants": {"a": {}, "b": {"train.lr": 0.01}}}, "s.yaml")
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(study.run_config("a", 0, threads=1), run / "config.yaml")
+    check_run(run, study.run_config("a", 0))  # threads only change how it runs: the same run
+    with pytest.raises(StudyError, match=r"another config than the study's \(train\.lr: 0\.003 → 0\.01\)"):
+        check_run(run, study.run_config("b", 0))
+
+
+def _wait_then_kill(proc: subprocess.Popen, metrics: Path, timeout: float = 300) -> None:
+    """SIGKILL `proc` once `metrics` lists a finished epoch (a run killed in the middle)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if json.loads(metrics.read_text())["history"]:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        if proc.poll() is not None:
+            pytest.fail(f"the shard ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail("the shard never reached the epoch to kill it at")
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_study_shards_kill_resume_and_statistics(tiny_root, tmp_path):
+    over = [*tiny_overrides(tiny_root, tmp_path / "cache"), "train.threads=1", "train.epochs=2"]
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(
+        yaml.safe_dump(
+            {
+                "command": "train",
+                "config": CONFIG,
+                "overrides": over,
+                "baseline": "base",
+                "seeds": [0, 1],
+                "bootstrap": 400,
+                "variants": {"base": {}, "nomix": {"augment.mixup_prob": 0.0, "train.lr": 0.01}},
+            }
+        )
+    )
+    out = tmp_path / "study"
+    # a job array of two tasks on one folder; the second is killed inside its first run
+    cmd = [sys.executable, "-m", "birdsed", "study", str(study_file), "--out", str(out), "--shard"]
+    first = subprocess.Popen([*cmd, "0/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    second = subprocess.Popen([*cmd, "1/2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_then_kill(second, out / "nomix" / "seed0" / "metrics.json")
+    _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr.decode()[-2000:]
+    table = pd.read_csv(out / "study.csv")
+    assert table.set_index(["variant", "seed"])["state"].to_dict() == {
+        ("base", 0): "finished",
+        ("nomix", 0): "unfinished",
+        ("base", 1): "finished",
+        ("nomix", 1): "missing",
+    }
+    untouched = (out / "base" / "seed0" / "metrics.json").stat().st_mtime_ns
+    done = cli_run(["study", study_file, "--out", out, "--resume"], timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "base" / "seed0" / "metrics.json").stat().st_mtime_ns == untouched  # finished: skipped
+    resumed = json.loads((out / "nomix" / "seed0" / "run.json").read_text())
+    assert resumed["resumed"][0]["after_epoch"] >= 0  # continued, not restarted
+    assert "Δ" in done.stdout and "4 of 4 runs finished" in done.stdout
+
+    # the statistics against a direct computation from the run folders
+    table = pd.read_csv(out / "study.csv").set_index(["variant", "seed"])
+    summary = json.loads((out / "summary.json").read_text())
+    solution = tiny_root / "test_solution.csv"
+    direct = {}
+    for (v, s), row in table.iterrows():
+        y, p, _ = read_aligned(solution, row["predictions"])
+        direct[v, s] = macro_auc(y, p)
+        assert row["soundscape_auc"] == pytest.approx(direct[v, s], abs=1e-4)  # what training logged
+    diffs = np.array([direct["nomix", s] - direct["base", s] for s in (0, 1)])
+    (d,) = summary["differences"]
+    assert d["variant"] == "nomix" and d["seeds"] == [0, 1]
+    assert d["diff_mean"] == pytest.approx(diffs.mean(), abs=1e-9)
+    assert d["diff_sd"] == pytest.approx(diffs.std(ddof=1), abs=1e-9)
+    assert diffs.min() - 1e-9 <= d["ci_seeds"][0] <= d["ci_seeds"][1] <= diffs.max() + 1e-9
+    for key in ("ci_soundscapes", "ci_both"):
+        assert d[key][0] < d[key][1]
+    verdict = "helps" if d["ci_both"][0] > 0 else "hurts" if d["ci_both"][1] < 0 else "inside the noise"
+    assert d["verdict"] == verdict
+    stats = {e["variant"]: e for e in summary["variants"]}
+    for v in ("base", "nomix"):
+        values = [direct[v, s] for s in (0, 1)]
+        assert stats[v]["soundscape_auc"]["mean"] == pytest.approx(np.mean(values), abs=1e-4)
+        assert stats[v]["soundscape_auc"]["sd"] == pytest.approx(np.std(values, ddof=1), abs=1e-4)
+
+    # the report shows it
+    page = tmp_path / "study.html"
+    rep = cli_run(["report", out, "--out", page])
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    html = page.read_text()
+    assert "Study: study" in html and d["verdict"] in html and "data:image/png;base64" in html
+    numbers = json.loads(page.with_suffix(".json").read_text())
+    assert numbers["studies"][0]["summary"]["differences"][0]["diff_mean"] == pytest.approx(d["diff_mean"])
+    # a different study in the same folder is refused
+    other = tmp_path / "other.yaml"
+    other.write_text(study_file.read_text().replace("bootstrap: 400", "bootstrap: 500"))
+    refused = cli_run(["study", other, "--out", out, "--resume"])
+    assert refused.returncode == 1 and "holds another study" in refused.stderr
