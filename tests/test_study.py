@@ -126,7 +126,9 @@ def test_study_shards_kill_resume_and_statistics(tiny_root, tmp_path):
         ("nomix", 1): "missing",
     }
     untouched = (out / "base" / "seed0" / "metrics.json").stat().st_mtime_ns
-    done = cli_run(["study", study_file, "--out", out, "--resume"], timeout=600)
+    done = cli_run(
+        ["study", study_file, "--out", out, "--resume", "--jobs", "2"], timeout=600
+    )  # the 2 left, side by side
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "base" / "seed0" / "metrics.json").stat().st_mtime_ns == untouched  # finished: skipped
     resumed = json.loads((out / "nomix" / "seed0" / "run.json").read_text())
