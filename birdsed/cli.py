@@ -160,16 +160,16 @@ def cmd_export(args: argparse.Namespace) -> str:
 
 
 def cmd_pseudo(args: argparse.Namespace) -> str:
-    import pandas as pd
-
     from birdsed.pseudo import rounds_table, run_pseudo
 
     cfg = config_from_args(args.config_and_overrides)
-    root = run_pseudo(cfg, out=args.out, overwrite=args.overwrite, resume=args.resume)
-    print(rounds_table(root))
-    last = pd.read_csv(root / "rounds.csv").iloc[-1]
-    figures = " ".join(f"{k}={last[k]:.4f}" for k in ("val_auc", "soundscape_auc") if k in last and pd.notna(last[k]))
-    return f"{root}: round {int(last['round'])} ({last['kind']}) {figures}"
+    result = run_pseudo(cfg, out=args.out, overwrite=args.overwrite, resume=args.resume)
+    print(rounds_table(result.rounds))
+    last = result.last
+    figures = " ".join(
+        f"{k}={last[k]:.4f}" for k in ("val_auc", "soundscape_auc") if last.get(k) is not None and last[k] == last[k]
+    )
+    return f"{result.root}: round {int(last['round'])} ({last['kind']}) {figures}"
 
 
 def cmd_teacher(args: argparse.Namespace) -> str:

@@ -242,3 +242,45 @@ def assign_folds(labels: list[str] | pd.Series, n_folds: int, seed: int) -> np.n
             folds[m] = nxt % n_folds
             nxt += 1
     return folds
+
+
+def row_ids(stem: str, count: int, window_seconds: float) -> list[str]:
+    """BirdCLEF row ids ``<stem>_<end second>`` of `count` windows."""
+    return [f"{stem}_{round((w + 1) * window_seconds)}" for w in range(count)]
+
+
+def split_row_ids(ids: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The inverse of :func:`row_ids`: (file stems, end seconds as numbers; NaN where the id has no number)."""
+    parts = ids.astype(str).str.rsplit("_", n=1)
+    return parts.str[0], pd.to_numeric(parts.str[1], errors="coerce")
+
+
+@dataclass
+class SoundscapeLabels:
+    """Labelled 5-s windows of soundscapes: cache keys, windows per file, and each solution row's item index."""
+
+    solution: pd.DataFrame
+    keys: list[str]
+    n_windows: list[int]
+    row_item: np.ndarray  # solution row → WindowDataset item
+
+
+def read_soundscape_labels(path: Path, root: Path, classes: list[str], window: float) -> SoundscapeLabels:
+    """Match a ``test_solution.csv`` (row_id ``<stem>_<end second>``, `window`-second windows) to
+    ``root/test_soundscapes``."""
+    sol = pd.read_csv(path, dtype={"row_id": str})
+    if list(sol.columns) != ["row_id", *classes]:
+        raise DataError(f"{path}: columns must be row_id followed by the taxonomy's classes in order")
+    files = {p.stem: p for p in list_audio(root / "test_soundscapes")}
+    stems, ends = split_row_ids(sol["row_id"])
+    if ends.isna().any():
+        raise DataError(f"{path}: row_id {sol['row_id'][ends.isna()].iat[0]!r} does not end in _<seconds>")
+    missing = sorted(set(stems) - set(files))
+    if missing:
+        raise DataError(f"{path}: {len(missing)} soundscape(s) not in {root / 'test_soundscapes'}: {missing[:5]}")
+    order = sorted(set(stems))
+    n_windows = [int(ends[stems == s].max() // window) for s in order]
+    offset = dict(zip(order, np.cumsum([0, *n_windows[:-1]]), strict=True))
+    row_item = np.array([offset[s] + int(e // window) - 1 for s, e in zip(stems, ends, strict=True)])
+    keys = [f"test_soundscapes/{files[s].name}" for s in order]
+    return SoundscapeLabels(sol, keys, n_windows, row_item)

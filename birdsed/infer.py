@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 
 from birdsed.audio import audio_info, iter_blocks, load_audio
+from birdsed.data import row_ids, split_row_ids  # noqa: F401  (split_row_ids: imported from here too)
 
 # (B, 1, M, T) log-mel → clip logits (B, K), frame logits (B, T', K)
 Runner = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
@@ -50,17 +50,6 @@ def n_windows(n_samples: int, window: int, min_tail: int = 0) -> int:
     """Windows in a file of `n_samples`: a last partial window counts if it holds more than `min_tail` samples."""
     full, tail = divmod(n_samples, window)
     return max(1, full + (1 if tail > min_tail else 0))
-
-
-def row_ids(stem: str, count: int, window_seconds: float) -> list[str]:
-    """BirdCLEF row ids ``<stem>_<end second>`` of `count` windows."""
-    return [f"{stem}_{round((w + 1) * window_seconds)}" for w in range(count)]
-
-
-def split_row_ids(ids: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """The inverse of :func:`row_ids`: (file stems, end seconds as numbers; NaN where the id has no number)."""
-    parts = ids.astype(str).str.rsplit("_", n=1)
-    return parts.str[0], pd.to_numeric(parts.str[1], errors="coerce")
 
 
 class StreamingAudio:

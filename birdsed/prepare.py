@@ -1,13 +1,17 @@
-"""``birdsed prepare``: which files of a BirdCLEF folder go into the waveform cache, under which keys."""
+"""``birdsed prepare``: which files of a BirdCLEF folder go into the waveform cache, under which keys; and
+:func:`ensure_cache`, the same for what one training run needs (backgrounds and labelled soundscapes included)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from birdsed.audio import list_audio
-from birdsed.cache import PrepareSummary, prepare_cache
+from birdsed.cache import PrepareSummary, WaveStore, prepare_cache
 from birdsed.config import Config
-from birdsed.data import load_birdclef
+from birdsed.data import BirdCLEFData, DataError, load_birdclef
+
+log = logging.getLogger(__name__)
 
 
 def cache_sources(root: Path, train_files: list[str], include_test: bool = False) -> list[tuple[str, Path]]:
@@ -25,3 +29,19 @@ def prepare(cfg: Config, include_test: bool = False, progress: bool = True) -> P
     data = load_birdclef(cfg.data.root)
     sources = cache_sources(data.root, data.train["filename"].tolist(), include_test)
     return prepare_cache(sources, cfg.cache_path, cfg.audio.sample_rate, cfg.data.prepare_workers, progress)
+
+
+def ensure_cache(cfg: Config, data: BirdCLEFData, soundscapes: bool) -> WaveStore:
+    """Decode whatever training needs into the cache (idempotent): recordings, backgrounds, labelled soundscapes."""
+    sources = cache_sources(data.root, data.train["filename"].tolist(), include_test=soundscapes)
+    if cfg.augment.background_dir:
+        folder = Path(cfg.augment.background_dir)
+        files = list_audio(folder)
+        if not files:
+            raise DataError(f"augment.background_dir: no audio files in {folder}")
+        sources += [(f"background/{folder.name}/{p.name}", p) for p in files]
+    summary = prepare_cache(sources, cfg.cache_path, cfg.audio.sample_rate, cfg.data.prepare_workers, progress=False)
+    if summary.cached or summary.failed:
+        for line in summary.lines():
+            log.info(line)
+    return WaveStore(cfg.cache_path)

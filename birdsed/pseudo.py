@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +27,14 @@ from birdsed.datasets import PseudoChunks
 from birdsed.ensemble import blend_teacher, load_member
 from birdsed.errors import BirdsedError
 from birdsed.infer import split_row_ids
-from birdsed.metrics import macro_auc
+from birdsed.metrics import macro_auc, read_aligned
 from birdsed.models.build import read_checkpoint, resolve_checkpoint
 from birdsed.outputs import atomic_path, atomic_write
+from birdsed.prepare import ensure_cache
 from birdsed.runs import check_run_dir, is_run_folder, open_run_dir
 from birdsed.submit import infer_folder
 from birdsed.teacher import read_teacher
-from birdsed.train import ensure_cache, fit
+from birdsed.train import fit
 
 log = logging.getLogger(__name__)
 
@@ -270,10 +272,9 @@ def combine_summaries(summaries: list[dict], cfg: Config) -> dict:
     }
     preds = [Path(s["run_dir"]) / "soundscape_preds.csv" for s in summaries]
     if cfg.solution_path is not None and all(p.is_file() for p in preds):
-        tables = [pd.read_csv(p, dtype={"row_id": str}) for p in preds]
-        solution = pd.read_csv(cfg.solution_path, dtype={"row_id": str}).set_index("row_id")
-        mean = sum(t.set_index("row_id")[solution.columns] for t in tables) / len(tables)
-        out["soundscape_auc"] = macro_auc(solution.to_numpy(float), mean.loc[solution.index].to_numpy(float))
+        aligned = [read_aligned(cfg.solution_path, p) for p in preds]  # checked like any submission
+        y_true = aligned[0][0]
+        out["soundscape_auc"] = macro_auc(y_true, np.mean([scores for _, scores, _ in aligned], axis=0))
     return out
 
 
@@ -329,8 +330,68 @@ def _pool_labels(cfg: Config, data: BirdCLEFData, r: int, prev: list[str], rdir:
     return label_pool(cfg, data, r, prev, rdir, folds)
 
 
-def run_pseudo(cfg: Config, out: str | Path | None = None, overwrite: bool = False, resume: bool = False) -> Path:
-    """Rounds 0..R in `out` (default ``runs/<name>``); returns the folder. See the module docstring.
+@dataclass
+class Round:
+    """What a finished round leaves for the next: its model(s), the control chain's, and its rows of rounds.csv."""
+
+    models: list[str]
+    control_models: list[str]
+    rows: list[dict]
+
+
+@dataclass
+class PseudoSummary:
+    """The result of :func:`run_pseudo`: the folder and its rounds.csv (one row per round, and per control)."""
+
+    root: Path
+    rounds: pd.DataFrame
+
+    @property
+    def last(self) -> dict:
+        """The last row: the last round's pseudo (or, with rounds=0, supervised) model."""
+        return self.rounds.iloc[-1].to_dict()
+
+
+def _given_round(models: list[str]) -> Round:
+    """Round 0 from ``pseudo.init_checkpoints``, with the given run's own figures when it has them."""
+    row: dict = {"round": 0, "kind": "given", "run_dir": ";".join(models)}
+    metrics = Path(models[0]).parent / "metrics.json"
+    if metrics.is_file():
+        best = json.loads(metrics.read_text()).get("best", {})
+        row |= {k: best.get(k) for k in ("val_auc", "soundscape_auc")}
+    return Round(models, [], [row])
+
+
+def _supervised_round(cfg: Config, rdir: Path) -> Round:
+    """Round 0 trained on the labelled clips."""
+    summary = _fit_resumable(_round_cfg(cfg, 0, None), rdir / "run")
+    return Round([str(rdir / "run")], [], [_row(0, summary, cfg, 0, 0, "supervised")])
+
+
+def _pseudo_round(
+    cfg: Config, data: BirdCLEFData, r: int, rdir: Path, prev: Round, folds: dict[str, int] | None
+) -> Round:
+    """Round r ≥ 1: label the pool with round r-1's model(s), train on labelled clips + kept chunks; with
+    ``pseudo.control`` also the control chain's round (same starts, models and epochs, no pseudo data)."""
+    table = _pool_labels(cfg, data, r, prev.models, rdir, folds)
+    n_chunks = len(pd.read_csv(rdir / "pseudo.csv", usecols=["row_id"]))
+    log.info("round %d: training with %d of %d pseudo-labelled chunks", r, len(table), n_chunks)
+    runs = _train_round(cfg, r, rdir / "run", prev.models, table, data.classes)
+    rows = [_row(r, combine_summaries(runs, cfg), cfg, len(table), n_chunks, "pseudo")]
+    control: list[str] = []
+    if cfg.pseudo.control:
+        ctrl = _train_round(
+            cfg, r, rdir.parent / f"control_{r}", prev.control_models or prev.models, None, data.classes
+        )
+        control = [s["run_dir"] for s in ctrl]
+        rows.append(_row(r, combine_summaries(ctrl, cfg), cfg, 0, 0, "control"))
+    return Round([s["run_dir"] for s in runs], control, rows)
+
+
+def run_pseudo(
+    cfg: Config, out: str | Path | None = None, overwrite: bool = False, resume: bool = False
+) -> PseudoSummary:
+    """Rounds 0..R in `out` (default ``runs/<name>``). See the module docstring.
 
     Config, data, pool and given checkpoints are validated before `out` is touched; `overwrite` replaces only a
     birdsed folder. `resume` skips finished rounds and continues an unfinished one where it stopped: its pool labels
@@ -358,52 +419,32 @@ def run_pseudo(cfg: Config, out: str | Path | None = None, overwrite: bool = Fal
 
     k_folds = cfg.pseudo.oof_folds
     folds = soundscape_folds(data.train_soundscapes, k_folds, cfg.data.seed) if k_folds else None
-    prev: list[str] = []
-    control_prev: list[str] = []
+    prev = Round([], [], [])
     for r in range(cfg.pseudo.rounds + 1):
         rdir = root / f"round_{r}"
         if (rdir / "DONE").is_file():
             done = json.loads((rdir / "DONE").read_text())
-            prev, control_prev = done["models"], done.get("control_models", [])
+            prev = Round(done["models"], done.get("control_models", []), [])
             log.info("round %d already finished", r)
             continue
         if rdir.exists():
             log.info("%s: continuing the unfinished round of an earlier attempt", rdir)
-        rows = [row for row in rows if row["round"] < r]
         rdir.mkdir(exist_ok=True)
-        if r == 0 and given:
-            models = given
-            row = {"round": 0, "kind": "given", "run_dir": ";".join(models)}
-            metrics = Path(models[0]).parent / "metrics.json"  # the given run's own figures, when it has them
-            if metrics.is_file():
-                best = json.loads(metrics.read_text()).get("best", {})
-                row |= {k: best.get(k) for k in ("val_auc", "soundscape_auc")}
-            rows.append(row)
-        elif r == 0:
-            summary = _fit_resumable(_round_cfg(cfg, 0, None), rdir / "run")
-            models = [str(rdir / "run")]
-            rows.append(_row(0, summary, cfg, 0, 0, "supervised"))
+        if r == 0:
+            this = _given_round(given) if given else _supervised_round(cfg, rdir)
         else:
-            table = _pool_labels(cfg, data, r, prev, rdir, folds)
-            n_chunks = len(pd.read_csv(rdir / "pseudo.csv", usecols=["row_id"]))
-            log.info("round %d: training with %d of %d pseudo-labelled chunks", r, len(table), n_chunks)
-            runs = _train_round(cfg, r, rdir / "run", prev, table, data.classes)
-            models = [s["run_dir"] for s in runs]
-            rows.append(_row(r, combine_summaries(runs, cfg), cfg, len(table), n_chunks, "pseudo"))
-            if cfg.pseudo.control:  # the control chain: same starts, models and epochs, no pseudo labels
-                ctrl = _train_round(cfg, r, root / f"control_{r}", control_prev or prev, None, data.classes)
-                control_prev = [s["run_dir"] for s in ctrl]
-                rows.append(_row(r, combine_summaries(ctrl, cfg), cfg, 0, 0, "control"))
+            this = _pseudo_round(cfg, data, r, rdir, prev, folds)
+            this.control_models = this.control_models or prev.control_models
+        rows = [row for row in rows if row["round"] < r] + this.rows
         with atomic_path(rows_path) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
-        atomic_write(rdir / "DONE", json.dumps({"models": models, "control_models": control_prev}))
-        prev = models
-    return root
+        atomic_write(rdir / "DONE", json.dumps({"models": this.models, "control_models": this.control_models}))
+        prev = this
+    return PseudoSummary(root, pd.DataFrame(rows))
 
 
-def rounds_table(root: str | Path) -> str:
+def rounds_table(df: pd.DataFrame) -> str:
     """rounds.csv as an aligned text table."""
-    df = pd.read_csv(Path(root) / "rounds.csv")
     cols = [
         c
         for c in ("round", "kind", "power", "kept_chunks", "pseudo_chunks", "val_auc", "soundscape_auc", "minutes")

@@ -18,8 +18,9 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -34,10 +35,6 @@ from birdsed.models.build import save_checkpoint
 from birdsed.outputs import atomic_path, atomic_write, check_dir_output
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from birdsed.data import BirdCLEFData
-    from birdsed.train import BirdDataModule, SEDModule
 
 
 class RunExistsError(BirdsedError, FileExistsError):
@@ -136,6 +133,23 @@ def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
+@dataclass
+class RunFacts:
+    """What a run folder records about the data of a run, handed to :class:`RunRecorder` by ``fit``.
+
+    Attributes:
+        held_out: one row per held-out clip in validation order: filename, primary_label, fold (-1: tails).
+        class_prior: share of training recordings that hold each class (inference's fallback for unreadable rows).
+    """
+
+    data_root: str
+    classes: list[str]
+    train_recordings: int
+    items_per_epoch: int
+    held_out: pd.DataFrame
+    class_prior: list[float]
+
+
 class RunRecorder(L.Callback):
     """Writes the run folder: its description at the start; after every epoch a resumable checkpoint
     (``checkpoints/last.ckpt``), then ``last.pt``/``best.pt``, the best epoch's predictions and ``metrics.json``.
@@ -145,15 +159,14 @@ class RunRecorder(L.Callback):
     a kill left one epoch behind are rewritten from the checkpoint on resume.
     """
 
-    def __init__(self, run_dir: Path, cfg: Config, data: BirdCLEFData, dm: BirdDataModule) -> None:
-        self.run_dir, self.cfg, self.data, self.dm = run_dir, cfg, data, dm
+    def __init__(self, run_dir: Path, cfg: Config, facts: RunFacts) -> None:
+        self.run_dir, self.cfg, self.facts = run_dir, cfg, facts
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.best_probs: dict[str, np.ndarray] = {}  # the best epoch's validation probabilities, by loader role
         self._t0 = time.time()
         self._elapsed0 = 0.0  # seconds spent before a resume
-        # how often each class is present in training: the fallback for rows inference cannot predict
-        self.class_prior = (dm.targets[dm.train_idx] > 0).mean(axis=0).round(6).tolist()
+        self.class_prior = facts.class_prior
 
     @property
     def ckpt_path(self) -> Path:
@@ -166,7 +179,7 @@ class RunRecorder(L.Callback):
 
         Soundscape AUC is reported, never used to choose.
         """
-        return "val_auc" if "fold" in self.dm.val_roles else None
+        return "val_auc" if len(self.facts.held_out) else None
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -180,7 +193,7 @@ class RunRecorder(L.Callback):
         self.best = dict(state_dict["best"])
         self.best_probs = {k: np.asarray(v, dtype=np.float64) for k, v in state_dict["best_probs"].items()}
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: SEDModule) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         save_config(self.cfg, self.run_dir / "config.yaml")
@@ -197,11 +210,11 @@ class RunRecorder(L.Callback):
             "device": str(pl_module.device),
             "precision": str(trainer.precision),
             "world_size": trainer.world_size,
-            "data_root": str(self.data.root),
-            "classes": self.data.classes,
-            "train_recordings": len(self.dm.train_idx),
-            "val_recordings": len(self.dm.val_idx),
-            "train_items_per_epoch": self.cfg.train.samples_per_epoch or len(self.dm.train_set),
+            "data_root": self.facts.data_root,
+            "classes": self.facts.classes,
+            "train_recordings": self.facts.train_recordings,
+            "val_recordings": len(self.facts.held_out),
+            "train_items_per_epoch": self.facts.items_per_epoch,
             "monitor": self.monitor or "last epoch (nothing held out)",
         }
         if self.history:  # resumed from checkpoints/last.ckpt
@@ -216,18 +229,21 @@ class RunRecorder(L.Callback):
         """The last finished epoch (-1 before the first)."""
         return int(self.history[-1]["epoch"]) if self.history else -1
 
-    def _repair(self, model: torch.nn.Module, pl_module: SEDModule) -> None:
+    def _repair(self, model: torch.nn.Module, pl_module: L.LightningModule) -> None:
         """After a resume: rewrite what a kill between the checkpoint and the other files left behind. `model`
         holds the restored weights of the last finished epoch (averaged, with ``train.averaging``)."""
         extra = {"epoch": self.epoch, "class_prior": self.class_prior}
-        save_checkpoint(self.run_dir / "last.pt", model, self.cfg, pl_module.classes, **extra)
+        save_checkpoint(self.run_dir / "last.pt", model, self.cfg, self.facts.classes, **extra)
         if self.best.get("epoch") == self.epoch:
-            save_checkpoint(self.run_dir / "best.pt", model, self.cfg, pl_module.classes, **extra)
-        self._write_predictions(pl_module.classes, pl_module.soundscapes)
+            save_checkpoint(self.run_dir / "best.pt", model, self.cfg, self.facts.classes, **extra)
+        self._write_predictions(pl_module.soundscapes)
         self._write_metrics()
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: SEDModule) -> None:
-        loss = pl_module.take_train_loss()
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Record the epoch. Reads from the module only what validation leaves there: ``last_val`` (figures),
+        ``val_probs`` (probabilities by loader role) and ``soundscapes`` (the labelled windows)."""
+        loss = trainer.callback_metrics.get("train_loss_epoch")
+        loss = float(loss) if loss is not None else float("nan")
         entry = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
@@ -247,12 +263,12 @@ class RunRecorder(L.Callback):
         self._save_resumable(trainer)
         if not trainer.is_global_zero:
             return
-        model, classes = kept_model(trainer, pl_module), pl_module.classes
+        model, classes = kept_model(trainer, pl_module), self.facts.classes
         extra = {"epoch": entry["epoch"], "class_prior": self.class_prior}
         save_checkpoint(self.run_dir / "last.pt", model, self.cfg, classes, **extra)
         if is_best:
             save_checkpoint(self.run_dir / "best.pt", model, self.cfg, classes, **extra)
-            self._write_predictions(classes, pl_module.soundscapes)
+            self._write_predictions(pl_module.soundscapes)
         self._write_metrics()
         shown = " ".join(
             f"{k}={v:.4f}" for k, v in entry.items() if k in ("train_loss", "val_auc", "soundscape_auc") and v
@@ -267,7 +283,7 @@ class RunRecorder(L.Callback):
         if trainer.is_global_zero:
             tmp.replace(self.ckpt_path)
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: SEDModule) -> None:
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self._write_metrics(finished=True)
 
@@ -277,14 +293,11 @@ class RunRecorder(L.Callback):
             metrics["summary"] = self.summary()
         atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=1))
 
-    def _write_predictions(self, classes: list[str], soundscapes: Any) -> None:
+    def _write_predictions(self, soundscapes: Any) -> None:
+        classes = self.facts.classes
         fold = self.best_probs.get("fold")
         if fold is not None and len(fold):
-            train = self.data.train.iloc[self.dm.val_idx]
-            oof = pd.DataFrame(fold, columns=classes)
-            oof.insert(0, "fold", self.dm.folds[self.dm.val_idx] if self.cfg.data.fold >= 0 else -1)
-            oof.insert(0, "primary_label", train["primary_label"].to_numpy())
-            oof.insert(0, "filename", train["filename"].to_numpy())
+            oof = pd.concat([self.facts.held_out, pd.DataFrame(fold, columns=classes)], axis=1)
             with atomic_path(self.run_dir / "oof.csv") as tmp:
                 oof.to_csv(tmp, index=False)
         sound = self.best_probs.get("soundscape")

@@ -14,16 +14,15 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from birdsed.audio import MelFrontend, list_audio
+from birdsed.audio import MelFrontend
 from birdsed.augment import loader_spec_transform, mixup, spec_augment
 from birdsed.averaging import averaging_callback
-from birdsed.cache import WaveStore, prepare_cache
+from birdsed.cache import WaveStore
 from birdsed.config import Config
-from birdsed.data import BirdCLEFData, DataError, assign_folds, load_birdclef
+from birdsed.data import BirdCLEFData, DataError, SoundscapeLabels, assign_folds, load_birdclef, read_soundscape_labels
 from birdsed.datasets import (
     ClipDataset,
     EpochSampler,
@@ -37,12 +36,11 @@ from birdsed.datasets import (
     sampling_weights,
 )
 from birdsed.errors import BirdsedError
-from birdsed.infer import split_row_ids
 from birdsed.losses import activation, build_loss
 from birdsed.metrics import macro_auc
 from birdsed.models.build import build_model, init_from_checkpoint
-from birdsed.prepare import cache_sources
-from birdsed.runs import RunRecorder, check_run_dir, open_run_dir, read_summary
+from birdsed.prepare import ensure_cache
+from birdsed.runs import RunFacts, RunRecorder, check_run_dir, open_run_dir, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -73,53 +71,37 @@ def probabilities(logits: torch.Tensor, loss: str) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=1) if activation(loss) == "softmax" else torch.sigmoid(logits.float())
 
 
-@dataclass
-class SoundscapeLabels:
-    """Labelled 5-s windows of soundscapes: cache keys, windows per file, and each solution row's item index."""
-
-    solution: pd.DataFrame
-    keys: list[str]
-    n_windows: list[int]
-    row_item: np.ndarray  # solution row → WindowDataset item
-
-
-def read_soundscape_labels(path: Path, root: Path, classes: list[str], window: float) -> SoundscapeLabels:
-    """Match a ``test_solution.csv`` (row_id ``<stem>_<end second>``, `window`-second windows) to
-    ``root/test_soundscapes``."""
-    sol = pd.read_csv(path, dtype={"row_id": str})
-    if list(sol.columns) != ["row_id", *classes]:
-        raise DataError(f"{path}: columns must be row_id followed by the taxonomy's classes in order")
-    files = {p.stem: p for p in list_audio(root / "test_soundscapes")}
-    stems, ends = split_row_ids(sol["row_id"])
-    if ends.isna().any():
-        raise DataError(f"{path}: row_id {sol['row_id'][ends.isna()].iat[0]!r} does not end in _<seconds>")
-    missing = sorted(set(stems) - set(files))
-    if missing:
-        raise DataError(f"{path}: {len(missing)} soundscape(s) not in {root / 'test_soundscapes'}: {missing[:5]}")
-    order = sorted(set(stems))
-    n_windows = [int(ends[stems == s].max() // window) for s in order]
-    offset = dict(zip(order, np.cumsum([0, *n_windows[:-1]]), strict=True))
-    row_item = np.array([offset[s] + int(e // window) - 1 for s, e in zip(stems, ends, strict=True)])
-    keys = [f"test_soundscapes/{files[s].name}" for s in order]
-    return SoundscapeLabels(sol, keys, n_windows, row_item)
-
-
 class SEDModule(L.LightningModule):
-    """Training and validation of an SED model (the model itself has no Lightning in it)."""
+    """Training and validation of an SED model (the model itself has no Lightning in it).
 
-    def __init__(self, cfg: Config, classes: list[str]) -> None:
+    Args:
+        cfg: the resolved configuration.
+        classes: the C class labels, in the model's output order.
+        val_targets: labels of the held-out clips, shape (n_val, C), in validation order.
+        soundscapes: labelled soundscape windows scored after every epoch (reported, never used to choose).
+        val_roles: what each validation loader holds, in order: ``"fold"`` | ``"soundscape"``.
+        batch_keys: the training item keys, to name the files of a batch whose loss is not finite.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        classes: list[str],
+        val_targets: np.ndarray | None = None,
+        soundscapes: SoundscapeLabels | None = None,
+        val_roles: list[str] | None = None,
+        batch_keys: list[str] | None = None,
+    ) -> None:
         super().__init__()
         self.cfg, self.classes = cfg, classes
         self.model = build_model(cfg, len(classes))
         if cfg.model.init_from:
             init_from_checkpoint(self.model, cfg.model.init_from, classes)
         self.loss_fn = build_loss(cfg.train)
-        self.val_targets: np.ndarray | None = None  # (n_val, C), set by the data module
-        self.soundscapes: SoundscapeLabels | None = None
-        self.batch_keys: list[str] = []  # training keys, to name the files of a batch whose loss is not finite
-        self.val_roles: list[str] = []  # role of each validation loader: "fold" | "soundscape"
+        self.val_targets, self.soundscapes = val_targets, soundscapes
+        self.val_roles = list(val_roles or [])
+        self.batch_keys = list(batch_keys or [])
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"fold": [], "soundscape": []}
-        self._train_loss = [0.0, 0]
         self.last_val: dict[str, float] = {}
         self.val_probs: dict[str, np.ndarray] = {}
 
@@ -150,9 +132,8 @@ class SEDModule(L.LightningModule):
                 f"{self.global_step}, batch {batch_idx}; files in the batch: {files[:8]} (lower train.lr or check "
                 "those files)"
             )
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
-        self._train_loss[0] += float(loss.detach())
-        self._train_loss[1] += 1
+        # the epoch's mean (train_loss_epoch) is what the run's history records
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -189,12 +170,6 @@ class SEDModule(L.LightningModule):
             self.log(key, float(value) if np.isfinite(value) else float("nan"), prog_bar=True, sync_dist=False)
         self.last_val = metrics
 
-    def take_train_loss(self) -> float:
-        """Mean training loss since the last call."""
-        total, count = self._train_loss
-        self._train_loss = [0.0, 0]
-        return total / count if count else float("nan")
-
     def configure_optimizers(self):
         t = self.cfg.train
         opt_cls = torch.optim.RAdam if t.optimizer == "radam" else torch.optim.AdamW
@@ -208,76 +183,124 @@ class SEDModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+@dataclass
+class Split:
+    """Which recordings train and which are held out, and where in each the crops may come from.
+
+    Attributes:
+        targets: (n_recordings, C) label matrix of train.csv's rows.
+        folds: fold of each recording.
+        train_idx / val_idx: rows that train / are held out (a fold, or recording tails).
+        spans / val_spans: per row, the sample range training crops / the held-out clip come from (None: all).
+        order: the training rows in sampling order, rare classes repeated (``train.min_class_samples``).
+    """
+
+    targets: np.ndarray
+    folds: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    spans: list[tuple[int, int] | None]
+    val_spans: list[tuple[int, int] | None]
+    order: np.ndarray
+
+
+def split_recordings(cfg: Config, data: BirdCLEFData, store: WaveStore) -> Split:
+    """The train/validation split of ``data.train`` (``data.fold``, or ``data.holdout_seconds`` tails).
+
+    Raises:
+        DataError: no usable (cached) training recording.
+    """
+    train = data.train
+    cached = train["key"].isin(store.files).to_numpy()
+    if not cached.all():
+        log.warning("%d training recording(s) are not in the cache (unusable) and are left out", (~cached).sum())
+    folds = assign_folds(train["primary_label"], cfg.data.n_folds, cfg.data.seed)
+    keys = train["key"].to_numpy()
+    spans: list[tuple[int, int] | None] = [None] * len(train)
+    val_spans: list[tuple[int, int] | None] = [None] * len(train)
+    if cfg.data.fold >= 0:
+        is_val = folds == cfg.data.fold
+        train_idx, val_idx = np.flatnonzero(~is_val & cached), np.flatnonzero(is_val & cached)
+    else:
+        train_idx = np.flatnonzero(cached)
+        hold = cfg.seconds_to_samples(cfg.data.holdout_seconds)
+        val = []
+        for i in train_idx if hold else []:
+            n = store.num_samples(keys[i])
+            if n >= 2 * hold:  # the tail is validation, training crops stay before it
+                spans[i], val_spans[i] = (0, n - hold), (n - hold, n)
+                val.append(i)
+        val_idx = np.asarray(val, dtype=np.int64)
+    if len(train_idx) == 0:
+        raise DataError(f"{data.root}: no usable training recording")
+    labels = train["primary_label"].to_numpy()[train_idx]
+    order = train_idx[oversample(labels, cfg.train.min_class_samples)]
+    targets = data.targets(cfg.data.secondary_label_value)
+    return Split(targets, folds, train_idx, val_idx, spans, val_spans, order)
+
+
 class BirdDataModule(L.LightningDataModule):
-    """Training crops (weighted sampling, oversampling), the validation fold and the labelled soundscapes."""
+    """Training crops (weighted sampling, oversampling), the held-out clips and the labelled soundscapes of a
+    :class:`Split`; the datasets are built in :meth:`setup`."""
 
     def __init__(
         self,
         cfg: Config,
         data: BirdCLEFData,
         store: WaveStore,
+        split: Split,
         soundscapes: SoundscapeLabels | None,
         pseudo: PseudoChunks | None = None,
     ):
         super().__init__()
-        self.cfg, self.data, self.store, self.soundscapes = cfg, data, store, soundscapes
-        train = data.train
-        cached = train["key"].isin(store.files).to_numpy()
-        if not cached.all():
-            log.warning("%d training recording(s) are not in the cache (unusable) and are left out", (~cached).sum())
-        folds = assign_folds(train["primary_label"], cfg.data.n_folds, cfg.data.seed)
-        targets = data.targets(cfg.data.secondary_label_value)
-        keys = train["key"].to_numpy()
-        spans: list[tuple[int, int] | None] = [None] * len(train)
-        val_spans: list[tuple[int, int] | None] = [None] * len(train)
-        if cfg.data.fold >= 0:
-            is_val = folds == cfg.data.fold
-            self.train_idx = np.flatnonzero(~is_val & cached)
-            self.val_idx = np.flatnonzero(is_val & cached)
-        else:
-            self.train_idx = np.flatnonzero(cached)
-            hold = cfg.seconds_to_samples(cfg.data.holdout_seconds)
-            val = []
-            for i in self.train_idx if hold else []:
-                n = store.num_samples(keys[i])
-                if n >= 2 * hold:  # the tail is validation, training crops stay before it
-                    spans[i], val_spans[i] = (0, n - hold), (n - hold, n)
-                    val.append(i)
-            self.val_idx = np.asarray(val, dtype=np.int64)
-        if len(self.train_idx) == 0:
-            raise DataError(f"{data.root}: no usable training recording")
-        self.targets, self.folds = targets, folds
-        spec_fn = None
-        if cfg.augment.spec_on == "loader":
-            spec_fn = LoaderSpectrogram(cfg)
-        backgrounds = [k for k in store.files if k.startswith("background/")]
-        labels = train["primary_label"].to_numpy()[self.train_idx]
-        order = self.train_idx[oversample(labels, cfg.train.min_class_samples)]
-        self.sample_weights = sampling_weights(train["primary_label"].to_numpy()[order], cfg.train.sample_weight_power)
+        self.cfg, self.data, self.store, self.split = cfg, data, store, split
+        self.soundscapes, self.pseudo = soundscapes, pseudo
+        if pseudo is not None and cfg.augment.spec_on != "device":
+            raise DataError("pseudo-labelled training needs augment.spec_on=device")
+        # what each validation loader holds, in order: the held-out clips and/or the labelled soundscapes
+        self.val_roles = (["fold"] if len(split.val_idx) else []) + (["soundscape"] if soundscapes else [])
+        keys = data.train["key"].to_numpy()
+        self.train_keys = list(keys[split.order])  # item → file, to name the files of a failing batch
+        if pseudo is not None and cfg.pseudo.mode == "extra":
+            self.train_keys += [f"{k}@{s}" for k, s in zip(pseudo.keys, pseudo.starts, strict=True)]
+        self.train_set: torch.utils.data.Dataset | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.train_set is not None:
+            return
+        cfg, sp = self.cfg, self.split
+        keys = self.data.train["key"].to_numpy()
+        spec_fn = LoaderSpectrogram(cfg) if cfg.augment.spec_on == "loader" else None
+        backgrounds = [k for k in self.store.files if k.startswith("background/")]
+        labels = self.data.train["primary_label"].to_numpy()
+        self.sample_weights = sampling_weights(labels[sp.order], cfg.train.sample_weight_power)
         self.train_set = ClipDataset(
-            store, keys[order], targets[order], cfg, True, None, backgrounds, spec_fn, [spans[i] for i in order]
+            self.store,
+            keys[sp.order],
+            sp.targets[sp.order],
+            cfg,
+            True,
+            None,
+            backgrounds,
+            spec_fn,
+            [sp.spans[i] for i in sp.order],
         )
-        self.train_keys = list(self.train_set.keys)
-        if pseudo is not None:
-            self._add_pseudo(pseudo)
+        if self.pseudo is not None:
+            self._add_pseudo(self.pseudo)
         val_spec = LoaderSpectrogram(cfg, augment=False) if spec_fn is not None else None
         self.val_set = ClipDataset(
-            store,
-            keys[self.val_idx],
-            targets[self.val_idx],
+            self.store,
+            keys[sp.val_idx],
+            sp.targets[sp.val_idx],
             cfg,
             False,
             spec_fn=val_spec,
-            spans=[val_spans[i] for i in self.val_idx],
+            spans=[sp.val_spans[i] for i in sp.val_idx],
         )
-        # what each validation loader holds, in order: the held-out fold and/or the labelled soundscapes
-        self.val_roles = (["fold"] if len(self.val_idx) else []) + (["soundscape"] if soundscapes else [])
 
     def _add_pseudo(self, pseudo: PseudoChunks) -> None:
         """Mix pseudo-labelled soundscape chunks into training (``pseudo.mode``)."""
         ps = self.cfg.pseudo
-        if self.cfg.augment.spec_on != "device":
-            raise DataError("pseudo-labelled training needs augment.spec_on=device")
         if ps.mode == "mixup":
             self.train_set = PseudoMixDataset(self.train_set, pseudo, ps.mix_weight, ps.mix_targets)
             return
@@ -286,14 +309,18 @@ class BirdDataModule(L.LightningDataModule):
         chunks = pseudo.weights / pseudo.weights.sum() * ps.extra_fraction
         self.train_set = ConcatDataset([self.train_set, extra])
         self.sample_weights = np.concatenate([labelled, chunks])
-        self.train_keys += [f"{k}@{s}" for k, s in zip(pseudo.keys, pseudo.starts, strict=True)]
 
     def _loader(self, dataset, **kw) -> DataLoader:
         n = self.cfg.data.num_workers
         return DataLoader(dataset, batch_size=self.cfg.data.batch_size, num_workers=n, persistent_workers=n > 0, **kw)
 
+    @property
+    def items_per_epoch(self) -> int:
+        """Training items drawn per epoch: ``train.samples_per_epoch``, or one pass over the training items."""
+        return self.cfg.train.samples_per_epoch or len(self.train_keys)
+
     def train_dataloader(self) -> DataLoader:
-        n = self.cfg.train.samples_per_epoch or len(self.train_set)
+        n = self.items_per_epoch
         # each epoch's draws and each item's augmentation follow from (seed, epoch) alone, so a resumed run sees
         # the same data as one that was never stopped
         sampler = EpochSampler(self.sample_weights, n, self.cfg.train.seed)
@@ -325,22 +352,6 @@ class LoaderSpectrogram:
         if self.transform is not None:
             mel = self.transform(image=mel[0])["image"][None]
         return np.ascontiguousarray(mel, dtype=np.float32)
-
-
-def ensure_cache(cfg: Config, data: BirdCLEFData, soundscapes: bool) -> WaveStore:
-    """Decode whatever training needs into the cache (idempotent): recordings, backgrounds, labelled soundscapes."""
-    sources = cache_sources(data.root, data.train["filename"].tolist(), include_test=soundscapes)
-    if cfg.augment.background_dir:
-        folder = Path(cfg.augment.background_dir)
-        files = list_audio(folder)
-        if not files:
-            raise DataError(f"augment.background_dir: no audio files in {folder}")
-        sources += [(f"background/{folder.name}/{p.name}", p) for p in files]
-    summary = prepare_cache(sources, cfg.cache_path, cfg.audio.sample_rate, cfg.data.prepare_workers, progress=False)
-    if summary.cached or summary.failed:
-        for line in summary.lines():
-            log.info(line)
-    return WaveStore(cfg.cache_path)
 
 
 def trainer_kwargs(cfg: Config) -> dict:
@@ -402,14 +413,21 @@ def fit(
     soundscapes = None
     if sol_path:
         soundscapes = read_soundscape_labels(sol_path, data.root, data.classes, cfg.infer.window_seconds)
-    dm = BirdDataModule(cfg, data, store, soundscapes, pseudo)
-    module = SEDModule(cfg, data.classes)
-    module.val_targets = dm.targets[dm.val_idx]
-    module.soundscapes = soundscapes
-    module.batch_keys = dm.train_keys
-    module.val_roles = dm.val_roles
+    split = split_recordings(cfg, data, store)
+    dm = BirdDataModule(cfg, data, store, split, soundscapes, pseudo)
+    module = SEDModule(cfg, data.classes, split.targets[split.val_idx], soundscapes, dm.val_roles, dm.train_keys)
+    held_out = data.train.iloc[split.val_idx][["filename", "primary_label"]].reset_index(drop=True)
+    held_out["fold"] = split.folds[split.val_idx] if cfg.data.fold >= 0 else -1
+    facts = RunFacts(
+        data_root=str(data.root),
+        classes=data.classes,
+        train_recordings=len(split.train_idx),
+        items_per_epoch=dm.items_per_epoch,
+        held_out=held_out,
+        class_prior=(split.targets[split.train_idx] > 0).mean(axis=0).round(6).tolist(),
+    )
     run_dir = open_run_dir(run_dir, overwrite, resume, kind="train")
-    recorder = RunRecorder(run_dir, cfg, data, dm)
+    recorder = RunRecorder(run_dir, cfg, facts)
     last = recorder.ckpt_path
     if resume and not last.is_file():
         log.warning("%s: no finished epoch to resume from; training starts at epoch 0", run_dir)

@@ -94,7 +94,7 @@ def pseudo_run(trained_run, tiny_root, tmp_path_factory):
         "pseudo.control=true",
     ]
     pcfg = tiny_cfg(tiny_root, cfg.cache_path, *over)
-    return pcfg, run_pseudo(pcfg, out)
+    return pcfg, run_pseudo(pcfg, out).root
 
 
 def tone(freq: float, seconds: float, sr: int, channels: int = 1, amp: float = 0.5) -> np.ndarray:

@@ -127,7 +127,7 @@ def test_out_of_fold_rounds_never_learn_their_own_labels(trained_run, tiny_root,
         "pseudo.oof_folds=2",
     ]
     pcfg = tiny_cfg(tiny_root, cfg.cache_path, *over)
-    root = run_pseudo(pcfg, tmp_path / "oof")
+    root = run_pseudo(pcfg, tmp_path / "oof").root
     folds = soundscape_folds(load_birdclef(tiny_root).train_soundscapes, 2, pcfg.data.seed)
     assert sorted(folds.values()) == [0, 0, 1]
     for r in (1, 2):

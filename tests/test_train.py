@@ -13,8 +13,9 @@ from birdsed.data import load_birdclef
 from birdsed.datasets import oversample, sampling_weights
 from birdsed.metrics import score_files
 from birdsed.models import load_checkpoint
+from birdsed.prepare import ensure_cache
 from birdsed.runs import RunExistsError
-from birdsed.train import BirdDataModule, SEDModule, ensure_cache, fit, lr_factor
+from birdsed.train import BirdDataModule, SEDModule, fit, lr_factor, split_recordings
 from tests.conftest import tiny_cfg
 
 
@@ -71,8 +72,7 @@ def test_existing_run_needs_overwrite_and_resume_continues(run, tmp_path):
 
 def test_nan_loss_stops_naming_step_batch_and_files(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, tmp_path / "c")
-    module = SEDModule(cfg, [str(i) for i in range(6)])
-    module.batch_keys = [f"train_audio/f{i}.ogg" for i in range(4)]
+    module = SEDModule(cfg, [str(i) for i in range(6)], batch_keys=[f"train_audio/f{i}.ogg" for i in range(4)])
     batch = {
         "wave": torch.full((4, 32000), float("nan")),
         "target": torch.zeros(4, 6),
@@ -106,8 +106,10 @@ def test_holdout_tails_do_not_overlap_training_crops(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, tmp_path / "c", "data.fold=-1", "data.holdout_seconds=2")
     data = load_birdclef(tiny_root)
     store = ensure_cache(cfg, data, soundscapes=False)
-    dm = BirdDataModule(cfg, data, store, None)
-    assert len(dm.train_idx) == 24 and len(dm.val_idx) > 0
+    split = split_recordings(cfg, data, store)
+    dm = BirdDataModule(cfg, data, store, split, None)
+    dm.setup("fit")
+    assert len(split.train_idx) == 24 and len(split.val_idx) > 0 and dm.val_roles == ["fold"]
     for key, (lo, hi) in zip(dm.val_set.keys, dm.val_set.spans, strict=True):
         i = dm.train_set.keys.index(key)
         assert dm.train_set.spans[i] == (0, lo) and hi == store.num_samples(key) and hi - lo == 64000
