@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import librosa
 import numpy as np
@@ -17,8 +18,10 @@ import soxr
 import torch
 from torch import nn
 
-from birdsed.config import AudioConfig
 from birdsed.errors import BirdsedError
+
+if TYPE_CHECKING:  # type hints only
+    from birdsed.config import AudioConfig
 
 log = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = (".ogg", ".flac", ".wav", ".mp3", ".oga")

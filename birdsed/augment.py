@@ -4,11 +4,14 @@ device, and the albumentations spectrogram pipeline for the loader-side front-en
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from birdsed.config import AugmentConfig
+if TYPE_CHECKING:  # type hints only
+    from birdsed.config import AugmentConfig
 
 
 def random_gain(wave: np.ndarray, rng: np.random.Generator, max_db: float) -> np.ndarray:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from birdsed.errors import ConfigError
-from birdsed.rules import at_least, check_fields, choice, non_negative, positive, unit
+from birdsed.rules import at_least, check_fields, choice, non_negative, positive, registered, unit
 
 
 @dataclass
@@ -72,8 +72,8 @@ class ModelConfig:
     """Backbone and head (``birdsed/models``)."""
 
     backbone: str = "efficientnet_b0"
-    head: str = choice("sed", "clip")  # sed (attention pooling, clip + frame outputs) | clip (global pooling)
-    freq_pool: str = choice("meanmax", "gem")
+    head: str = registered("sed", "birdsed.models.sed:HEADS")  # sed (attention: clip + frame outputs) | clip
+    freq_pool: str = registered("meanmax", "birdsed.models.sed:FREQ_POOLS")  # meanmax | gem
     drop_path_rate: float = unit(0.15)  # stochastic depth (1st place 2025: 0.15)
     dropout: float = unit(0.25)
     # a local timm weights file to start the backbone from; nothing is ever downloaded
@@ -119,7 +119,7 @@ class TrainConfig:
     scheduler: str = choice("cosine", "cosine_restarts", "constant")
     warmup_epochs: float = non_negative(1.0)
     restart_epochs: int = positive(5)  # period of cosine_restarts (1st place: 5)
-    loss: str = choice("focal_bce", "bce", "focal", "ce")
+    loss: str = registered("focal_bce", "birdsed.losses:LOSSES")  # focal_bce | bce | focal | ce
     focal_gamma: float = non_negative(2.0)
     focal_weight: float = non_negative(1.0)  # focal_bce = focal_weight * focal + bce_weight * bce
     bce_weight: float = non_negative(1.0)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from birdsed.config import TrainConfig
+if TYPE_CHECKING:  # type hints only: the config schema reads LOSSES, so no import of it at run time
+    from birdsed.config import TrainConfig
+
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 

@@ -1,12 +1,15 @@
 """Rules a config field carries beside its definition, as dataclass field metadata, and the checks that read them.
 
 ``choice("a", "b")``, ``positive(1.0)``, ``non_negative(0)``, ``unit(0.5)`` and ``at_least(3, 1)`` define a field
-and its allowed values in one place; :func:`check_fields` walks any (nested) dataclass and raises
-:class:`~birdsed.errors.ConfigError` naming the dotted key. Every float must also be finite.
+and its allowed values in one place; ``registered("sed", "birdsed.models.sed:HEADS")`` takes its allowed values from
+the registry the implementations are listed in (so a new head, pooling or loss is added in one place);
+:func:`check_fields` walks any (nested) dataclass and raises :class:`~birdsed.errors.ConfigError` naming the dotted
+key. Every float must also be finite.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Mapping
 from dataclasses import field, fields, is_dataclass
@@ -18,6 +21,18 @@ from birdsed.errors import ConfigError
 def choice(default: str, *others: str) -> Any:
     """A string field whose allowed values are `default` and `others`."""
     return field(default=default, metadata={"choices": (default, *others)})
+
+
+def registered(default: str, registry: str) -> Any:
+    """A string field whose allowed values are the keys of `registry` (``"module:NAME"``, a mapping), looked up
+    when the config is checked."""
+    return field(default=default, metadata={"registry": registry})
+
+
+def registry_names(registry: str) -> list[str]:
+    """The keys of a ``"module:NAME"`` registry."""
+    module, name = registry.split(":")
+    return list(getattr(importlib.import_module(module), name))
 
 
 def at_least(default: float, low: float, exclusive: bool = False) -> Any:
@@ -46,8 +61,9 @@ def check_field(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     for v in numbers:
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"{key}: must be a finite number, got {value!r}")
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    choices = meta.get("choices") or (registry_names(meta["registry"]) if "registry" in meta else None)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
     if value is None or not isinstance(value, int | float):
         return
     low, high = meta.get("low"), meta.get("high")

@@ -141,3 +141,28 @@ def test_recipe_backbones_under_the_sed_head(name):
     with torch.no_grad():
         out = model(torch.randn(1, 32000 * 2))
     assert out["clip_logits"].shape == (1, 3) and torch.isfinite(out["frame_logits"]).all()
+
+
+def test_a_head_registered_in_one_place_is_configurable(monkeypatch):
+    """model.head's allowed values are HEADS' keys: registering a head makes it a valid, buildable config."""
+    from birdsed.config import ConfigError, load_config
+    from birdsed.models import build_model, sed
+
+    class MaxHead(torch.nn.Module):
+        def __init__(self, in_features: int, n_classes: int, dropout: float) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(in_features, n_classes)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            frame = self.fc(x.transpose(1, 2))  # (B, T', K)
+            return {"clip_logits": frame.amax(dim=1), "frame_logits": frame}
+
+    with pytest.raises(ConfigError, match=r"model\.head: 'max' is not one of sed, clip"):
+        load_config(None, ["model.head=max"])
+    monkeypatch.setitem(sed.HEADS, "max", MaxHead)
+    cfg = load_config(None, ["model.head=max", "model.backbone=resnet18", "audio.n_mels=32"])
+    model = build_model(cfg, 3).eval()
+    assert isinstance(model.head, MaxHead)
+    with torch.no_grad():
+        out = model(torch.randn(2, 32000))
+    torch.testing.assert_close(out["clip_logits"], out["frame_logits"].amax(dim=1))

@@ -65,6 +65,18 @@ class ClipHead(nn.Module):
         }
 
 
+class MeanMaxFreq(nn.Module):
+    """Mean plus max over the frequency axis: (B, C, F, T) → (B, C, T) (no parameters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=2) + x.amax(dim=2)
+
+
+# what ``model.head`` / ``model.freq_pool`` may name; the config schema reads these (a new option is added here only)
+HEADS: dict[str, type[nn.Module]] = {"sed": AttentionHead, "clip": ClipHead}
+FREQ_POOLS: dict[str, type[nn.Module]] = {"meanmax": MeanMaxFreq, "gem": GeMFreq}
+
+
 class SEDModel(nn.Module):
     """Waveform (or log-mel) in, clip- and frame-level logits out.
 
@@ -72,8 +84,8 @@ class SEDModel(nn.Module):
         frontend: the log-mel front-end (its buffers are part of this model's state dict).
         backbone: a timm model with ``forward_features`` and ``num_features``.
         n_classes: output classes.
-        head: ``sed`` (attention pooling) or ``clip`` (global pooling baseline).
-        freq_pool: ``meanmax`` (mean + max over frequency) or ``gem``.
+        head: a name in :data:`HEADS`: ``sed`` (attention pooling) or ``clip`` (global pooling baseline).
+        freq_pool: a name in :data:`FREQ_POOLS`: ``meanmax`` (mean + max over frequency) or ``gem``.
         dropout: dropout inside the head.
     """
 
@@ -89,11 +101,8 @@ class SEDModel(nn.Module):
         super().__init__()
         self.frontend = frontend
         self.backbone = backbone
-        self.freq_pool = GeMFreq() if freq_pool == "gem" else None
-        features = int(backbone.num_features)
-        self.head = (
-            AttentionHead(features, n_classes, dropout) if head == "sed" else ClipHead(features, n_classes, dropout)
-        )
+        self.freq_pool = FREQ_POOLS[freq_pool]()
+        self.head = HEADS[head](int(backbone.num_features), n_classes, dropout)
         self.n_classes = n_classes
         self.channels_last = False  # set by build_model: feed the backbone channels-last (≈1.6x faster on CPU)
 
@@ -102,7 +111,7 @@ class SEDModel(nn.Module):
         if self.channels_last:
             mel = mel.contiguous(memory_format=torch.channels_last)
         x = self.backbone.forward_features(mel)  # (B, C, F', T')
-        x = self.freq_pool(x) if self.freq_pool is not None else x.mean(dim=2) + x.amax(dim=2)  # (B, C, T')
+        x = self.freq_pool(x)  # (B, C, T')
         return self.head(x)
 
     def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
