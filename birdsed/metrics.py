@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
 from birdsed.errors import BirdsedError
 
@@ -70,31 +70,26 @@ def padded_cmap(y_true: np.ndarray, y_score: np.ndarray, padding: int = 5) -> fl
 
 
 def threshold_metrics(y_true: np.ndarray, y_score: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy (per element), micro and macro precision/recall/F1 of ``y_score >= threshold``.
+    """Accuracy (per element), micro and macro precision/recall/F1 of ``y_score >= threshold`` (sklearn's
+    ``precision_recall_fscore_support``; an undefined ratio counts 0).
 
     Macro averages run over classes with at least one positive, like the Kaggle metric.
     """
     t = np.asarray(y_true) > 0.5
     p = np.asarray(y_score) >= threshold
-    tp, fp, fn = (t & p).sum(0), (~t & p).sum(0), (t & ~p).sum(0)
-
-    def ratio(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
-        a, b = np.asarray(a, float), np.asarray(b, float)
-        return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
-
-    prec_c, rec_c = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    f1_c = ratio(2 * prec_c * rec_c, prec_c + rec_c)
+    micro = precision_recall_fscore_support(t, p, average="micro", zero_division=0)
+    per_class = np.array(precision_recall_fscore_support(t, p, average=None, zero_division=0)[:3])  # (3, C)
     has_pos = t.sum(0) > 0
-    micro_p, micro_r = float(ratio(tp.sum(), tp.sum() + fp.sum())), float(ratio(tp.sum(), tp.sum() + fn.sum()))
+    macro = per_class[:, has_pos].mean(axis=1) if has_pos.any() else np.full(3, math.nan)
     return {
         "threshold": float(threshold),
         "accuracy": float((t == p).mean()),
-        "precision_micro": micro_p,
-        "recall_micro": micro_r,
-        "f1_micro": float(ratio(2 * micro_p * micro_r, micro_p + micro_r)),
-        "precision_macro": float(prec_c[has_pos].mean()) if has_pos.any() else math.nan,
-        "recall_macro": float(rec_c[has_pos].mean()) if has_pos.any() else math.nan,
-        "f1_macro": float(f1_c[has_pos].mean()) if has_pos.any() else math.nan,
+        "precision_micro": float(micro[0]),
+        "recall_micro": float(micro[1]),
+        "f1_micro": float(micro[2]),
+        "precision_macro": float(macro[0]),
+        "recall_macro": float(macro[1]),
+        "f1_macro": float(macro[2]),
     }
 
 

@@ -116,8 +116,11 @@ def test_local_pretrained_weights_fold_rgb_stems(tmp_path):
     model = build_model(small_cfg(**{"model.pretrained_weights": str(tmp_path / "b0.pth")}), 2)
     assert torch.allclose(model.backbone.conv_stem.weight, rgb.conv_stem.weight.sum(dim=1, keepdim=True))
     assert torch.equal(model.backbone.blocks[3][0].conv_pw.weight, rgb.blocks[3][0].conv_pw.weight)
-    with pytest.raises(ConfigError, match="pretrained_weights"):
+    with pytest.raises(ConfigError, match=r"pretrained_weights.*not found"):
         build_model(small_cfg(**{"model.pretrained_weights": str(tmp_path / "none.pth")}), 2)
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ConfigError, match=r"r18\.pth: does not fit efficientnet_b0"):
+        build_model(small_cfg(**{"model.pretrained_weights": str(tmp_path / "r18.pth")}), 2)
 
 
 @pytest.mark.parametrize(

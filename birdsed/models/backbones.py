@@ -6,7 +6,6 @@ import difflib
 from pathlib import Path
 
 import timm
-import torch
 from torch import nn
 
 from birdsed.errors import ConfigError
@@ -46,46 +45,25 @@ def create_backbone(name: str, drop_path_rate: float = 0.0, weights: str = "") -
     Args:
         name: a timm model name.
         drop_path_rate: stochastic depth (1st place BirdCLEF 2025 used 0.15).
-        weights: a local timm weights file (state dict) to start from; nothing is ever downloaded. 3-channel stems
-            are folded to 1 channel by summing over the input channels, as timm does for ``in_chans=1``.
+        weights: a local timm weights file (state dict, ``.pth`` or ``.safetensors``) to start from, loaded by timm
+            itself (``pretrained_cfg_overlay``: its 3-channel stem folded to 1 channel by ``adapt_input_conv``, its
+            classifier dropped); nothing is ever downloaded.
+
+    Raises:
+        ConfigError: an unknown name, a missing weights file, or one that does not fit the model.
     """
     check_backbone_name(name)
-    kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate > 0 else {}
-    model = timm.create_model(name, pretrained=False, in_chans=1, num_classes=0, global_pool="", **kwargs)
+    kwargs: dict = {"drop_path_rate": drop_path_rate} if drop_path_rate > 0 else {}
     if weights:
-        load_local_weights(model, weights)
-    return model
-
-
-def load_local_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a local timm state dict into `model`, adapting the RGB stem to 1 channel and ignoring the classifier."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"model.pretrained_weights: {path} not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-    own = model.state_dict()
-    adapted = {}
-    for key, value in state.items():
-        if key not in own:
-            continue  # classifier of the source model and the like
-        if value.dim() == 4 and own[key].dim() == 4 and value.shape[1] == 3 and own[key].shape[1] == 1:
-            value = value.sum(dim=1, keepdim=True)
-        if value.shape != own[key].shape:
-            raise ConfigError(
-                f"model.pretrained_weights: {path}: tensor {key} has shape {tuple(value.shape)}, "
-                f"the model wants {tuple(own[key].shape)}"
-            )
-        adapted[key] = value
-    missing = [k for k in own if k not in adapted]
-    if len(missing) > len(own) // 2:
-        raise ConfigError(
-            f"model.pretrained_weights: {path}: matches only {len(adapted)} of {len(own)} tensors; "
-            f"is it a {type(model).__name__}?"
-        )
-    model.load_state_dict(adapted, strict=False)
+        path = Path(weights)
+        if not path.is_file():
+            raise ConfigError(f"model.pretrained_weights: {path} not found")
+        # source "" makes timm read `file` before any hub or URL entry of the model's default config
+        kwargs |= {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path), "source": ""}}
+    try:
+        return timm.create_model(name, in_chans=1, num_classes=0, global_pool="", **kwargs)
+    except (RuntimeError, KeyError, ValueError, OSError) as err:
+        if not weights:
+            raise
+        what = str(err).strip().splitlines()[0][:300]
+        raise ConfigError(f"model.pretrained_weights: {weights}: does not fit {name} ({what})") from None
