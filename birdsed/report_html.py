@@ -6,22 +6,24 @@ Chromium screenshot of it.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from markupsafe import Markup, escape
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from birdsed.outputs import atomic_write, check_file_output
@@ -54,11 +56,40 @@ def _png(fig: plt.Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _td(v: Any, extra: str = "") -> str:
-    """A table cell: numbers right-aligned, text left."""
+@dataclass
+class Cell:
+    """A table cell: its text (escaped by the template; newlines become line breaks) and CSS class."""
+
+    text: str
+    cls: str = ""
+
+
+@dataclass
+class Table:
+    """A table for the template: header labels, rows of cells; `row_head` shows each row's first cell as a header."""
+
+    head: list[str]
+    rows: list[list[Cell]]
+    row_head: bool = False
+    sortable: bool = False
+
+
+@dataclass
+class Section:
+    """One ``<h2>`` part of the page: a paragraph, images (alt, data URI), tables and a folded-away table."""
+
+    title: str
+    text: str = ""
+    muted: bool = False
+    images: list[tuple[str, str]] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    details: tuple[str, Table] | None = None
+
+
+def _cell(v: Any, extra: str = "") -> Cell:
+    """Numbers right-aligned, text left; `extra` adds a CSS class (``best``)."""
     numeric = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
-    cls = " ".join(x for x in ("n" if numeric or v is None else "", extra) if x)
-    return f"<td class='{cls}'>{_fmt(v)}</td>" if cls else f"<td>{_fmt(v)}</td>"
+    return Cell(_fmt(v), " ".join(x for x in ("n" if numeric or v is None else "", extra) if x))
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -66,7 +97,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
         return "–"
     if isinstance(v, float | np.floating):
         return f"{v:.{digits}f}"
-    return html.escape(str(v))
+    return str(v)
 
 
 def _class_curves(ev: Evaluation) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
@@ -245,40 +276,39 @@ def plot_study(study: StudyView) -> str:
     return _png(fig)
 
 
-def _study_section(study: StudyView) -> str:
+def _study_section(study: StudyView) -> Section:
     s = study.summary
     missing = ", ".join(f"{m['variant']} seed {m['seed']} ({m['state']})" for m in s["missing"]) or "none"
-    frame = summary_frame(s).round(4)
-    return (
-        f"<h2>Study: {html.escape(study.name)}</h2><p class=muted>{html.escape(str(study.path))} · "
-        f"{html.escape(s['command'])} of {html.escape(s['config'])} · baseline {html.escape(s['baseline'])} · "
-        f"{s['soundscapes']} labelled soundscapes · runs not finished: {html.escape(missing)}. The verdict reads the "
-        "interval over seeds and soundscapes drawn together: helps / hurts when it excludes 0.</p>"
-        f"<img alt='study' src='{plot_study(study)}'>{_table(frame)}"
-        f"<details><summary>every run</summary>{_table(study.table.drop(columns=['predictions'], errors='ignore'))}"
-        "</details>"
+    runs = study.table.drop(columns=["predictions"], errors="ignore")
+    return Section(
+        f"Study: {study.name}",
+        f"{study.path} · {s['command']} of {s['config']} · baseline {s['baseline']} · {s['soundscapes']} labelled "
+        f"soundscapes · runs not finished: {missing}. The verdict reads the interval over seeds and soundscapes "
+        "drawn together: helps / hurts when it excludes 0.",
+        muted=True,
+        images=[("study", plot_study(study))],
+        tables=[_frame_table(summary_frame(s).round(4))],
+        details=("every run", _frame_table(runs)),
     )
 
 
-def _headline(report: Report, key: str) -> str:
+def _headline(report: Report, key: str) -> Table:
     entries = [e for e in report.entries if key in e.evals]
-    head = "".join(f"<th>{html.escape(e.name)}</th>" for e in entries)
     rows = []
-    for field, label in HEADLINE:
+    for name, label in HEADLINE:
         vals = []
         for e in entries:
             sc = e.evals[key].score
-            vals.append(getattr(sc, field) if hasattr(sc, field) else sc.thresholds.get(field))
+            vals.append(getattr(sc, name) if hasattr(sc, name) else sc.thresholds.get(name))
         finite = [v for v in vals if isinstance(v, float) and math.isfinite(v)]
-        best = max(finite) if finite and field not in ("n_rows", "n_scored_classes") else None
-        if field in THRESHOLD_FIELDS:
+        best = max(finite) if finite and name not in ("n_rows", "n_scored_classes") else None
+        if name in THRESHOLD_FIELDS:
             label = f"{label} @ threshold {report.threshold:g}"
-        cells = "".join(_td(v, "best" if v == best and len(finite) > 1 else "") for v in vals)
-        rows.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
-    return f"<table><tr><th>{TITLES[key]}</th>{head}</tr>{''.join(rows)}</table>"
+        rows.append([Cell(label), *(_cell(v, "best" if v == best and len(finite) > 1 else "") for v in vals)])
+    return Table([TITLES[key], *(e.name for e in entries)], rows, row_head=True)
 
 
-def _per_class(report: Report, key: str) -> str:
+def _per_class(report: Report, key: str) -> Section:
     entries = [e for e in report.entries if key in e.evals]
     focus = entries[-1].evals[key]
     classes = list(focus.classes)
@@ -288,8 +318,8 @@ def _per_class(report: Report, key: str) -> str:
         v = focus.score.per_class.get(c, {}).get("auc", math.nan)
         return v if math.isfinite(v) else math.inf
 
-    head = "<th>class</th><th>group</th><th>training files</th><th>positives</th>"
-    head += "".join(f"<th>AUC {html.escape(e.name)}</th><th>AP {html.escape(e.name)}</th>" for e in entries)
+    head = ["class", "group", "training files", "positives"]
+    head += [x for e in entries for x in (f"AUC {e.name}", f"AP {e.name}")]
     rows = []
     for c in sorted(classes, key=auc_of):  # worst first, classes without positives last
         info = report.classes.loc[c] if c in report.classes.index else None
@@ -303,29 +333,28 @@ def _per_class(report: Report, key: str) -> str:
         for e in entries:
             pc = e.evals[key].score.per_class.get(c, {})
             cells += [pc.get("auc"), pc.get("ap")]
-        rows.append("<tr>" + "".join(_td(x) for x in cells) + "</tr>")
-    return (
-        f"<p>Sorted by the AUC of <b>{html.escape(entries[-1].name)}</b>, worst first; click a column to sort.</p>"
-        f"<table class=sortable><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        rows.append([_cell(x) for x in cells])
+    return Section(
+        f"Per class on {TITLES[key]}",
+        f"Sorted by the AUC of {entries[-1].name}, worst first; click a column to sort.",
+        tables=[Table(head, rows, sortable=True)],
     )
 
 
-def _config_diff(report: Report) -> str:
+def _config_diff(report: Report) -> Section:
     diff = report.config_differences()
     if not diff:
-        return "<p>The entries with a config share every resolved setting (or fewer than two have one).</p>"
+        return Section(
+            "Config differences",
+            "The entries with a config share every resolved setting (or fewer than two have one).",
+        )
     names = list(next(iter(diff.values())).keys())
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    rows = "".join(
-        f"<tr><th>{html.escape(k)}</th>{''.join(_td(v.get(n)) for n in names)}</tr>" for k, v in diff.items()
-    )
-    return f"<table><tr><th>setting</th>{head}</tr>{rows}</table>"
+    rows = [[Cell(k), *(_cell(v.get(n)) for n in names)] for k, v in diff.items()]
+    return Section("Config differences", tables=[Table(["setting", *names], rows, row_head=True)])
 
 
-def _table(df: Any) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in df.itertuples(index=False))
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _frame_table(df: Any) -> Table:
+    return Table([str(c) for c in df.columns], [[_cell(v) for v in row] for row in df.itertuples(index=False)])
 
 
 STYLE = """
@@ -347,43 +376,64 @@ Array.from(b.rows).sort(function(x,y){var a=v(x),c=v(y);return (a<c?-1:a>c?1:0)*
 """
 
 
-def render_html(report: Report, numbers: dict[str, Any]) -> str:
-    """The whole page as one string; images are inline PNG data, scripts and styles inline."""
-    parts = [
-        "<!doctype html><html><head><meta charset=utf-8><title>birdsed validation report</title>",
-        f"<style>{STYLE}</style></head><body><h1>birdsed validation report</h1>",
-        f"<p class=muted>{time.strftime('%Y-%m-%d %H:%M')} · threshold {report.threshold:g} for accuracy/P/R/F1 · "
-        f"solution {html.escape(str(report.solution or 'from each run config'))} · every number is in the JSON "
-        "file beside this page</p>",
-        "<h2>Entries</h2><table><tr><th>entry</th><th>kind</th><th>path</th><th>best epoch</th><th>notes</th></tr>",
-    ]
-    for e in report.entries:
-        notes = "<br>".join(html.escape(n) for n in e.notes)
-        cells = "".join(_td(v) for v in (e.name, e.kind, str(e.path), e.best.get("epoch")))
-        parts.append(f"<tr>{cells}<td>{notes}</td></tr>")
-    parts.append("</table>")
-    parts += [_study_section(st) for st in report.studies]
-    keys = [k for k in EVALUATIONS if any(k in e.evals for e in report.entries)]
-    parts.append(
-        "<h2>Headline</h2><p>Macro ROC-AUC averages over classes with at least one positive; padded cmAP "
-        "adds five all-positive rows. The best value of each row is green.</p>"
+def _nl2br(text: str) -> Markup:
+    """Escape `text` and show its newlines as line breaks."""
+    return Markup("<br>").join(escape(text).split("\n"))
+
+
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("birdsed", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+)
+TEMPLATES.filters["nl2br"] = _nl2br
+
+
+def sections(report: Report, numbers: dict[str, Any]) -> list[Section]:
+    """The page's parts in order, every value computed (the template only lays them out)."""
+    entries = Table(
+        ["entry", "kind", "path", "best epoch", "notes"],
+        [
+            [*(_cell(v) for v in (e.name, e.kind, str(e.path), e.best.get("epoch"))), Cell("\n".join(e.notes))]
+            for e in report.entries
+        ],
     )
-    parts += [_headline(report, k) for k in keys]
+    out = [Section("Entries", tables=[entries])]
+    out += [_study_section(st) for st in report.studies]
+    keys = [k for k in EVALUATIONS if any(k in e.evals for e in report.entries)]
+    if keys:
+        out.append(
+            Section(
+                "Headline",
+                "Macro ROC-AUC averages over classes with at least one positive; padded cmAP adds five all-positive "
+                "rows. The best value of each row is green.",
+                tables=[_headline(report, k) for k in keys],
+            )
+        )
     for k in keys:
-        parts.append(f"<h2>Curves on {TITLES[k]}</h2><img alt='ROC and PR curves' src='{plot_curves(report, k)}'>")
-        parts.append(f"<img alt='calibration' src='{plot_calibration(report, k, numbers)}'>")
+        images = [("ROC and PR curves", plot_curves(report, k)), ("calibration", plot_calibration(report, k, numbers))]
+        out.append(Section(f"Curves on {TITLES[k]}", images=images))
     training = plot_training(report)
     if training:
-        parts.append(f"<h2>Training</h2><img alt='training curves' src='{training}'>")
+        out.append(Section("Training", images=[("training curves", training)]))
     for pr, img in zip(report.rounds, plot_rounds(report), strict=True):
-        parts.append(f"<h2>Pseudo-label rounds: {html.escape(pr.name)}</h2><img alt='rounds' src='{img}'>")
-        parts.append(_table(pr.table))
-    for k in keys:
-        parts.append(f"<h2>Per class on {TITLES[k]}</h2>{_per_class(report, k)}")
-    parts.append(f"<h2>Config differences</h2>{_config_diff(report)}")
-    parts.append(f"<script>{SORT_JS}</script></body></html>")
-    page = "\n".join(parts)
-    return page.replace("<table", "<div class=wide><table").replace("</table>", "</table></div>")
+        out.append(
+            Section(f"Pseudo-label rounds: {pr.name}", images=[("rounds", img)], tables=[_frame_table(pr.table)])
+        )
+    out += [_per_class(report, k) for k in keys]
+    out.append(_config_diff(report))
+    return out
+
+
+def render_html(report: Report, numbers: dict[str, Any]) -> str:
+    """The whole page as one string (``templates/report.html.j2``); images are inline PNG data, scripts and
+    styles inline."""
+    return TEMPLATES.get_template("report.html.j2").render(
+        style=Markup(STYLE),
+        script=Markup(SORT_JS),
+        stamp=time.strftime("%Y-%m-%d %H:%M"),
+        threshold=f"{report.threshold:g}",
+        solution=str(report.solution or "from each run config"),
+        sections=sections(report, numbers),
+    )
 
 
 def page_height(page: str) -> int:
