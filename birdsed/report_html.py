@@ -279,7 +279,7 @@ def plot_study(study: StudyView) -> str:
 def _study_section(study: StudyView) -> Section:
     s = study.summary
     missing = ", ".join(f"{m['variant']} seed {m['seed']} ({m['state']})" for m in s["missing"]) or "none"
-    runs = study.table.drop(columns=["predictions"], errors="ignore")
+    runs = study.table.drop(columns=["predictions", "predictions_last"], errors="ignore")
     return Section(
         f"Study: {study.name}",
         f"{study.path} · {s['command']} of {s['config']} · baseline {s['baseline']} · {s['soundscapes']} labelled "

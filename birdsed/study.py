@@ -21,7 +21,9 @@ OUT on a shared file system), and any process of the study writes the tables fro
 
 ``study.csv`` lists every run; ``summary.json``/``summary.csv`` give mean ± sd per variant and the paired difference
 to the baseline with bootstrap intervals: over seeds (which seeds were drawn), over soundscapes (which labelled
-soundscapes were drawn, the seeds fixed) and over both at once, the interval a verdict is read from.
+soundscapes were drawn, the seeds fixed) and over both at once, the interval a verdict is read from. Both the epoch
+each run chose (by held-out clips) and its last epoch are compared; runs without the last epoch's per-window
+predictions (made before ``soundscape_preds_last.csv`` existed) are compared over seeds only.
 """
 
 from __future__ import annotations
@@ -328,12 +330,19 @@ def collect(study: Study, out: Path) -> pd.DataFrame:
                 "soundscape_auc": summary.get("soundscape_auc"),
                 "last_soundscape_auc": summary.get("last_soundscape_auc"),
                 "minutes": minutes,
-                "predictions": str(final / "soundscape_preds.csv")
-                if (final / "soundscape_preds.csv").is_file()
-                else "",
+                "predictions": _if_file(final / "soundscape_preds.csv"),
+                "predictions_last": _if_file(final / "soundscape_preds_last.csv"),
             }
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _if_file(path: Path) -> str:
+    return str(path) if path.is_file() else ""
+
+
+# the figures a study compares: the epoch each run chose, and its last epoch (study.csv column, predictions column)
+FIGURES = {"chosen": ("soundscape_auc", "predictions"), "last": ("last_soundscape_auc", "predictions_last")}
 
 
 def fast_macro_auc(y: np.ndarray, scores: np.ndarray) -> float:
@@ -362,24 +371,25 @@ class Predictions:
     groups: list[np.ndarray]
 
 
-def read_predictions(table: pd.DataFrame) -> Predictions | None:
-    """Align each finished run's ``soundscape_preds.csv`` with the solution its config names (all runs must share
-    one); None when no run has predictions."""
+def read_predictions(table: pd.DataFrame, column: str = "predictions") -> Predictions | None:
+    """Align each finished run's predictions file (`column` of `table`) with the solution its config names (all
+    runs must share one); None when no run has one."""
     scores: dict[tuple[str, int], np.ndarray] = {}
     y = None
     groups: list[np.ndarray] = []
     sol_used = None
     for row in table.itertuples():
-        if row.state != "finished" or not getattr(row, "predictions", ""):
+        path = getattr(row, column, "")
+        if row.state != "finished" or not isinstance(path, str) or not path:
             continue
-        final = Path(row.predictions).parent
+        final = Path(path).parent
         cfg = yaml.safe_load((final / "config.yaml").read_text())
         sol = solution_path(cfg["data"]["root"], cfg["data"]["solution"])
         if sol is None:
             continue
         if sol_used is not None and Path(sol).resolve() != Path(sol_used).resolve():
             raise StudyError(f"{row.run_dir}: scored on {sol}, other runs on {sol_used}; a study needs one solution")
-        y_true, y_score, _ = read_aligned(sol, row.predictions)
+        y_true, y_score, _ = read_aligned(sol, path)
         if y is None:
             sol_used, y = sol, y_true
             stems = split_row_ids(pd.read_csv(sol, usecols=["row_id"], dtype=str)["row_id"])[0].to_numpy()
@@ -418,11 +428,6 @@ def paired_difference(
         by_both.append(on_rows(rows, rng.integers(0, len(seeds), len(seeds))))
     assert np.allclose(on_rows(every, all_seeds), diff_of.mean())
     both = _interval(np.array(by_both))
-    verdict = "inside the noise"
-    if both[0] is not None and both[0] > 0:
-        verdict = "helps"
-    elif both[1] is not None and both[1] < 0:
-        verdict = "hurts"
     return {
         "variant": var,
         "seeds": seeds,
@@ -432,7 +437,40 @@ def paired_difference(
         "ci_seeds": _interval(by_seed),
         "ci_soundscapes": _interval(np.array(by_sound)),
         "ci_both": both,
-        "verdict": verdict,
+        "verdict": _verdict(both),
+        "basis": "seeds and soundscapes",
+    }
+
+
+def _verdict(interval: list[float | None]) -> str:
+    lo, hi = interval
+    if lo is not None and lo > 0:
+        return "helps"
+    if hi is not None and hi < 0:
+        return "hurts"
+    return "inside the noise"
+
+
+def seed_difference(
+    study: Study, variant: str, table: pd.DataFrame, key: str, seeds: list[int], rng: np.random.Generator
+) -> dict[str, Any]:
+    """:func:`paired_difference` from the run table's figures alone (no per-window predictions): the interval is
+    over seeds only, and so is the verdict."""
+    fig = table.set_index(["variant", "seed"])[key].astype(float)
+    diff_of = np.array([fig[(variant, s)] - fig[(study.baseline, s)] for s in seeds])
+    by_seed = np.array([diff_of[rng.integers(0, len(seeds), len(seeds))].mean() for _ in range(study.bootstrap)])
+    ci = _interval(by_seed)
+    return {
+        "variant": variant,
+        "seeds": seeds,
+        "diff_mean": float(diff_of.mean()),
+        "diff_sd": float(diff_of.std(ddof=1)) if len(seeds) > 1 else None,
+        "diff_per_seed": diff_of.round(6).tolist(),
+        "ci_seeds": ci,
+        "ci_soundscapes": [None, None],
+        "ci_both": [None, None],
+        "verdict": _verdict(ci),
+        "basis": "seeds only",
     }
 
 
@@ -446,7 +484,8 @@ def _stats(values: pd.Series) -> dict[str, float | None]:
 
 def summarize(study: Study, table: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
     """Per variant: runs finished, mean ± sd of each figure; per non-baseline variant: the paired difference of
-    soundscape AUC (chosen epoch) to the baseline (:func:`paired_difference`)."""
+    soundscape AUC to the baseline, at the chosen epoch (``differences``) and at the last (``differences_last``):
+    :func:`paired_difference` where every pair has per-window predictions, :func:`seed_difference` otherwise."""
     rng = np.random.default_rng(seed)
     done = table[table["state"] == "finished"]
     variants = []
@@ -456,32 +495,43 @@ def summarize(study: Study, table: pd.DataFrame, seed: int = 0) -> dict[str, Any
         for key in ("soundscape_auc", "last_soundscape_auc", "val_auc", "minutes"):
             entry[key] = _stats(rows[key]) if key in rows else {"mean": None, "sd": None}
         variants.append(entry)
-    preds = read_predictions(table)
-    diffs = []
-    if preds is not None:
+    differences: dict[str, list[dict[str, Any]]] = {}
+    soundscapes = 0
+    for figure, (key, column) in FIGURES.items():
+        preds = read_predictions(table, column) if column in table else None
+        soundscapes = max(soundscapes, len(preds.groups) if preds is not None else 0)
+        differences[figure] = []
         for v in study.variants:
             if v == study.baseline:
                 continue
-            seeds = [s for s in study.seeds if (v, s) in preds.scores and (study.baseline, s) in preds.scores]
-            if seeds:
-                diffs.append(paired_difference(study, v, preds, seeds, rng))
+            pair = [s for s in study.seeds if ((done["variant"] == v) & (done["seed"] == s)).any()]
+            pair = [s for s in pair if ((done["variant"] == study.baseline) & (done["seed"] == s)).any()]
+            if not pair:
+                continue
+            if preds is not None and all((v, s) in preds.scores and (study.baseline, s) in preds.scores for s in pair):
+                differences[figure].append(paired_difference(study, v, preds, pair, rng))
+            else:
+                differences[figure].append(seed_difference(study, v, done, key, pair, rng))
     return {
         "baseline": study.baseline,
         "command": study.command,
         "config": study.config,
         "variants": variants,
-        "differences": diffs,
+        "differences": differences["chosen"],
+        "differences_last": differences["last"],
         "missing": table.loc[table["state"] != "finished", ["variant", "seed", "state"]].to_dict("records"),
-        "soundscapes": len(preds.groups) if preds is not None else 0,
+        "soundscapes": soundscapes,
     }
 
 
 def summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
     """The summary as one row per variant (what ``summary.csv`` holds and the report shows)."""
     diffs = {d["variant"]: d for d in summary["differences"]}
+    lasts = {d["variant"]: d for d in summary.get("differences_last", [])}
     rows = []
     for e in summary["variants"]:
         d = diffs.get(e["variant"], {})
+        dl = lasts.get(e["variant"], {})
         row = {"variant": e["variant"], "finished": f"{e['finished']}/{e['runs']}"}
         for key in ("soundscape_auc", "last_soundscape_auc", "val_auc", "minutes"):
             row[f"{key}_mean"], row[f"{key}_sd"] = e[key]["mean"], e[key]["sd"]
@@ -491,6 +541,12 @@ def summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
             lo, hi = d.get(k, [None, None])
             row[f"{k}_low"], row[f"{k}_high"] = lo, hi
         row["verdict"] = d.get("verdict", "baseline" if e["variant"] == summary["baseline"] else "")
+        row["diff_last_vs_baseline"] = dl.get("diff_mean")
+        last_ci = dl.get("ci_both", [None, None])
+        if last_ci[0] is None:  # compared over seeds only
+            last_ci = dl.get("ci_seeds", [None, None])
+        row["ci_last_low"], row["ci_last_high"] = last_ci
+        row["verdict_last"] = dl.get("verdict", "")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -521,14 +577,15 @@ def summary_lines(summary: dict[str, Any]) -> Sequence[str]:
     """The summary as aligned text lines (the command's printout)."""
     lines = []
     diffs = {d["variant"]: d for d in summary["differences"]}
+    lasts = {d["variant"]: d for d in summary.get("differences_last", [])}
     for e in summary["variants"]:
         s, last = e["soundscape_auc"], e["last_soundscape_auc"]
         text = f"{e['variant']:>16}  {e['finished']}/{e['runs']} runs  soundscape AUC {_pm(s)}  last {_pm(last)}"
-        d = diffs.get(e["variant"])
-        if d:
-            lo, hi = d["ci_both"]
-            text += f"  Δ {d['diff_mean']:+.4f} [{lo:+.4f}, {hi:+.4f}] {d['verdict']}"
-        elif e["variant"] == summary["baseline"]:
+        for label, d in (("Δ", diffs.get(e["variant"])), ("Δlast", lasts.get(e["variant"]))):
+            if d:
+                lo, hi = d["ci_both"] if d["ci_both"][0] is not None else d["ci_seeds"]
+                text += f"  {label} {d['diff_mean']:+.4f} [{lo:+.4f}, {hi:+.4f}] {d['verdict']}"
+        if e["variant"] == summary["baseline"]:
             text += "  (baseline)"
         lines.append(text)
     return lines

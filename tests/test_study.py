@@ -24,6 +24,8 @@ from birdsed.study import (
     load_study,
     parse_shard,
     parse_study,
+    summarize,
+    summary_lines,
 )
 from tests.conftest import REPO, cli_run, tiny_overrides
 
@@ -144,6 +146,15 @@ def test_study_shards_kill_resume_and_statistics(tiny_root, tmp_path):
         y, p, _ = read_aligned(solution, row["predictions"])
         direct[v, s] = macro_auc(y, p)
         assert row["soundscape_auc"] == pytest.approx(direct[v, s], abs=1e-4)  # what training logged
+    last = {}
+    for (v, s), row in table.iterrows():  # the last epoch's predictions, as the history logged them
+        y, p, _ = read_aligned(solution, row["predictions_last"])
+        last[v, s] = macro_auc(y, p)
+        assert row["last_soundscape_auc"] == pytest.approx(last[v, s], abs=1e-4)
+    last_diffs = np.array([last["nomix", s] - last["base", s] for s in (0, 1)])
+    (dl,) = summary["differences_last"]
+    assert dl["basis"] == "seeds and soundscapes"
+    assert dl["diff_mean"] == pytest.approx(last_diffs.mean(), abs=1e-9)
     diffs = np.array([direct["nomix", s] - direct["base", s] for s in (0, 1)])
     (d,) = summary["differences"]
     assert d["variant"] == "nomix" and d["seeds"] == [0, 1]
@@ -173,3 +184,23 @@ def test_study_shards_kill_resume_and_statistics(tiny_root, tmp_path):
     other.write_text(study_file.read_text().replace("bootstrap: 400", "bootstrap: 500"))
     refused = cli_run(["study", other, "--out", out, "--resume"])
     assert refused.returncode == 1 and "holds another study" in refused.stderr
+
+
+def test_runs_without_window_predictions_are_compared_over_seeds_only():
+    study = parse_study({"config": CONFIG, "variants": {"a": {}, "b": {}}, "seeds": [0, 1, 2], "bootstrap": 200}, "s")
+    auc = {("a", 0): 0.60, ("b", 0): 0.65, ("a", 1): 0.62, ("b", 1): 0.61, ("a", 2): 0.58, ("b", 2): 0.66}
+    table = pd.DataFrame(
+        [
+            {"variant": v, "seed": s, "state": "finished", "soundscape_auc": x, "last_soundscape_auc": x + 0.01,
+             "val_auc": 1.0, "minutes": 1.0, "predictions": "", "predictions_last": ""}
+            for (v, s), x in auc.items()
+        ]
+    )  # fmt: skip
+    summary = summarize(study, table)
+    (d,) = summary["differences"]
+    per_seed = [0.05, -0.01, 0.08]
+    assert d["basis"] == "seeds only" and d["ci_both"] == [None, None]
+    assert d["diff_per_seed"] == pytest.approx(per_seed) and d["diff_mean"] == pytest.approx(np.mean(per_seed))
+    assert min(per_seed) - 1e-9 <= d["ci_seeds"][0] <= d["ci_seeds"][1] <= max(per_seed) + 1e-9
+    assert summary["differences_last"][0]["diff_mean"] == pytest.approx(np.mean(per_seed))
+    assert "Δlast" in "\n".join(summary_lines(summary))
