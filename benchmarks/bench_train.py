@@ -4,7 +4,12 @@ Both paths run the identical computation (front-end, SpecAugment, MixUp, SED mod
 gradient clipping) over the same pre-made batches held in memory, so the ratio is Lightning's own overhead.
 A third figure times the full data path (cache crops through DataLoader workers) on the synthetic set.
 
-Usage: python benchmarks/bench_train.py [--config configs/effnet_b0_sed.yaml] [--steps 12] [--batch 32]
+``--speed`` instead compares samples/s of the bare training step across ways to make it faster on the CPU
+(issue 13): backbone (efficientnet_b0 / resnet18 at the CPU recipes' shapes), channels_last off, ``torch.compile``,
+and bf16 autocast where the CPU has bf16 units (skipped, and said so, where it has none). Variants run in turns,
+twice, so a shared machine's drift hits all alike; the ratio is against the reference recipe's step.
+
+Usage: python benchmarks/bench_train.py [--config configs/effnet_b0_sed.yaml] [--steps 12] [--batch 32] [--speed]
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from birdsed.augment import mixup, spec_augment
 from birdsed.config import load_config
-from birdsed.train import SEDModule, trainer_kwargs
+from birdsed.train import SEDModule, cpu_has_bf16, trainer_kwargs
 
 
 class Batches(Dataset):
@@ -51,7 +56,11 @@ def main() -> None:
     ap.add_argument("--config", default="configs/effnet_b0_sed.yaml")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--speed", action="store_true", help="compare ways to speed up the training step")
     args = ap.parse_args()
+    if args.speed:
+        speed(args)
+        return
     cfg = load_config(args.config, [f"data.batch_size={args.batch}", "train.progress=false"])
     n_classes = 25
     print(
@@ -112,6 +121,70 @@ def main() -> None:
     print(f"bare PyTorch step: {bare_s * 1000:.0f} ms ({args.batch / bare_s:.1f} samples/s)")
     print(f"Lightning step:    {light_s * 1000:.0f} ms ({args.batch / light_s:.1f} samples/s)")
     print(f"lightning_over_bare={light_s / bare_s:.2f}x (goal <= 1.2x)")
+
+
+def _step_times(cfg, batches, compiled: bool, bf16: bool) -> list[float]:
+    """Seconds per bare training step (front-end, SpecAugment, MixUp, model, loss, clipping, AdamW), warm-up
+    (and compilation) left out."""
+    L.seed_everything(0, verbose=False)
+    module = SEDModule(cfg, [str(i) for i in range(batches[0]["target"].shape[1])]).train()
+    model = module.model
+    forward = torch.compile(model.forward_mel) if compiled else model.forward_mel
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    times = []
+    for b in batches:
+        t = time.perf_counter()
+        wave, y, w = mixup(b["wave"], b["target"], b["weight"], cfg.augment)
+        mel = spec_augment(model.frontend(wave), cfg.augment)
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            out = forward(mel)
+        loss = module.loss_fn(out["clip_logits"].float(), y, w)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.train.grad_clip)
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return times[3:]
+
+
+def speed(args) -> None:
+    base = load_config(args.config, [f"data.batch_size={args.batch}", "train.progress=false"])
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, bf16 units: {cpu_has_bf16()}"
+    )
+    print(f"shapes: {base.audio.n_mels} mels x {base.frames_per_crop} frames, batch {args.batch}, 25 classes")
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        {
+            "wave": torch.randn(args.batch, base.crop_samples, generator=g) * 0.1,
+            "target": (torch.rand(args.batch, 25, generator=g) > 0.9).float(),
+            "weight": torch.ones(args.batch),
+        }
+        for _ in range(args.steps)
+    ]
+    variants = {  # name: (overrides, compiled, bf16)
+        "efficientnet_b0 (reference)": ([], False, False),
+        "efficientnet_b0, no channels_last": (["model.channels_last=false"], False, False),
+        "efficientnet_b0, torch.compile": ([], True, False),
+        "resnet18": (["model.backbone=resnet18"], False, False),
+        "resnet18, torch.compile": (["model.backbone=resnet18"], True, False),
+    }
+    if cpu_has_bf16():
+        variants["efficientnet_b0, bf16 autocast"] = ([], False, True)
+        variants["resnet18, bf16 autocast"] = (["model.backbone=resnet18"], False, True)
+    else:
+        print("bf16 autocast: not measured (no AVX512-BF16/AMX here; emulated bf16 is slower, birdsed trains in 32)")
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(2):
+        for name, (over, compiled, bf16) in variants.items():
+            cfg = load_config(args.config, [f"data.batch_size={args.batch}", "train.progress=false", *over])
+            times[name] += _step_times(cfg, batches, compiled, bf16)
+    ref = statistics.median(times["efficientnet_b0 (reference)"])
+    print(f"median of {len(times['efficientnet_b0 (reference)'])} steps each; ratio = samples/s over the reference")
+    for name, t in times.items():
+        m = statistics.median(t)
+        print(f"{name:38s} {m * 1000:7.0f} ms/step {args.batch / m:6.1f} samples/s  {ref / m:.2f}x")
 
 
 if __name__ == "__main__":

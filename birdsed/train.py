@@ -354,12 +354,29 @@ class LoaderSpectrogram:
         return np.ascontiguousarray(mel, dtype=np.float32)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is emulated, slower."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def _on_cpu(cfg: Config) -> bool:
+    return cfg.train.accelerator == "cpu" or (cfg.train.accelerator == "auto" and not torch.cuda.is_available())
+
+
 def trainer_kwargs(cfg: Config) -> dict:
-    """Lightning Trainer arguments from ``train.*`` (precision auto: bf16-mixed on CUDA, 32 on the CPU)."""
+    """Lightning Trainer arguments from ``train.*``.
+
+    Precision ``auto`` is bf16-mixed on CUDA and 32 on the CPU (numbers that do not depend on the machine). An
+    explicit ``bf16-mixed`` on a CPU without bf16 units (where autocast would be emulated and slower) trains in 32
+    instead, with a warning; run.json records the precision used.
+    """
     t = cfg.train
     precision = t.precision
     if precision == "auto":
         precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    elif precision == "bf16-mixed" and _on_cpu(cfg) and not cpu_has_bf16():
+        log.warning("train.precision=bf16-mixed: this CPU has no bf16 units (AVX512-BF16/AMX); training in 32-bit")
+        precision = "32-true"
     devices: int | str = int(t.devices) if t.devices.isdigit() else t.devices
     return {
         "accelerator": t.accelerator,

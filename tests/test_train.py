@@ -135,3 +135,16 @@ def test_mlflow_tracking_to_a_local_store(tiny_root, tmp_path):
     exp = client.get_experiment_by_name("birdsed")
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1 and "val_auc" in runs[0].data.metrics and runs[0].info.run_name == "mltest"
+
+
+def test_bf16_on_a_cpu_without_bf16_units_falls_back_to_32_with_a_warning(monkeypatch, caplog):
+    import birdsed.train as train
+
+    cfg = load_config(None, ["train.precision=bf16-mixed", "train.accelerator=cpu"])
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="birdsed.train"):
+        assert train.trainer_kwargs(cfg)["precision"] == "32-true"
+    assert "no bf16 units" in caplog.text
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    assert train.trainer_kwargs(cfg)["precision"] == "bf16-mixed"
+    assert train.trainer_kwargs(load_config(None, ["train.accelerator=cpu"]))["precision"] == "32-true"  # auto
