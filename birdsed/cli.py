@@ -235,17 +235,30 @@ def cmd_score(args: argparse.Namespace) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> str:
+    import tempfile
+
+    from birdsed import tracking
     from birdsed.report import gather
     from birdsed.report_html import write_report
 
     check_file_output(args.out, (args.solution, *(args.submission or []), *(args.teacher or [])))
     if args.screenshot:
         check_file_output(args.screenshot, (args.out,))
-    report = gather(args.runs, args.submission or [], args.solution, args.threshold, args.teacher or [])
-    out = write_report(report, args.out, args.screenshot)
+    if args.mlflow_run and not args.mlflow_uri:
+        raise BirdsedError("--mlflow-run needs --mlflow-uri (the tracking store, e.g. sqlite:///mlflow.db)")
+    with tempfile.TemporaryDirectory(prefix="birdsed-mlflow-") as tmp:
+        named = []  # runs read back from the MLflow store, each as a local folder of its logged files
+        for run_id in args.mlflow_run or []:
+            named += tracking.download_run(args.mlflow_uri, run_id, Path(tmp) / run_id)[1]
+        report = gather(args.runs, args.submission or [], args.solution, args.threshold, args.teacher or [], named)
+        out = write_report(report, args.out, args.screenshot)
     print(f"numbers: {out.with_suffix('.json')}")
     if args.screenshot:
         print(f"screenshot: {args.screenshot}")
+    if args.mlflow_run:  # the report goes back to the store, beside the last run it reads
+        files = [out, out.with_suffix(".json"), *([args.screenshot] if args.screenshot else [])]
+        tracking.log_report(args.mlflow_uri, args.mlflow_run[-1], files)
+        print(f"logged to MLflow run {args.mlflow_run[-1]} under report/")
     figure = ""
     if report.entries and report.entries[-1].evals:
         last = report.entries[-1]
@@ -399,6 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_unit, default=0.5, help="threshold of accuracy/precision/recall/F1")
     p.add_argument("--out", required=True, type=Path, help="the HTML file; its numbers go beside it as .json")
     p.add_argument("--screenshot", type=Path, help="also render the page to this PNG with headless Chromium")
+    p.add_argument("--mlflow-uri", help="an MLflow tracking store to read --mlflow-run runs from")
+    p.add_argument(
+        "--mlflow-run",
+        action="append",
+        help="an MLflow run id (a training run, or a pseudo folder's run: its rounds); the report is logged to the "
+        "last one",
+    )
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -245,8 +245,9 @@ class AgileConfig:
 class TrackingConfig:
     """Experiment tracking beyond the CSV log every run writes."""
 
-    mlflow_uri: str = ""  # e.g. file:./mlruns or sqlite:///mlflow.db; empty: no MLflow
+    mlflow_uri: str = ""  # e.g. sqlite:///mlflow.db (no server) or http://host:5000; empty: no MLflow
     experiment: str = "birdsed"
+    parent_run: str = ""  # an MLflow run id to nest this run under (birdsed pseudo sets it for its rounds)
 
 
 def solution_path(root: str | Path, solution: str, strict: bool = False) -> Path | None:

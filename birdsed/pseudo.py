@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from birdsed import tracking
 from birdsed.cache import WaveStore
 from birdsed.config import Config, save_config
 from birdsed.data import BirdCLEFData, load_birdclef
@@ -414,6 +415,12 @@ def run_pseudo(
     ensure_cache(cfg, data, soundscapes=cfg.solution_path is not None)
     open_run_dir(root, overwrite, resume, kind="pseudo")
     save_config(cfg, root / "config.yaml")
+    parent = ""
+    if cfg.tracking.mlflow_uri:  # the folder's MLflow run; every round's training run is nested under it
+        tr = cfg.tracking
+        parent = tracking.start_run(tr.mlflow_uri, tr.experiment, root, cfg.name, "pseudo", tr.parent_run)
+        cfg = copy.deepcopy(cfg)
+        cfg.tracking.parent_run = parent
     rows_path = root / "rounds.csv"
     rows = pd.read_csv(rows_path).to_dict("records") if resume and rows_path.is_file() else []
 
@@ -438,9 +445,29 @@ def run_pseudo(
         rows = [row for row in rows if row["round"] < r] + this.rows
         with atomic_path(rows_path) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
+        if parent:
+            _track_round(cfg, parent, r, this)
         atomic_write(rdir / "DONE", json.dumps({"models": this.models, "control_models": this.control_models}))
         prev = this
+    if parent:
+        tracking.log_run_files(cfg.tracking.mlflow_uri, parent, root)
+        tracking.finish_run(cfg.tracking.mlflow_uri, parent)
     return PseudoSummary(root, pd.DataFrame(rows))
+
+
+def _track_round(cfg: Config, parent: str, r: int, this: Round) -> None:
+    """Round r's figures on the folder's MLflow run (step r, per kind), and its pseudo-chunk counts on each of its
+    nested training runs."""
+    uri = cfg.tracking.mlflow_uri
+    for row in this.rows:
+        kind = row["kind"]
+        figures = {f"{kind}_{k}": row.get(k) for k in ("val_auc", "soundscape_auc", "kept_chunks", "pseudo_chunks")}
+        tracking.log_metrics(uri, parent, figures, step=r)
+        for run_dir in str(row.get("run_dir") or "").split(";"):
+            record = Path(run_dir) / tracking.RUN_ID_FILE
+            if record.is_file():
+                counts = {k: row.get(k) for k in ("kept_chunks", "pseudo_chunks")}
+                tracking.log_metrics(uri, json.loads(record.read_text())["run_id"], counts, step=r)
 
 
 def rounds_table(df: pd.DataFrame) -> str:

@@ -310,6 +310,7 @@ def gather(
     solution: str | Path | None = None,
     threshold: float = 0.5,
     teachers: list[str | Path] = (),
+    named: list[tuple[str, Path]] = (),
 ) -> Report:
     """Collect every entry of a report.
 
@@ -318,6 +319,7 @@ def gather(
             (``study.json``: shown as their summary, not run by run), in column order.
         submissions: submission CSVs scored against `solution`, added after the runs.
         teachers: teacher CSVs (``birdsed teacher``; NaN = no opinion) scored against `solution`, added last.
+        named: (entry name, run folder) pairs added after `paths` (runs read back from an MLflow store).
         solution: labelled soundscapes (``test_solution.csv``); runs default to the one their config names.
         threshold: the threshold of accuracy/precision/recall/F1.
 
@@ -349,6 +351,7 @@ def gather(
             raise ReportError(
                 f"{p}: not a run folder (metrics.json), pseudo-label folder (rounds.csv) or study folder (study.json)"
             )
+    entries += [run_entry(Path(p), name, "run", sol, threshold) for name, p in named]
     for s in map(Path, submissions):
         entry = Entry(s.stem, "submission", s)
         entry.evals["soundscape"] = _soundscape(s, sol, threshold)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
+from birdsed import tracking
 from birdsed.audio import MelFrontend
 from birdsed.augment import loader_spec_transform, mixup, spec_augment
 from birdsed.averaging import averaging_callback
@@ -449,12 +450,10 @@ def fit(
     if resume and not last.is_file():
         log.warning("%s: no finished epoch to resume from; training starts at epoch 0", run_dir)
     loggers: list = [L.pytorch.loggers.CSVLogger(str(run_dir), name="logs")]  # a version_N per (re)start
-    if cfg.tracking.mlflow_uri:
-        loggers.append(
-            L.pytorch.loggers.MLFlowLogger(
-                experiment_name=cfg.tracking.experiment, tracking_uri=cfg.tracking.mlflow_uri, run_name=cfg.name
-            )
-        )
+    tr, mlflow_run = cfg.tracking, ""
+    if tr.mlflow_uri:  # one MLflow run per run folder, continued on resume
+        mlflow_run = tracking.start_run(tr.mlflow_uri, tr.experiment, run_dir, cfg.name, "train", tr.parent_run)
+        loggers.append(tracking.lightning_logger(tr.mlflow_uri, tr.experiment, mlflow_run))
     kwargs = trainer_kwargs(cfg)
     if not dm.val_roles:
         kwargs["limit_val_batches"] = 0
@@ -466,4 +465,6 @@ def fit(
     with warnings.catch_warnings():  # Lightning's own use of a torch API torch deprecated: nothing a user can act on
         warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=False)  # our own file, written by this run
+    if mlflow_run and trainer.is_global_zero:
+        tracking.log_run_files(tr.mlflow_uri, mlflow_run, run_dir)
     return recorder.summary()
