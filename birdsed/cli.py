@@ -250,7 +250,16 @@ def cmd_report(args: argparse.Namespace) -> str:
         named = []  # runs read back from the MLflow store, each as a local folder of its logged files
         for run_id in args.mlflow_run or []:
             named += tracking.download_run(args.mlflow_uri, run_id, Path(tmp) / run_id)[1]
-        report = gather(args.runs, args.submission or [], args.solution, args.threshold, args.teacher or [], named)
+        report = gather(
+            args.runs,
+            args.submission or [],
+            args.solution,
+            args.threshold,
+            args.teacher or [],
+            named,
+            args.listen,
+            args.listen_class or [],
+        )
         out = write_report(report, args.out, args.screenshot)
     print(f"numbers: {out.with_suffix('.json')}")
     if args.screenshot:
@@ -412,6 +421,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_unit, default=0.5, help="threshold of accuracy/precision/recall/F1")
     p.add_argument("--out", required=True, type=Path, help="the HTML file; its numbers go beside it as .json")
     p.add_argument("--screenshot", type=Path, help="also render the page to this PNG with headless Chromium")
+    p.add_argument(
+        "--listen",
+        type=int,
+        default=0,
+        metavar="N",
+        help="for the last entry: N top false positives and N missed positives of its 3 worst classes, with audio",
+    )
+    p.add_argument("--listen-class", action="append", help="also listen to this class (implies --listen 3)")
     p.add_argument("--mlflow-uri", help="an MLflow tracking store to read --mlflow-run runs from")
     p.add_argument(
         "--mlflow-run",

@@ -23,6 +23,7 @@ import yaml
 from birdsed.config import solution_path
 from birdsed.data import BirdCLEFData, DataError, load_birdclef
 from birdsed.errors import BirdsedError
+from birdsed.listen import Window, listen
 from birdsed.metrics import Score, json_safe, read_aligned, score_arrays
 from birdsed.study import MARKER as STUDY_MARKER
 from birdsed.study import read_study_dir
@@ -91,6 +92,15 @@ class StudyView:
 
 
 @dataclass
+class Listening:
+    """The windows of one entry worth listening to (:mod:`birdsed.listen`)."""
+
+    entry: str
+    windows: list[Window]
+    frames: bool  # whether the SED head's frame-level output is drawn (a run folder with a checkpoint)
+
+
+@dataclass
 class Report:
     """Everything the page shows."""
 
@@ -100,6 +110,7 @@ class Report:
     threshold: float
     solution: Path | None
     studies: list[StudyView] = field(default_factory=list)
+    listening: Listening | None = None
 
     def config_differences(self) -> dict[str, dict[str, Any]]:
         """Resolved config keys whose values differ between the entries that have a config: key → {entry: value}."""
@@ -311,6 +322,8 @@ def gather(
     threshold: float = 0.5,
     teachers: list[str | Path] = (),
     named: list[tuple[str, Path]] = (),
+    listen_windows: int = 0,
+    listen_classes: list[str] = (),
 ) -> Report:
     """Collect every entry of a report.
 
@@ -320,6 +333,8 @@ def gather(
         submissions: submission CSVs scored against `solution`, added after the runs.
         teachers: teacher CSVs (``birdsed teacher``; NaN = no opinion) scored against `solution`, added last.
         named: (entry name, run folder) pairs added after `paths` (runs read back from an MLflow store).
+        listen_windows: > 0: for the last entry scored on soundscapes, this many false positives and missed
+            positives per class (the 3 worst classes and `listen_classes`) with audio (:mod:`birdsed.listen`).
         solution: labelled soundscapes (``test_solution.csv``); runs default to the one their config names.
         threshold: the threshold of accuracy/precision/recall/F1.
 
@@ -363,7 +378,25 @@ def gather(
     for i, e in enumerate(entries):  # two entries may share a folder name
         if names.count(e.name) > 1:
             e.name = f"{e.name} [{i + 1}]"
-    return Report(entries, rounds, class_table(entries, sol), threshold, sol, studies)
+    report = Report(entries, rounds, class_table(entries, sol), threshold, sol, studies)
+    if listen_windows or listen_classes:
+        report.listening = _listening(entries, sol, listen_windows or 3, list(listen_classes))
+    return report
+
+
+def _listening(entries: list[Entry], solution: Path | None, n: int, named: list[str]) -> Listening:
+    """:func:`birdsed.listen.listen` for the last entry scored on labelled soundscapes."""
+    focus = next((e for e in reversed(entries) if "soundscape" in e.evals), None)
+    if focus is None:
+        raise ReportError("--listen needs an entry scored on labelled soundscapes")
+    sol = solution or _run_solution(focus.config)
+    if sol is None:
+        raise ReportError("--listen: no solution to find the soundscapes by; pass --solution")
+    row_ids = pd.read_csv(sol, usecols=["row_id"], dtype=str)["row_id"].tolist()
+    ev = focus.evals["soundscape"]
+    ckpt = focus.path / "best.pt" if focus.path.is_dir() and (focus.path / "best.pt").is_file() else None
+    windows = listen(ev.y_true, ev.y_score, ev.classes, row_ids, sol.parent / "test_soundscapes", ckpt, n, named)
+    return Listening(focus.name, windows, ckpt is not None)
 
 
 def calibration_bins(y_true: np.ndarray, y_score: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
@@ -417,6 +450,15 @@ def to_json(report: Report) -> dict[str, Any]:
             "classes": report.classes.reset_index().to_dict("records"),
             "config_differences": report.config_differences(),
             "pseudo_rounds": [{"name": r.name, "rows": r.table.to_dict("records")} for r in report.rounds],
+            "listening": None
+            if report.listening is None
+            else {
+                "entry": report.listening.entry,
+                "windows": [
+                    {"class": w.cls, "kind": w.kind, "row_id": w.row_id, "score": w.score}
+                    for w in report.listening.windows
+                ],
+            },
             "studies": [
                 {"name": st.name, "path": str(st.path), "runs": st.table.to_dict("records"), "summary": st.summary}
                 for st in report.studies

@@ -26,8 +26,9 @@ import pandas as pd
 from markupsafe import Markup, escape
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from birdsed.listen import Window, describe, page_megabytes
 from birdsed.outputs import atomic_write, check_file_output
-from birdsed.report import EVALUATIONS, TITLES, Evaluation, Report, ReportError, StudyView, to_json
+from birdsed.report import EVALUATIONS, TITLES, Evaluation, Listening, Report, ReportError, StudyView, to_json
 from birdsed.study import summary_frame
 
 GRID = np.linspace(0, 1, 201)
@@ -75,8 +76,18 @@ class Table:
 
 
 @dataclass
+class Clip:
+    """A window to listen to: its picture (spectrogram, frame-level output), caption and audio (data URIs)."""
+
+    alt: str
+    image: str
+    caption: str
+    audio: str
+
+
+@dataclass
 class Section:
-    """One ``<h2>`` part of the page: a paragraph, images (alt, data URI), tables and a folded-away table."""
+    """One ``<h2>`` part of the page: a paragraph, images (alt, data URI), clips, tables and a folded-away table."""
 
     title: str
     text: str = ""
@@ -84,6 +95,7 @@ class Section:
     images: list[tuple[str, str]] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     details: tuple[str, Table] | None = None
+    clips: list[Clip] = field(default_factory=list)
 
 
 def _cell(v: Any, extra: str = "") -> Cell:
@@ -276,6 +288,35 @@ def plot_study(study: StudyView) -> str:
     return _png(fig)
 
 
+def plot_window(w: Window) -> str:
+    """The window's log-mel spectrogram with the SED head's frame-level probability of its class drawn over it."""
+    fig, ax = plt.subplots(figsize=(4.6, 2.3))
+    ax.imshow(w.mel, origin="lower", aspect="auto", cmap="magma", extent=(0, w.seconds, 0, w.mel.shape[0]))
+    ax.set(xlabel="seconds", ylabel="mel bin")
+    if w.frames is not None:
+        twin = ax.twinx()
+        t = (np.arange(len(w.frames)) + 0.5) * w.seconds / len(w.frames)
+        twin.plot(t, w.frames, color="cyan", lw=2)
+        twin.set(ylim=(0, 1.02), ylabel=f"p({w.cls}) per frame")
+    ax.set_title(f"{w.kind}: {w.cls}, score {w.score:.3f}", fontsize=9)
+    return _png(fig)
+
+
+def _listening_section(listening: Listening) -> Section:
+    clips = [Clip(f"{w.kind} {w.cls}", plot_window(w), describe(w), w.audio) for w in listening.windows]
+    what = (
+        "with the SED head's frame-level output for the class (cyan) over the spectrogram"
+        if listening.frames
+        else ("(no checkpoint for this entry: spectrogram only)")
+    )
+    return Section(
+        f"Listening: {listening.entry}",
+        f"The worst classes' top false positives and missed positives on the labelled soundscapes, {what}. "
+        f"{len(clips)} windows, {page_megabytes(listening.windows):.1f} MB of audio.",
+        clips=clips,
+    )
+
+
 def _study_section(study: StudyView) -> Section:
     s = study.summary
     missing = ", ".join(f"{m['variant']} seed {m['seed']} ({m['state']})" for m in s["missing"]) or "none"
@@ -365,6 +406,8 @@ td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f4f4f
 td.n{text-align:right;font-variant-numeric:tabular-nums}tr>th:first-child{white-space:nowrap}
 td.best{font-weight:bold;background:#e8f5e9}.wide{overflow-x:auto}.muted{color:#666;font-size:13px}
 table.sortable th{cursor:pointer}img{max-width:100%}
+figure.clip{display:inline-block;margin:6px;vertical-align:top;width:420px}figure.clip img{width:100%}
+figure.clip figcaption{font-size:12px;color:#444}figure.clip audio{width:100%}
 """
 SORT_JS = """
 document.querySelectorAll('table.sortable th').forEach(function(th){th.addEventListener('click',function(){
@@ -373,6 +416,8 @@ up=th.dataset.dir!=='up';th.dataset.dir=up?'up':'down';
 var v=function(r){var s=r.children[i].textContent,n=parseFloat(s);return isNaN(n)?(s==='–'?Infinity:s):n;};
 Array.from(b.rows).sort(function(x,y){var a=v(x),c=v(y);return (a<c?-1:a>c?1:0)*(up?1:-1);})
 .forEach(function(r){b.appendChild(r);});});});
+document.querySelectorAll('audio').forEach(function(a){var f=function(){a.dataset.duration=a.duration;};
+if(a.readyState>0){f();}a.addEventListener('loadedmetadata',f);});
 """
 
 
@@ -419,6 +464,8 @@ def sections(report: Report, numbers: dict[str, Any]) -> list[Section]:
             Section(f"Pseudo-label rounds: {pr.name}", images=[("rounds", img)], tables=[_frame_table(pr.table)])
         )
     out += [_per_class(report, k) for k in keys]
+    if report.listening is not None:
+        out.append(_listening_section(report.listening))
     out.append(_config_diff(report))
     return out
 
@@ -438,7 +485,8 @@ def render_html(report: Report, numbers: dict[str, Any]) -> str:
 
 def page_height(page: str) -> int:
     """A screenshot height in pixels that holds the whole page: its images and table rows, roughly."""
-    return min(30000, 800 + 560 * page.count("<img") + 26 * page.count("<tr"))
+    clips = page.count("<figure class=clip")  # two to a row, ~300 px a row
+    return min(30000, 800 + 560 * (page.count("<img") - clips) + 160 * clips + 26 * page.count("<tr"))
 
 
 def screenshot_html(page: Path, png: Path, width: int = 1280, height: int | None = None) -> Path:
@@ -460,6 +508,25 @@ def screenshot_html(page: Path, png: Path, width: int = 1280, height: int | None
     if done.returncode != 0 or not png.is_file():
         raise ReportError(f"chromium could not render {page}: {done.stderr.strip()[-500:]}")
     return png
+
+
+def rendered_dom(page: Path, budget_ms: int = 10000) -> str:
+    """The page's DOM after headless Chromium loaded it and ran its scripts (audio metadata included).
+
+    Raises:
+        ReportError: no Chromium on PATH, or it failed.
+    """
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if exe is None:
+        raise ReportError("no chromium on PATH (Debian/Ubuntu: apt-get install chromium)")
+    cmd = [
+        exe, "--headless", "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
+        f"--virtual-time-budget={budget_ms}", "--dump-dom", page.resolve().as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    if done.returncode != 0:
+        raise ReportError(f"chromium could not load {page}: {done.stderr.strip()[-500:]}")
+    return done.stdout
 
 
 def write_report(report: Report, out: str | Path, screenshot: str | Path | None = None) -> Path:

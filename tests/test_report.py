@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from sklearn.metrics import roc_auc_score
 
@@ -154,3 +155,46 @@ def test_chromium_screenshot_shows_the_page(report_inputs, tmp_path):
     assert im.shape[1] == 1280 and im.shape[0] > 3000
     top = im[:1500]
     assert top.std() > 20 and (top < 100).mean() > 0.005  # text and plots drawn, not a blank page
+
+
+def test_listening_picks_the_worst_windows_with_their_audio_and_frames(report_inputs, tmp_path):
+    import base64
+    import io
+    import os
+
+    import soundfile as sf
+
+    from birdsed.listen import LISTEN_RATE
+    from birdsed.models import load_checkpoint
+
+    run_dir, _pseudo, _good, _noisy, solution, _tmp, _ = report_inputs
+    named = pd.read_csv(solution).columns[1]
+    report = gather([run_dir], solution=solution, listen_windows=2, listen_classes=[named])
+    lis = report.listening
+    ev = report.entries[0].evals["soundscape"]
+    row_of = {r: i for i, r in enumerate(pd.read_csv(solution, dtype=str)["row_id"])}
+    model, _cfg, classes = load_checkpoint(run_dir / "best.pt")
+    assert lis.frames and named in {w.cls for w in lis.windows}
+    for w in lis.windows:
+        j, i = classes.index(w.cls), row_of[w.row_id]
+        negatives = ev.y_score[ev.y_true[:, j] == 0, j]
+        positives = ev.y_score[ev.y_true[:, j] == 1, j]
+        if w.kind == "false positive":  # a window without the class, scored among the highest of those
+            assert ev.y_true[i, j] == 0 and w.score >= np.sort(negatives)[-2] - 1e-12
+        else:  # a window with the class, scored among the lowest of those
+            assert ev.y_true[i, j] == 1 and w.score <= np.sort(positives)[min(1, len(positives) - 1)] + 1e-12
+        audio, rate = sf.read(io.BytesIO(base64.b64decode(w.audio.split(",", 1)[1])))
+        assert rate == LISTEN_RATE and abs(len(audio) / rate - 5.0) < 0.05 and np.abs(audio).max() > 0
+        assert w.frames is not None and len(w.frames) == model(torch.zeros(1, 5 * 32000))["frame_logits"].shape[1]
+    page = write_report(report, tmp_path / "listen.html")
+    html = page.read_text()
+    assert html.count("<audio") == len(lis.windows) and "Listening:" in html
+    if shutil.which("chromium") is None:
+        pytest.skip("no chromium on PATH for the browser check")
+    from birdsed.report_html import rendered_dom, screenshot_html
+
+    durations = [float(d) for d in re.findall(r'data-duration="([^"]+)"', rendered_dom(page))]
+    assert len(durations) == len(lis.windows) and all(abs(d - 5.0) < 0.05 for d in durations)  # playable 5-s clips
+    keep = Path(os.environ.get("BIRDSED_TEST_ARTIFACTS", tmp_path))  # CI keeps the screenshot here when set
+    keep.mkdir(parents=True, exist_ok=True)
+    assert screenshot_html(page, keep / "report_listening.png").stat().st_size > 10_000
