@@ -49,6 +49,7 @@ from birdsed.errors import BirdsedError, ConfigError
 from birdsed.infer import split_row_ids
 from birdsed.metrics import read_aligned
 from birdsed.outputs import atomic_path, atomic_write, check_dir_output
+from birdsed.runs import MARKER as RUN_MARKER
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +182,12 @@ def _comparable(cfg: Config) -> dict[str, Any]:
 
 
 def run_state(run_dir: Path, command: str) -> str:
-    """``missing``, ``unfinished`` or ``finished``."""
+    """``missing``, ``started`` (a birdsed folder killed before it wrote its config: made again), ``unfinished``
+    or ``finished``."""
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return "missing"
+    if (run_dir / RUN_MARKER).is_file() and not (run_dir / "config.yaml").is_file():
+        return "started"
     if command == "train":
         path = run_dir / "metrics.json"
         done = path.is_file() and json.loads(path.read_text()).get("finished", False)
@@ -220,15 +224,16 @@ def execute_run(study: Study, variant: str, seed: int, run_dir: str, threads: in
     cfg = study.run_config(variant, seed, threads)
     path = Path(run_dir)
     state = run_state(path, study.command)
-    if state != "missing":
+    if state in ("unfinished", "finished"):
         check_run(path, cfg)
     if state == "finished":
         return state
     log.info("study run %s seed %d → %s", variant, seed, path)
+    resume, overwrite = state == "unfinished", state == "started"
     if study.command == "train":
-        fit(cfg, out=path, resume=state == "unfinished")
+        fit(cfg, out=path, resume=resume, overwrite=overwrite)
     else:
-        run_pseudo(cfg, out=path, resume=state == "unfinished")
+        run_pseudo(cfg, out=path, resume=resume, overwrite=overwrite)
     return run_state(path, study.command)
 
 

@@ -204,3 +204,18 @@ def test_runs_without_window_predictions_are_compared_over_seeds_only():
     assert min(per_seed) - 1e-9 <= d["ci_seeds"][0] <= d["ci_seeds"][1] <= max(per_seed) + 1e-9
     assert summary["differences_last"][0]["diff_mean"] == pytest.approx(np.mean(per_seed))
     assert "Δlast" in "\n".join(summary_lines(summary))
+
+
+def test_run_states(tmp_path):
+    from birdsed.runs import MARKER
+    from birdsed.study import run_state
+
+    run = tmp_path / "run"
+    assert run_state(run, "train") == "missing"
+    run.mkdir()
+    (run / MARKER).write_text("{}")
+    assert run_state(run, "train") == "started"  # killed before its config: made again with --overwrite
+    (run / "config.yaml").write_text("name: x\n")
+    assert run_state(run, "train") == "unfinished"
+    (run / "metrics.json").write_text(json.dumps({"finished": True, "history": []}))
+    assert run_state(run, "train") == "finished"
