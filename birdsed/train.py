@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.utils.data import ConcatDataset, DataLoader
 
 from birdsed import tracking
@@ -451,7 +452,7 @@ def fit(
         log.warning("%s: no finished epoch to resume from; training starts at epoch 0", run_dir)
     loggers: list = [L.pytorch.loggers.CSVLogger(str(run_dir), name="logs")]  # a version_N per (re)start
     tr, mlflow_run = cfg.tracking, ""
-    if tr.mlflow_uri:  # one MLflow run per run folder, continued on resume
+    if tr.mlflow_uri and rank_zero_only.rank == 0:  # one MLflow run per run folder (made once), continued on resume
         mlflow_run = tracking.start_run(tr.mlflow_uri, tr.experiment, run_dir, cfg.name, "train", tr.parent_run)
         loggers.append(tracking.lightning_logger(tr.mlflow_uri, tr.experiment, mlflow_run))
     kwargs = trainer_kwargs(cfg)
