@@ -238,7 +238,10 @@ def execute_run(study: Study, variant: str, seed: int, run_dir: str, threads: in
 
 
 def _run_in_worker(study: Study, variant: str, seed: int, run_dir: str, threads: int) -> str:
-    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [{variant} seed {seed}] %(name)s: %(message)s")
+    """:func:`execute_run` in a pool worker (a worker makes several runs: each names itself in the log)."""
+    logging.basicConfig(level=logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(f"%(levelname)s [{variant} seed {seed}] %(name)s: %(message)s"))
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     return execute_run(study, variant, seed, run_dir, threads)
 
