@@ -62,10 +62,10 @@ def _same_history(a: list[dict], b: list[dict]) -> None:
             assert x.get(key) == pytest.approx(y.get(key), abs=1e-9), (key, x, y)
 
 
-@pytest.mark.parametrize("averaging", ["none", "swa"])
-def test_train_killed_mid_run_resumes_like_an_uninterrupted_run(tiny_root, tmp_path, averaging):
-    # swa over the last 2 of 3 epochs: the average travels in the checkpoint across the kill
-    over = [*_overrides(tiny_root, tmp_path / "cache"), f"train.averaging={averaging}", "train.swa_epochs=2"]
+def test_train_killed_mid_run_resumes_like_an_uninterrupted_run(tiny_root, tmp_path):
+    # with weight averaging (swa over the last 2 of 3 epochs), the hardest case: the average, the raw weights and
+    # the optimiser all travel in the checkpoint across the kill (the pseudo test below resumes without averaging)
+    over = [*_overrides(tiny_root, tmp_path / "cache"), "train.averaging=swa", "train.swa_epochs=2"]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     assert cli_run(["train", CONFIG, *over, "--out", ref]).returncode == 0
     _kill_when(["train", CONFIG, *over, "--out", killed], killed / "metrics.json", epochs=1)

@@ -11,20 +11,18 @@ import pytest
 
 from birdsed.report import gather
 from birdsed.tracking import RUN_ID_FILE
-from birdsed.train import fit
-from tests.conftest import REPO, cli_run, tiny_cfg, tiny_overrides
+from tests.conftest import REPO, cli_run, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
 
-def test_pseudo_rounds_nest_and_the_report_reads_the_store(tiny_root, tmp_path):
+def test_pseudo_rounds_nest_and_the_report_reads_the_store(trained_run, tiny_root, tmp_path):
     mlflow = pytest.importorskip("mlflow")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     track = [f"tracking.mlflow_uri={uri}", "tracking.experiment=t"]
-    cfg = tiny_cfg(tiny_root, tmp_path / "c", "train.epochs=1", "name=base", *track)
-    fit(cfg, out=tmp_path / "base")
+    cfg, _, base = trained_run
     over = [
-        f"pseudo.init_checkpoints=[{tmp_path / 'base'}]",
+        f"pseudo.init_checkpoints=[{base}]",
         "pseudo.rounds=1",
         "pseudo.epochs=1",
         "pseudo.min_max_prob=0.05",
@@ -32,7 +30,7 @@ def test_pseudo_rounds_nest_and_the_report_reads_the_store(tiny_root, tmp_path):
         "name=chain",
         *track,
     ]
-    tiny = tiny_overrides(tiny_root, tmp_path / "c")
+    tiny = tiny_overrides(tiny_root, cfg.cache_path)
     done = cli_run(["pseudo", REPO / "configs" / "demo.yaml", *tiny, *over, "--out", tmp_path / "p"])
     assert done.returncode == 0, done.stderr[-2000:]
 

@@ -135,6 +135,9 @@ def test_mlflow_tracking_to_a_local_store(tiny_root, tmp_path):
     exp = client.get_experiment_by_name("birdsed")
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1 and "val_auc" in runs[0].data.metrics and runs[0].info.run_name == "mltest"
+    logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "run")}
+    assert {"run/config.yaml", "run/metrics.json", "run/soundscape_preds.csv"} <= logged  # enough for a report
+    assert json.loads((tmp_path / "run" / "mlflow.json").read_text())["run_id"] == runs[0].info.run_id
 
 
 def test_bf16_on_a_cpu_without_bf16_units_falls_back_to_32_with_a_warning(monkeypatch, caplog):
