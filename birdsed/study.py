@@ -21,7 +21,8 @@ OUT on a shared file system), and any process of the study writes the tables fro
 
 ``study.csv`` lists every run; ``summary.json``/``summary.csv`` give mean ± sd per variant and the paired difference
 to the baseline with bootstrap intervals: over seeds (which seeds were drawn), over soundscapes (which labelled
-soundscapes were drawn, the seeds fixed) and over both at once, the interval a verdict is read from. Both the epoch
+soundscapes were drawn, the seeds fixed) and over both at once, the interval a verdict (given from 3 paired seeds on) is
+read from. Both the epoch
 each run chose (by held-out clips) and its last epoch are compared; runs without the last epoch's per-window
 predictions (made before ``soundscape_preds_last.csv`` existed) are compared over seeds only.
 """
@@ -445,12 +446,17 @@ def paired_difference(
         "ci_seeds": _interval(by_seed),
         "ci_soundscapes": _interval(np.array(by_sound)),
         "ci_both": both,
-        "verdict": _verdict(both),
+        "verdict": _verdict(both, len(seeds)),
         "basis": "seeds and soundscapes",
     }
 
 
-def _verdict(interval: list[float | None]) -> str:
+MIN_SEEDS = 3  # fewer paired seeds give intervals but no verdict: one run's noise here is as large as the effects
+
+
+def _verdict(interval: list[float | None], seeds: int) -> str:
+    if seeds < MIN_SEEDS:
+        return f"needs ≥ {MIN_SEEDS} seeds"
     lo, hi = interval
     if lo is not None and lo > 0:
         return "helps"
@@ -477,7 +483,7 @@ def seed_difference(
         "ci_seeds": ci,
         "ci_soundscapes": [None, None],
         "ci_both": [None, None],
-        "verdict": _verdict(ci),
+        "verdict": _verdict(ci, len(seeds)),
         "basis": "seeds only",
     }
 
