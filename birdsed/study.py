@@ -21,10 +21,10 @@ OUT on a shared file system), and any process of the study writes the tables fro
 
 ``study.csv`` lists every run; ``summary.json``/``summary.csv`` give mean ± sd per variant and the paired difference
 to the baseline with bootstrap intervals: over seeds (which seeds were drawn), over soundscapes (which labelled
-soundscapes were drawn, the seeds fixed) and over both at once, the interval a verdict (given from 3 paired seeds on) is
-read from. Both the epoch
-each run chose (by held-out clips) and its last epoch are compared; runs without the last epoch's per-window
-predictions (made before ``soundscape_preds_last.csv`` existed) are compared over seeds only.
+soundscapes were drawn, the seeds fixed) and over both at once, the interval a verdict (given from 3 paired seeds
+on) is read from. Both the epoch each run chose (by held-out clips) and its last epoch are compared; runs without
+the last epoch's per-window predictions (made before ``soundscape_preds_last.csv`` existed) are compared over seeds
+only.
 """
 
 from __future__ import annotations
