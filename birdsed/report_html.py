@@ -441,7 +441,7 @@ def sections(report: Report, numbers: dict[str, Any]) -> list[Section]:
             for e in report.entries
         ],
     )
-    out = [Section("Entries", tables=[entries])]
+    out = [Section("Entries", tables=[entries])] if report.entries else []
     out += [_study_section(st) for st in report.studies]
     keys = [k for k in EVALUATIONS if any(k in e.evals for e in report.entries)]
     if keys:
