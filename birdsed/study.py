@@ -420,9 +420,8 @@ def paired_difference(
     base, var = study.baseline, variant
     a = np.stack([preds.scores[(var, s)] for s in seeds])  # (S, N, C)
     b = np.stack([preds.scores[(base, s)] for s in seeds])
-    every = np.arange(len(preds.y))
     diff_of = np.array([fast_macro_auc(preds.y, a[i]) - fast_macro_auc(preds.y, b[i]) for i in range(len(seeds))])
-    by_seed = np.array([diff_of[rng.integers(0, len(seeds), len(seeds))].mean() for _ in range(study.bootstrap)])
+    ci_seeds = _seed_interval(diff_of, study.bootstrap, rng)
 
     def on_rows(rows: np.ndarray, pick: np.ndarray) -> float:
         y = preds.y[rows]
@@ -435,19 +434,38 @@ def paired_difference(
         rows = np.concatenate([preds.groups[g] for g in rng.integers(0, len(preds.groups), len(preds.groups))])
         by_sound.append(on_rows(rows, all_seeds))
         by_both.append(on_rows(rows, rng.integers(0, len(seeds), len(seeds))))
-    assert np.allclose(on_rows(every, all_seeds), diff_of.mean())
     both = _interval(np.array(by_both))
+    return _record(var, seeds, diff_of, ci_seeds, _interval(np.array(by_sound)), both, both, "seeds and soundscapes")
+
+
+def _seed_interval(diff_of: np.ndarray, n: int, rng: np.random.Generator) -> list[float | None]:
+    """95 % interval of the mean paired difference when the seeds are resampled `n` times."""
+    k = len(diff_of)
+    return _interval(np.array([diff_of[rng.integers(0, k, k)].mean() for _ in range(n)]))
+
+
+def _record(
+    variant: str,
+    seeds: list[int],
+    diff_of: np.ndarray,
+    ci_seeds: list[float | None],
+    ci_soundscapes: list[float | None],
+    ci_both: list[float | None],
+    judged: list[float | None],
+    basis: str,
+) -> dict[str, Any]:
+    """One paired comparison as summary.json holds it; the verdict reads the `judged` interval."""
     return {
-        "variant": var,
+        "variant": variant,
         "seeds": seeds,
         "diff_mean": float(diff_of.mean()),
         "diff_sd": float(diff_of.std(ddof=1)) if len(seeds) > 1 else None,
         "diff_per_seed": diff_of.round(6).tolist(),
-        "ci_seeds": _interval(by_seed),
-        "ci_soundscapes": _interval(np.array(by_sound)),
-        "ci_both": both,
-        "verdict": _verdict(both, len(seeds)),
-        "basis": "seeds and soundscapes",
+        "ci_seeds": ci_seeds,
+        "ci_soundscapes": ci_soundscapes,
+        "ci_both": ci_both,
+        "verdict": _verdict(judged, len(seeds)),
+        "basis": basis,
     }
 
 
@@ -472,20 +490,8 @@ def seed_difference(
     over seeds only, and so is the verdict."""
     fig = table.set_index(["variant", "seed"])[key].astype(float)
     diff_of = np.array([fig[(variant, s)] - fig[(study.baseline, s)] for s in seeds])
-    by_seed = np.array([diff_of[rng.integers(0, len(seeds), len(seeds))].mean() for _ in range(study.bootstrap)])
-    ci = _interval(by_seed)
-    return {
-        "variant": variant,
-        "seeds": seeds,
-        "diff_mean": float(diff_of.mean()),
-        "diff_sd": float(diff_of.std(ddof=1)) if len(seeds) > 1 else None,
-        "diff_per_seed": diff_of.round(6).tolist(),
-        "ci_seeds": ci,
-        "ci_soundscapes": [None, None],
-        "ci_both": [None, None],
-        "verdict": _verdict(ci, len(seeds)),
-        "basis": "seeds only",
-    }
+    ci = _seed_interval(diff_of, study.bootstrap, rng)
+    return _record(variant, seeds, diff_of, ci, [None, None], [None, None], ci, "seeds only")
 
 
 def _stats(values: pd.Series) -> dict[str, float | None]:
