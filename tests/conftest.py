@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,3 +168,25 @@ def cli_run(args: list[str], timeout: float = 300, **kw) -> subprocess.Completed
     return subprocess.run(
         [sys.executable, "-m", "birdsed", *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw
     )
+
+
+def finished_epochs(metrics: Path) -> int:
+    """Epochs a run's ``metrics.json`` lists as finished (0 while it is missing or half-written)."""
+    try:
+        return len(json.loads(metrics.read_text())["history"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def kill_after_epochs(proc: subprocess.Popen, metrics: Path, epochs: int, timeout: float = 300) -> None:
+    """SIGKILL `proc` as soon as `metrics` lists `epochs` finished epochs (a run killed in the middle)."""
+    deadline = time.time() + timeout
+    while finished_epochs(metrics) < epochs:
+        if proc.poll() is not None:
+            pytest.fail(f"the process ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail("the run never reached the epoch to kill it at")
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -13,7 +13,8 @@ from sklearn.metrics import roc_auc_score
 from birdsed.cli import main
 from birdsed.metrics import score_files
 from birdsed.report import ReportError, calibration_bins, gather
-from birdsed.report_html import macro_curves, write_report
+from birdsed.report_html import write_report
+from birdsed.report_plots import macro_curves
 
 
 @pytest.fixture(scope="module")

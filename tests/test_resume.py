@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +13,7 @@ import pytest
 import torch
 
 from birdsed.models import load_checkpoint
-from tests.conftest import REPO, cli_run, tiny_overrides
+from tests.conftest import REPO, cli_run, kill_after_epochs, tiny_overrides
 
 pytestmark = pytest.mark.slow
 CONFIG = REPO / "configs" / "demo.yaml"
@@ -26,28 +24,12 @@ def _overrides(root: Path, cache: Path) -> list[str]:
     return [*tiny_overrides(root, cache), "train.epochs=3", "train.samples_per_epoch=32", "train.threads=1"]
 
 
-def _epochs(metrics: Path) -> int:
-    try:
-        return len(json.loads(metrics.read_text())["history"])
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 def _kill_when(args: list[str], metrics: Path, epochs: int, timeout: float = 240) -> None:
     """Start ``birdsed ARGS`` and SIGKILL it as soon as `metrics` lists `epochs` finished epochs."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "birdsed", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    deadline = time.time() + timeout
-    while _epochs(metrics) < epochs:
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
-        if time.time() > deadline:
-            proc.kill()
-            pytest.fail("the run never reached the epoch to kill it at")
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_epochs(proc, metrics, epochs, timeout)
     assert proc.returncode == -signal.SIGKILL
 
 

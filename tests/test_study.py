@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,17 +13,9 @@ import yaml
 
 from birdsed.config import save_config
 from birdsed.metrics import macro_auc, read_aligned
-from birdsed.study import (
-    StudyError,
-    check_run,
-    fast_macro_auc,
-    load_study,
-    parse_shard,
-    parse_study,
-    summarize,
-    summary_lines,
-)
-from tests.conftest import REPO, cli_run, tiny_overrides
+from birdsed.study import StudyError, check_run, load_study, parse_shard, parse_study
+from birdsed.study_stats import fast_macro_auc, summarize, summary_lines
+from tests.conftest import REPO, cli_run, kill_after_epochs, tiny_overrides
 
 CONFIG = str(REPO / "configs" / "demo.yaml")
 
@@ -76,25 +64,6 @@ def test_a_run_made_with_another_config_is_not_reused(tmp_path):
         check_run(run, study.run_config("b", 0))
 
 
-def _wait_then_kill(proc: subprocess.Popen, metrics: Path, timeout: float = 300) -> None:
-    """SIGKILL `proc` once `metrics` lists a finished epoch (a run killed in the middle)."""
-    deadline = time.time() + timeout
-    while True:
-        try:
-            if json.loads(metrics.read_text())["history"]:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        if proc.poll() is not None:
-            pytest.fail(f"the shard ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
-        if time.time() > deadline:
-            proc.kill()
-            pytest.fail("the shard never reached the epoch to kill it at")
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 @pytest.mark.slow
 def test_study_shards_kill_resume_and_statistics(tiny_root, tmp_path):
     over = [*tiny_overrides(tiny_root, tmp_path / "cache"), "train.threads=1", "train.epochs=2"]
@@ -117,7 +86,7 @@ def test_study_shards_kill_resume_and_statistics(tiny_root, tmp_path):
     cmd = [sys.executable, "-m", "birdsed", "study", str(study_file), "--out", str(out), "--shard"]
     first = subprocess.Popen([*cmd, "0/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     second = subprocess.Popen([*cmd, "1/2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_then_kill(second, out / "nomix" / "seed0" / "metrics.json")
+    kill_after_epochs(second, out / "nomix" / "seed0" / "metrics.json", epochs=1)
     _, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr.decode()[-2000:]
     table = pd.read_csv(out / "study.csv")
