@@ -6,12 +6,16 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from birdsed.config import TEACHER_FOLDERS, Config, load_config
-from birdsed.errors import BirdsedError
+from birdsed.errors import BirdsedError, ConfigError
+from birdsed.kaggle_image import PLATFORM as KAGGLE_PLATFORM
+from birdsed.kaggle_image import PYTHON as KAGGLE_PYTHON
+from birdsed.kaggle_image import RUNTIME_NEEDS
 from birdsed.outputs import check_dir_output, check_file_output
 
 log = logging.getLogger("birdsed")
@@ -157,6 +161,53 @@ def cmd_export(args: argparse.Namespace) -> str:
     check_dir_output(args.out)
     out = export(args.checkpoint, args.out, args.format)
     return f"exported {args.checkpoint} as {args.format} to {out}"
+
+
+def _kaggle_user(given: str | None) -> str:
+    """--kaggle-user, else $KAGGLE_USERNAME, else the username of ~/.kaggle/kaggle.json (the Kaggle CLI's own)."""
+    if given:
+        return given
+    if os.environ.get("KAGGLE_USERNAME"):
+        return os.environ["KAGGLE_USERNAME"]
+    token = Path.home() / ".kaggle" / "kaggle.json"
+    if token.is_file():
+        try:
+            return str(json.loads(token.read_text())["username"])
+        except (ValueError, KeyError):
+            raise ConfigError(f"{token}: no username in it; pass --kaggle-user") from None
+    raise ConfigError("--kaggle-user: not given, and neither $KAGGLE_USERNAME nor ~/.kaggle/kaggle.json is set")
+
+
+def cmd_bundle(args: argparse.Namespace) -> str:
+    from birdsed.bundle import Target, make_bundle
+
+    cfg = _infer_config(args)
+    target = Target(
+        user=_kaggle_user(args.kaggle_user),
+        competition=args.competition,
+        prefix=args.prefix,
+        python=args.python_version,
+        platform=args.platform,
+        license=args.license,
+    )
+    result = make_bundle(
+        args.checkpoint,
+        cfg,
+        args.out,
+        target,
+        sample_data=args.sample_data,
+        dry_run=not args.no_dry_run,
+        dry_run_files=args.dry_run_files,
+        cores=args.cores,
+        soundscapes=args.soundscapes,
+        find_links=args.find_links,
+        no_index=args.no_index,
+        overwrite=args.overwrite,
+    )
+    for w in result.wheels:
+        print(f"wheel {w['file']}: {w['reason']}")
+    proven = "proven by a dry run" if result.dry_run else "NOT proven (--no-dry-run)"
+    return f"wrote {result.out} ({len(result.members)} model(s), {len(result.wheels)} wheel(s)), {proven}"
 
 
 def cmd_pseudo(args: argparse.Namespace) -> str:
@@ -376,6 +427,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bundle", help="models, wheels, notebook and metadata for an offline Kaggle submission")
+    p.add_argument("--checkpoint", action="append", required=True, help="a .pt file or run folder (repeat)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--runtime", choices=list(RUNTIME_NEEDS), default="onnx")
+    p.add_argument("--tta-shifts", help="comma-separated offsets in seconds, e.g. 0,-2.5,2.5")
+    p.add_argument("--config", help="a YAML config whose infer and teacher sections are bundled")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. infer.weights=[2,1]")
+    p.add_argument("--kaggle-user", help="owner of the datasets and notebook (default: $KAGGLE_USERNAME)")
+    p.add_argument("--competition", default="birdclef-2025", help="the competition's Kaggle slug")
+    p.add_argument("--prefix", default="birdsed", help="names PREFIX-models, PREFIX-wheels, PREFIX-inference")
+    p.add_argument("--python-version", default=KAGGLE_PYTHON, help="the Kaggle image's Python (wheels are for it)")
+    p.add_argument("--platform", default=KAGGLE_PLATFORM, help="pip platform tag of the Kaggle image")
+    p.add_argument("--license", default="CC-BY-NC-SA-4.0", help="licence of the models dataset (Kaggle's names)")
+    p.add_argument("--find-links", action="append", default=[], help="extra wheel folder or index page for pip")
+    p.add_argument("--no-index", action="store_true", help="take wheels from --find-links only (no package index)")
+    p.add_argument("--sample-data", type=Path, help="BirdCLEF folder for the dry run (default: the models' data)")
+    p.add_argument("--dry-run-files", type=_positive(int), default=2, help="soundscapes the dry run predicts")
+    p.add_argument("--no-dry-run", action="store_true", help="skip running the notebook (the bundle is unproven)")
+    p.add_argument("--cores", type=_positive(int), default=4, help="CPU cores of the Kaggle notebook")
+    p.add_argument("--soundscapes", type=_positive(int), default=700, help="test minutes the budget projects")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=cmd_bundle, precision=None)
 
     p = sub.add_parser(
         "teacher", parents=[cfg_parent], help="predict folders with an external teacher (BirdNET) as teacher CSVs"

@@ -7,7 +7,7 @@ Derived values (samples per crop, frames per window) are computed here and nowhe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -393,18 +393,25 @@ def _error_text(err: OmegaConfBaseException, source: str) -> str:
     return f"{source}: {key}: {msg}" if key else f"{source}: {msg}"
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+def load_config(path: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> Config:
     """Load the schema defaults, then a YAML file, then dotted overrides, and validate.
 
     Args:
-        path: a YAML file with any subset of the schema's keys, or None for the defaults.
+        path: a YAML file with any subset of the schema's keys, such a mapping itself (e.g. the settings stored in
+            a Kaggle bundle), or None for the defaults.
         overrides: ``["train.lr=3e-4", "data.root=/data/birdclef"]``.
 
     Raises:
         ConfigError: a missing file, an unknown key, a value of the wrong type or out of range.
     """
     conf = OmegaConf.structured(Config)
-    if path is not None:
+    if isinstance(path, Mapping):
+        try:
+            conf = OmegaConf.merge(conf, OmegaConf.create(dict(path)))
+        except OmegaConfBaseException as err:
+            raise ConfigError(_error_text(err, "stored settings")) from None
+        path = None
+    elif path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")

@@ -30,7 +30,7 @@ def test_every_module_and_top_level_entry_is_listed():
     listed = set(readme_tree())
     modules = {p.relative_to(REPO).as_posix() for p in (REPO / "birdsed").rglob("*.py") if "__pycache__" not in p.parts}
     assert modules - listed == set(), f"modules missing from the README layout: {sorted(modules - listed)}"
-    for top in ("birdsed/", "configs/", "tests/", "benchmarks/", "notebooks/", "submissions/", "Makefile", ".ci/"):
+    for top in ("birdsed/", "configs/", "tests/", "benchmarks/", "submissions/", "Makefile", ".ci/"):
         assert top in listed, top
 
 
