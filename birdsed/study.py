@@ -254,14 +254,33 @@ def prepare_out(study: Study, out: Path, resume: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not marker.is_file():
             raise StudyError(f"{out}: exists and is not a study folder (no {MARKER}); choose another --out")
-        if json.loads(marker.read_text()) != json.loads(record):
-            raise StudyError(f"{out}: holds another study ({marker} differs from this study file)")
+        old = json.loads(marker.read_text())
+        if old != json.loads(record) and not _grows(old, asdict(study)):
+            raise StudyError(
+                f"{out}: holds another study ({marker} differs from this study file beyond added variants or seeds)"
+            )
         if not resume:
             raise StudyError(f"{out}: study folder exists; pass --resume to continue it")
+        if old != json.loads(record):
+            added = sorted(set(study.variants) - set(old["variants"]))
+            log.info(
+                "%s: the study grows (variants %s, seeds %s added)",
+                out,
+                added,
+                sorted(set(study.seeds) - set(old["seeds"])),
+            )
+            atomic_write(marker, record)
         return
     check_dir_output(out.parent if not out.exists() else out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(marker, record)
+
+
+def _grows(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether study record `new` is `old` with variants or seeds added (the runs made so far stay valid)."""
+    same = all(old[k] == new[k] for k in old if k not in ("variants", "seeds"))
+    kept = all(new["variants"].get(name) == items for name, items in old["variants"].items())
+    return same and kept and set(old["seeds"]) <= set(new["seeds"])
 
 
 def run_study(

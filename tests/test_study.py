@@ -13,7 +13,7 @@ import yaml
 
 from birdsed.config import save_config
 from birdsed.metrics import macro_auc, read_aligned
-from birdsed.study import StudyError, check_run, load_study, parse_shard, parse_study
+from birdsed.study import StudyError, check_run, load_study, parse_shard, parse_study, prepare_out
 from birdsed.study_stats import fast_macro_auc, summarize, summary_lines
 from tests.conftest import REPO, cli_run, kill_after_epochs, tiny_overrides
 
@@ -189,3 +189,22 @@ def test_run_states(tmp_path):
     assert run_state(run, "train") == "unfinished"
     (run / "metrics.json").write_text(json.dumps({"finished": True, "history": []}))
     assert run_state(run, "train") == "finished"
+
+
+def test_a_study_may_grow_by_variants_and_seeds_but_not_change(tmp_path):
+    def study(variants, seeds):
+        return parse_study({"config": CONFIG, "variants": variants, "seeds": seeds, "bootstrap": 200}, "s")
+
+    out = tmp_path / "study"
+    prepare_out(study({"a": {}, "b": {"train.lr": 0.01}}, [0, 1]), out, resume=False)
+    (out / "a").mkdir()  # a run was made
+    grown = study({"a": {}, "b": {"train.lr": 0.01}, "c": {"train.epochs": 3}}, [0, 1, 2])
+    prepare_out(grown, out, resume=True)
+    assert sorted(json.loads((out / "study.json").read_text())["variants"]) == ["a", "b", "c"]
+    changed = study({"a": {}, "b": {"train.lr": 0.02}, "c": {"train.epochs": 3}}, [0, 1, 2])
+    fewer = study({"a": {}, "b": {"train.lr": 0.01}, "c": {"train.epochs": 3}}, [0, 2])
+    for other in (changed, fewer):
+        with pytest.raises(StudyError, match="another study"):
+            prepare_out(other, out, resume=True)
+    with pytest.raises(StudyError, match="--resume"):
+        prepare_out(grown, out, resume=False)
