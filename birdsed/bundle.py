@@ -252,7 +252,6 @@ def make_bundle(
     overwrite: bool = False,
 ) -> BundleResult:
     """Write the bundle to `out` (replaced only once complete and, with `dry_run`, proven); see the module doc."""
-    from birdsed.budget import measure
     from birdsed.export import export
     from birdsed.wheels import ship_wheels
 
@@ -301,7 +300,7 @@ def make_bundle(
         )
         atomic_write(stage / "inference.ipynb", json.dumps(notebook(params), indent=1) + "\n")
         bcfg, members = load_bundle(models, [], sample / "taxonomy.csv")
-        budget = _budget(measure, members, bcfg, cores, soundscapes, sample)
+        budget = _budget(members, bcfg, cores, soundscapes, sample)
         proof = _dry_run(stage, target, sample, dry_run_files, members, bcfg) if dry_run else None
         result = BundleResult(out, names, [asdict(s) for s in shipped], budget, proof)
         record = {**asdict(result), "out": str(out), "target": asdict(target), "dry_run": proof and asdict(proof)}
@@ -332,7 +331,10 @@ def _sample_files(root: Path, n: int) -> list[Path]:
     raise ConfigError(f"--sample-data: {root} has no audio in test_soundscapes/ or train_soundscapes/")
 
 
-def _budget(measure, members: list[Member], cfg: Config, cores: int, soundscapes: int, sample: Path) -> dict:
+def _budget(members: list[Member], cfg: Config, cores: int, soundscapes: int, sample: Path) -> dict[str, float]:
+    """Project the ensemble's Kaggle time (:func:`birdsed.budget.measure`), print it and return the figures."""
+    from birdsed.budget import measure
+
     teacher = None
     if cfg.infer.teacher == "birdnet":
         from birdsed.submit import output_columns, teacher_source
