@@ -127,6 +127,10 @@ class TrainConfig:
     sample_weight_power: float = -0.5  # sampling weight (count/sum)^power per recording; 0: uniform
     min_class_samples: int = non_negative(0)  # rare classes are repeated until they have this many per epoch
     grad_clip: float = non_negative(5.0)
+    # which epoch's weights are best.pt: last (the end of the schedule, as Kaggle solutions take it) | held_out (the
+    # best AUC on held-out clips, a tie to the later epoch). On the mini set the held-out tails saturate at AUC 1.0
+    # and the last epoch scored higher on soundscapes over 3 seeds (benchmarks/RESULTS.md, "Studies")
+    select: str = choice("last", "held_out")
     # the weights a run validates, chooses its best epoch by and saves: none (as trained) | ema (exponential moving
     # average over optimiser steps, ema_decay per step) | swa (mean over every step of the last swa_epochs epochs)
     averaging: str = choice("none", "ema", "swa")

@@ -175,12 +175,12 @@ class RunRecorder(L.Callback):
 
     @property
     def monitor(self) -> str | None:
-        """The figure that picks the best epoch: AUC on held-out clips (a fold or recording tails); None (last
-        epoch) when nothing is held out.
+        """The figure that picks the best epoch: AUC on held-out clips (a fold or recording tails) with
+        ``train.select=held_out``; None (the last epoch) with ``last`` or when nothing is held out.
 
         Soundscape AUC is reported, never used to choose.
         """
-        return "val_auc" if len(self.facts.held_out) else None
+        return "val_auc" if len(self.facts.held_out) and self.cfg.train.select == "held_out" else None
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -50,6 +50,21 @@ def test_fit_writes_a_self_describing_run_folder(run):
     assert len(oof) == info["val_recordings"] and set(oof["fold"]) == {"0"}
 
 
+@pytest.mark.slow
+def test_best_pt_is_the_last_epoch_by_default_or_the_best_held_out_one(run, tiny_root, tmp_path):
+    from birdsed.models.build import read_checkpoint
+
+    cfg, summary, run_dir = run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["best_epoch"] == metrics["history"][-1]["epoch"] == 1 and metrics["best"]["monitor"] == "epoch"
+    held = fit(tiny_cfg(tiny_root, cfg.cache_path, "train.select=held_out", "train.epochs=3"), out=tmp_path / "h")
+    history = json.loads((tmp_path / "h" / "metrics.json").read_text())["history"]
+    aucs = [h["val_auc"] for h in history]
+    assert held["best_epoch"] == max(i for i, a in enumerate(aucs) if a == max(aucs))  # a tie goes to the later
+    assert read_checkpoint(tmp_path / "h" / "best.pt")["epoch"] == held["best_epoch"]
+    assert held["soundscape_auc"] == pytest.approx(history[held["best_epoch"]]["soundscape_auc"])
+
+
 def test_soundscape_predictions_score_as_reported(run, tiny_root):
     _, summary, run_dir = run
     score = score_files(tiny_root / "test_solution.csv", run_dir / "soundscape_preds.csv")
