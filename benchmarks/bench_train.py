@@ -123,28 +123,42 @@ def main() -> None:
     print(f"lightning_over_bare={light_s / bare_s:.2f}x (goal <= 1.2x)")
 
 
-def _step_times(cfg, batches, compiled: bool, bf16: bool) -> list[float]:
+PHASES = ("mixup", "front-end", "SpecAugment", "forward", "loss", "backward", "optimiser")
+
+
+def _step_times(cfg, batches, compiled: bool, bf16: bool) -> tuple[list[float], dict[str, float]]:
     """Seconds per bare training step (front-end, SpecAugment, MixUp, model, loss, clipping, AdamW), warm-up
-    (and compilation) left out."""
+    (and compilation) left out, and the mean seconds of each phase of the step (:data:`PHASES`)."""
     L.seed_everything(0, verbose=False)
     module = SEDModule(cfg, [str(i) for i in range(batches[0]["target"].shape[1])]).train()
     model = module.model
     forward = torch.compile(model.forward_mel) if compiled else model.forward_mel
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    times = []
+    times, marks = [], []
     for b in batches:
-        t = time.perf_counter()
+        t = [time.perf_counter()]
         wave, y, w = mixup(b["wave"], b["target"], b["weight"], cfg.augment)
-        mel = spec_augment(model.frontend(wave), cfg.augment)
+        t.append(time.perf_counter())
+        mel = model.frontend(wave)
+        t.append(time.perf_counter())
+        mel = spec_augment(mel, cfg.augment)
+        t.append(time.perf_counter())
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             out = forward(mel)
+        t.append(time.perf_counter())
         loss = module.loss_fn(out["clip_logits"].float(), y, w)
+        t.append(time.perf_counter())
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        t.append(time.perf_counter())
         torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.train.grad_clip)
         opt.step()
-        times.append(time.perf_counter() - t)
-    return times[3:]
+        t.append(time.perf_counter())
+        times.append(t[-1] - t[0])
+        marks.append(t)
+    kept = marks[3:]
+    phases = {name: statistics.mean(m[i + 1] - m[i] for m in kept) for i, name in enumerate(PHASES)}
+    return times[3:], phases
 
 
 def speed(args) -> None:
@@ -176,15 +190,21 @@ def speed(args) -> None:
     else:
         print("bf16 autocast: not measured (no AVX512-BF16/AMX here; emulated bf16 is slower, birdsed trains in 32)")
     times: dict[str, list[float]] = {k: [] for k in variants}
+    phases: dict[str, dict[str, float]] = {}
     for _ in range(2):
         for name, (over, compiled, bf16) in variants.items():
             cfg = load_config(args.config, [f"data.batch_size={args.batch}", "train.progress=false", *over])
-            times[name] += _step_times(cfg, batches, compiled, bf16)
+            step, phases[name] = _step_times(cfg, batches, compiled, bf16)
+            times[name] += step
     ref = statistics.median(times["efficientnet_b0 (reference)"])
     print(f"median of {len(times['efficientnet_b0 (reference)'])} steps each; ratio = samples/s over the reference")
     for name, t in times.items():
         m = statistics.median(t)
         print(f"{name:38s} {m * 1000:7.0f} ms/step {args.batch / m:6.1f} samples/s  {ref / m:.2f}x")
+    print("where a step's time goes (share of the step, last pass):")
+    for name in ("efficientnet_b0 (reference)", "resnet18"):
+        total = sum(phases[name].values())
+        print(f"  {name:36s} " + ", ".join(f"{k} {v / total:.0%}" for k, v in phases[name].items()))
 
 
 if __name__ == "__main__":
