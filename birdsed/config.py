@@ -131,6 +131,9 @@ class TrainConfig:
     # best AUC on held-out clips, a tie to the later epoch). On the mini set the held-out tails saturate at AUC 1.0
     # and the last epoch scored higher on soundscapes over 3 seeds (benchmarks/RESULTS.md, "Studies")
     select: str = choice("last", "held_out")
+    # validate (held-out clips, labelled soundscapes) after every n-th epoch only; train.epochs and pseudo.epochs
+    # must be multiples, so the last epoch is always scored. On the CPU recipes validation is a fifth of an epoch
+    val_every: int = positive(1)
     # the weights a run validates, chooses its best epoch by and saves: none (as trained) | ema (exponential moving
     # average over optimiser steps, ema_decay per step) | swa (mean over every step of the last swa_epochs epochs)
     averaging: str = choice("none", "ema", "swa")
@@ -364,6 +367,12 @@ def validate(cfg: Config) -> None:
     if cfg.train.min_lr > cfg.train.lr:
         raise ConfigError(f"train.min_lr: must be in [0, train.lr], got {cfg.train.min_lr!r}")
     _check_devices(cfg.train.devices)
+    for key, epochs in (("train.epochs", cfg.train.epochs), ("pseudo.epochs", ps.epochs)):
+        if epochs % cfg.train.val_every:
+            raise ConfigError(
+                f"train.val_every: {key}={epochs} is not a multiple of {cfg.train.val_every}; the last epoch must be "
+                "validated"
+            )
     if i.context_seconds < i.window_seconds:
         raise ConfigError(f"infer.context_seconds: {i.context_seconds:g} is shorter than infer.window_seconds")
     if not i.tta_shifts:

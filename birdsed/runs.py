@@ -249,24 +249,27 @@ class RunRecorder(L.Callback):
         ``val_probs`` (probabilities by loader role) and ``soundscapes`` (the labelled windows)."""
         loss = trainer.callback_metrics.get("train_loss_epoch")
         loss = float(loss) if loss is not None else float("nan")
+        # with train.val_every > 1, Lightning validates after epochs n-1, 2n-1, ... only
+        validated = (trainer.current_epoch + 1) % self.cfg.train.val_every == 0
         entry = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
             "train_loss": _finite(loss),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "elapsed_s": round(self._elapsed0 + time.time() - self._t0, 1),
-            **{k: _finite(v) for k, v in pl_module.last_val.items()},
+            **({k: _finite(v) for k, v in pl_module.last_val.items()} if validated else {}),
         }
         self.history.append(entry)
         score = entry.get(self.monitor) if self.monitor else entry["epoch"]
         best_score = self.best.get("score")
         # a tie goes to the later epoch: held-out clips of 44 recordings saturate (AUC 1.0 from a few epochs on),
         # and more training at the same held-out score scored better on soundscapes (benchmarks/RESULTS.md)
-        is_best = best_score is None or (score is not None and score >= best_score)
+        is_best = validated and (best_score is None or (score is not None and score >= best_score))
         if is_best:
             self.best = {"epoch": entry["epoch"], "score": score, "monitor": self.monitor or "epoch", **entry}
             self.best_probs = {k: v for k, v in pl_module.val_probs.items() if v is not None}
-        self.last_soundscape = pl_module.val_probs.get("soundscape")
+        if validated:
+            self.last_soundscape = pl_module.val_probs.get("soundscape")
         # the resumable state first: every file below can be rebuilt from it
         self._save_resumable(trainer)
         if not trainer.is_global_zero:

@@ -3,7 +3,8 @@
 A study file (YAML) names the command, the base config, shared overrides, the variants (sets of dotted overrides)
 and the seeds::
 
-    command: train            # or pseudo: each run is then a pseudo-label folder, scored at its last round
+    command: train            # or pseudo: each run is then a pseudo-label folder, scored at its last round;
+                              # or infer: each run predicts the labelled soundscapes with one seed's checkpoint
     config: configs/resnet18_sed.yaml
     overrides: [train.epochs=20]
     baseline: base            # the variant every other one is compared with
@@ -11,6 +12,11 @@ and the seeds::
     variants:
       base: {}
       ema: {train.averaging: ema}
+
+An **infer** study compares inference settings (TTA shifts, smoothing, the clip/frame blend, a teacher blend) on
+models already trained, at no training cost: ``checkpoints: runs/studies/ablation/recipe/seed{seed}`` names each seed's
+checkpoint (a ``.pt`` file, or a run folder: its ``best.pt``), its variants may only set ``infer.*`` keys, and each
+run predicts the labelled soundscapes of ``data.root`` (those ``test_solution.csv`` names) like ``birdsed infer``.
 
 ``OUT/<variant>/seed<s>/`` is the run of (variant, seed) with ``train.seed=s``. Finished runs are skipped, unfinished
 ones continue after their last finished epoch (``--resume``); a run folder whose config is not the one the study
@@ -49,10 +55,13 @@ from birdsed.study_stats import StudyError, summarize, summary_frame
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("train", "pseudo")
+COMMANDS = ("train", "pseudo", "infer")
 MARKER = "study.json"
 # settings that change how a run is executed, not what it computes: a run made with other values still counts
 EXECUTION_KEYS = (("train", "threads"), ("train", "progress"))
+# validating less often leaves the weights bit for bit the same (tested); with train.select=last it changes only
+# which epochs have curves, so it counts as execution too
+LAST_ONLY_KEYS = (("train", "val_every"),)
 
 
 @dataclass
@@ -66,6 +75,7 @@ class Study:
     baseline: str
     overrides: list[str] = field(default_factory=list)
     bootstrap: int = 2000
+    checkpoints: str = ""  # infer studies: each seed's checkpoint, "{seed}" in the path
 
     def runs(self) -> list[tuple[str, int]]:
         """Every (variant, seed), seed by seed (the baseline first in each), the order runs are made in."""
@@ -82,6 +92,11 @@ class Study:
         except ConfigError as err:
             raise StudyError(f"variant {variant!r}: {err}") from None
 
+    def checkpoint(self, seed: int) -> Path:
+        """An infer study's checkpoint of `seed`: ``runs`` with the seed filled in (a run folder → its ``best.pt``)."""
+        path = Path(self.checkpoints.format(seed=seed))
+        return path / "best.pt" if path.is_dir() else path
+
 
 def _override(key: str, value: Any) -> str:
     """A dotted override from a YAML key and value (lists and strings as YAML, which OmegaConf parses back)."""
@@ -96,7 +111,7 @@ def parse_study(data: Any, source: str) -> Study:
     """
     if not isinstance(data, dict):
         raise StudyError(f"{source}: a study file is a mapping (command:, config:, variants:, seeds:, ...)")
-    known = {"command", "config", "variants", "seeds", "baseline", "overrides", "bootstrap"}
+    known = {"command", "config", "variants", "seeds", "baseline", "overrides", "bootstrap", "checkpoints"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise StudyError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")
@@ -137,9 +152,24 @@ def parse_study(data: Any, source: str) -> Study:
     bootstrap = data.get("bootstrap", 2000)
     if not isinstance(bootstrap, int) or bootstrap < 100:
         raise StudyError(f"{source}: bootstrap: an integer ≥ 100 (resamples), got {bootstrap!r}")
-    study = Study(command, data["config"], variants, list(seeds), baseline, list(overrides), bootstrap)
+    checkpoints = data.get("checkpoints", "")
+    if command == "infer":
+        if not isinstance(checkpoints, str) or "{seed}" not in checkpoints:
+            raise StudyError(f"{source}: checkpoints: an infer study names each seed's, e.g. runs/x/seed{{seed}}")
+        other = sorted({o.split("=")[0] for v in variants.values() for o in v if not o.startswith("infer.")})
+        if other:
+            raise StudyError(
+                f"{source}: an infer study's variants may set infer.* keys only (its models are trained): {other}"
+            )
+    elif checkpoints:
+        raise StudyError(f"{source}: checkpoints: only an infer study (command: infer) names trained checkpoints")
+    study = Study(command, data["config"], variants, list(seeds), baseline, list(overrides), bootstrap, checkpoints)
     for v in variants:
         study.run_config(v, seeds[0])
+    if command == "infer":
+        absent = [str(study.checkpoint(s)) for s in seeds if not study.checkpoint(s).is_file()]
+        if absent:
+            raise StudyError(f"{source}: checkpoints: no checkpoint at {absent[:3]}")
     return study
 
 
@@ -168,7 +198,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def _comparable(cfg: Config) -> dict[str, Any]:
     d = config_to_dict(cfg)
-    for section, key in EXECUTION_KEYS:
+    for section, key in (*EXECUTION_KEYS, *(LAST_ONLY_KEYS if cfg.train.select == "last" else ())):
         d[section].pop(key, None)
     return d
 
@@ -180,7 +210,7 @@ def run_state(run_dir: Path, command: str) -> str:
         return "missing"
     if (run_dir / RUN_MARKER).is_file() and not (run_dir / "config.yaml").is_file():
         return "started"
-    if command == "train":
+    if command in ("train", "infer"):
         path = run_dir / "metrics.json"
         done = path.is_file() and json.loads(path.read_text()).get("finished", False)
     else:
@@ -220,6 +250,10 @@ def execute_run(study: Study, variant: str, seed: int, run_dir: str, threads: in
         check_run(path, cfg)
     if state == "finished":
         return state
+    if study.command == "infer":
+        log.info("study run %s seed %d → %s", variant, seed, path)
+        infer_run(cfg, study.checkpoint(seed), path)
+        return run_state(path, study.command)
     log.info("study run %s seed %d → %s", variant, seed, path)
     resume, overwrite = state == "unfinished", state == "started"
     if study.command == "train":
@@ -227,6 +261,53 @@ def execute_run(study: Study, variant: str, seed: int, run_dir: str, threads: in
     else:
         run_pseudo(cfg, out=path, resume=resume, overwrite=overwrite)
     return run_state(path, study.command)
+
+
+def infer_run(cfg: Config, checkpoint: Path, run_dir: Path) -> None:
+    """One run of an infer study: the soundscapes ``test_solution.csv`` names, predicted by `checkpoint` with
+    ``cfg.infer`` (teacher included) into ``soundscape_preds.csv``, scored into ``metrics.json`` (written last: the
+    run is finished once it exists)."""
+    import time
+
+    from birdsed.data import read_soundscape_labels
+    from birdsed.metrics import score_files
+    from birdsed.submit import infer_folder, load_ensemble, output_columns, teacher_source, with_teacher
+
+    start = time.monotonic()
+    solution, root = cfg.solution_path, Path(cfg.data.root)
+    if solution is None:
+        raise StudyError(f"{root}: an infer study scores the labelled soundscapes; no test_solution.csv")
+    if cfg.infer.threads:
+        import torch
+
+        torch.set_num_threads(cfg.infer.threads)
+    device = "cpu" if cfg.infer.runtime != "torch" else ("cuda" if _cuda() else "cpu")
+    members = load_ensemble([checkpoint], cfg.infer, device)
+    sample = root / "sample_submission.csv"
+    columns = output_columns(members, sample if sample.is_file() else None)
+    labels = read_soundscape_labels(solution, root, columns, cfg.infer.window_seconds)
+    teacher = teacher_source(cfg, columns)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    files = [root / k for k in labels.keys]
+    result = infer_folder(root / "test_soundscapes", members, cfg.infer, columns, device, False, files)
+    sub = result.submission
+    if teacher is not None:
+        sub = with_teacher(sub, teacher(root / "test_soundscapes"), cfg)
+    sub = sub[sub["row_id"].isin(labels.solution["row_id"])]
+    preds = run_dir / "soundscape_preds.csv"
+    with atomic_path(preds) as tmp:
+        sub.to_csv(tmp, index=False)
+    auc = score_files(solution, preds).macro_auc
+    summary = {"run_dir": str(run_dir), "checkpoint": str(checkpoint), "soundscape_auc": auc}
+    summary["minutes"] = round((time.monotonic() - start) / 60, 2)
+    atomic_write(run_dir / "metrics.json", json.dumps({"finished": True, "summary": summary}, indent=1))
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _run_in_worker(study: Study, variant: str, seed: int, run_dir: str, threads: int) -> str:
@@ -317,7 +398,7 @@ def run_study(
 
 def _final_run(run_dir: Path, command: str) -> Path:
     """The training run whose figures stand for a study run: itself, or a pseudo folder's last round."""
-    if command == "train":
+    if command in ("train", "infer"):
         return run_dir
     rounds = pd.read_csv(run_dir / "rounds.csv")
     last = int(rounds["round"].max())
@@ -352,6 +433,8 @@ def collect(study: Study, out: Path) -> pd.DataFrame:
                 "predictions": _if_file(final / "soundscape_preds.csv"),
                 "predictions_last": _if_file(final / "soundscape_preds_last.csv"),
             }
+            if study.command == "infer":
+                row["checkpoint"] = summary["checkpoint"]
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -197,9 +197,11 @@ def summarize(study: Study, table: pd.DataFrame, seed: int = 0) -> dict[str, Any
     differences: dict[str, list[dict[str, Any]]] = {}
     soundscapes = 0
     for figure, (key, column) in FIGURES.items():
+        differences[figure] = []
+        if figure == "last" and study.command == "infer":  # an infer run has one figure: its checkpoint's
+            continue
         preds = read_predictions(table, column) if column in table else None
         soundscapes = max(soundscapes, len(preds.groups) if preds is not None else 0)
-        differences[figure] = []
         for v in study.variants:
             if v == study.baseline:
                 continue

@@ -389,6 +389,7 @@ def trainer_kwargs(cfg: Config) -> dict:
         "max_epochs": t.epochs,
         "gradient_clip_val": t.grad_clip or None,
         "num_sanity_val_steps": 0,
+        "check_val_every_n_epoch": t.val_every,
         "enable_progress_bar": t.progress,
         "enable_model_summary": False,
         "log_every_n_steps": 5,

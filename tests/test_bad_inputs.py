@@ -352,8 +352,8 @@ def test_ctrl_c_stops_parallel_inference_promptly(trained_run, tiny_root, tmp_pa
     _, _, run_dir = trained_run
     folder = tmp_path / "many"
     folder.mkdir()
-    for i in range(60):
-        os.link(tiny_root / "test_soundscapes" / "soundscape_0000.ogg", folder / f"s{i:03d}.ogg")
+    for i in range(1000):  # ~80 files/s on 2 idle cores: well over the second before the interrupt
+        os.link(tiny_root / "test_soundscapes" / "soundscape_0000.ogg", folder / f"s{i:04d}.ogg")
     out = tmp_path / "sub.csv"
     args = ["infer", "--checkpoint", run_dir, "--soundscapes", folder, "--out", out, "--runtime", "onnx"]
     proc = subprocess.Popen(

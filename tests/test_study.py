@@ -208,3 +208,78 @@ def test_a_study_may_grow_by_variants_and_seeds_but_not_change(tmp_path):
             prepare_out(other, out, resume=True)
     with pytest.raises(StudyError, match="--resume"):
         prepare_out(grown, out, resume=False)
+
+
+def test_an_infer_study_compares_inference_settings_on_trained_checkpoints(trained_run, tiny_root, tmp_path):
+    from birdsed.infer import smooth
+    from birdsed.submit import infer_folder, load_ensemble, output_columns
+
+    cfg, _, run_dir = trained_run
+    config = tmp_path / "config.yaml"
+    save_config(cfg, config)
+    for s in (0, 1):  # two "seeds" of one trained model: the folder form (→ best.pt) and a file
+        (tmp_path / f"seed{s}").mkdir()
+        (tmp_path / f"seed{s}" / "best.pt").symlink_to(run_dir / ("best.pt" if s == 0 else "last.pt"))
+    kernel = [0.25, 0.5, 0.25]
+    data = {
+        "command": "infer",
+        "config": str(config),
+        "checkpoints": str(tmp_path / "seed{seed}"),
+        "seeds": [0, 1],
+        "bootstrap": 200,
+        "variants": {"plain": {}, "smooth": {"infer.smoothing": kernel}, "tta": {"infer.tta_shifts": [0.0, 1.0]}},
+    }
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump(data))
+    out = tmp_path / "study"
+    done = cli_run(["study", study_file, "--out", out], timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "6 of 6 runs finished" in done.stdout
+    table = pd.read_csv(out / "study.csv").set_index(["variant", "seed"])
+    assert table.loc[("plain", 1), "checkpoint"] == str(tmp_path / "seed1" / "best.pt")
+
+    # the plain run is `birdsed infer` of that checkpoint on the labelled soundscapes, scored like `birdsed score`
+    solution = tiny_root / "test_solution.csv"
+    members = load_ensemble([tmp_path / "seed0" / "best.pt"], cfg.infer, "cpu")
+    columns = output_columns(members, tiny_root / "sample_submission.csv")
+    direct = infer_folder(tiny_root / "test_soundscapes", members, cfg.infer, columns, "cpu", progress=False)
+    plain = pd.read_csv(table.loc[("plain", 0), "predictions"])
+    assert plain["row_id"].tolist() == pd.read_csv(solution)["row_id"].tolist()
+    want = direct.submission.set_index("row_id").loc[plain["row_id"], columns].to_numpy()
+    np.testing.assert_allclose(plain[columns].to_numpy(), want, atol=1e-6)
+    # the variants' settings are applied: smoothing is the kernel over each soundscape's windows
+    smoothed = pd.read_csv(table.loc[("smooth", 0), "predictions"])
+    stems = plain["row_id"].str.rsplit("_", n=1).str[0]
+    for stem in stems.unique():
+        rows = (stems == stem).to_numpy()
+        expect = smooth(plain.loc[rows, columns].to_numpy(), kernel)
+        np.testing.assert_allclose(smoothed.loc[rows, columns].to_numpy(), expect, atol=1e-5)
+    assert not np.allclose(pd.read_csv(table.loc[("tta", 0), "predictions"])[columns], plain[columns])
+
+    # the statistics: the paired difference from the files; no "last" figure for a fixed checkpoint
+    auc = {}
+    for key, row in table.iterrows():
+        y, p, _ = read_aligned(solution, row["predictions"])
+        auc[key] = macro_auc(y, p)
+        assert row["soundscape_auc"] == pytest.approx(auc[key], abs=1e-9)
+    summary = json.loads((out / "summary.json").read_text())
+    diffs = {d["variant"]: d for d in summary["differences"]}
+    for v in ("smooth", "tta"):
+        expect = np.mean([auc[v, s] - auc["plain", s] for s in (0, 1)])
+        assert diffs[v]["diff_mean"] == pytest.approx(expect, abs=1e-9)
+    assert summary["differences_last"] == []
+    # resumed: finished runs are kept
+    stamp = (out / "tta" / "seed1" / "metrics.json").stat().st_mtime_ns
+    again = cli_run(["study", study_file, "--out", out, "--resume"])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "tta" / "seed1" / "metrics.json").stat().st_mtime_ns == stamp
+
+    # refusals name the key
+    for change, message in (
+        ({"variants": {"plain": {}, "lr": {"train.lr": 0.01}}}, r"infer\.\* keys only.*train\.lr"),
+        ({"checkpoints": str(tmp_path / "seed0")}, r"checkpoints:.*\{seed\}"),
+        ({"seeds": [0, 7]}, r"no checkpoint at .*seed7"),
+        ({"command": "train"}, "only an infer study"),
+    ):
+        with pytest.raises(StudyError, match=message):
+            parse_study({**data, **change}, "s.yaml")

@@ -65,6 +65,26 @@ def test_best_pt_is_the_last_epoch_by_default_or_the_best_held_out_one(run, tiny
     assert held["soundscape_auc"] == pytest.approx(history[held["best_epoch"]]["soundscape_auc"])
 
 
+def test_validating_every_nth_epoch_leaves_the_weights_as_they_were(run, tiny_root, tmp_path):
+    from birdsed.errors import ConfigError
+    from birdsed.models.build import read_checkpoint
+
+    cfg, _, _ = run
+    runs = {}
+    for n in (1, 2):
+        summary = fit(
+            tiny_cfg(tiny_root, cfg.cache_path, "train.threads=1", f"train.val_every={n}"), out=tmp_path / f"{n}"
+        )
+        runs[n] = summary, json.loads((tmp_path / f"{n}" / "metrics.json").read_text())["history"]
+    (every2, history2), (every1, history1) = runs[2], runs[1]
+    assert ["val_auc" in h for h in history2] == [False, True] and ["val_auc" in h for h in history1] == [True, True]
+    assert every2["best_epoch"] == 1 and every2["soundscape_auc"] == every1["soundscape_auc"]
+    weights = [read_checkpoint(tmp_path / f"{n}" / "last.pt")["state_dict"] for n in (1, 2)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # validation draws nothing
+    with pytest.raises(ConfigError, match=r"train.val_every: train.epochs=3 is not a multiple of 2"):
+        tiny_cfg(tiny_root, cfg.cache_path, "train.epochs=3", "train.val_every=2")
+
+
 def test_soundscape_predictions_score_as_reported(run, tiny_root):
     _, summary, run_dir = run
     score = score_files(tiny_root / "test_solution.csv", run_dir / "soundscape_preds.csv")
