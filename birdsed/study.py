@@ -335,7 +335,7 @@ def prepare_out(study: Study, out: Path, resume: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not marker.is_file():
             raise StudyError(f"{out}: exists and is not a study folder (no {MARKER}); choose another --out")
-        old = json.loads(marker.read_text())
+        old = asdict(Study(**json.loads(marker.read_text())))  # fields added since, at their defaults
         if old != json.loads(record) and not _grows(old, asdict(study)):
             raise StudyError(
                 f"{out}: holds another study ({marker} differs from this study file beyond added variants or seeds)"
