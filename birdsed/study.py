@@ -156,10 +156,12 @@ def parse_study(data: Any, source: str) -> Study:
     if command == "infer":
         if not isinstance(checkpoints, str) or "{seed}" not in checkpoints:
             raise StudyError(f"{source}: checkpoints: an infer study names each seed's, e.g. runs/x/seed{{seed}}")
-        other = sorted({o.split("=")[0] for v in variants.values() for o in v if not o.startswith("infer.")})
+        items = [*overrides, *(o for v in variants.values() for o in v)]
+        other = sorted({o.split("=")[0] for o in items if not o.startswith("infer.")})
         if other:
             raise StudyError(
-                f"{source}: an infer study's variants may set infer.* keys only (its models are trained): {other}"
+                f"{source}: an infer study's overrides and variants may set infer.* keys only (its models are "
+                f"trained): {other}"
             )
     elif checkpoints:
         raise StudyError(f"{source}: checkpoints: only an infer study (command: infer) names trained checkpoints")

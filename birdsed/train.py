@@ -69,8 +69,29 @@ def lr_factor(step: int, total: int, warmup: int, scheduler: str, period: int, m
 
 
 def probabilities(logits: torch.Tensor, loss: str) -> torch.Tensor:
-    """Scores from logits by :func:`birdsed.losses.activation` of `loss`. (B, C) → (B, C)."""
-    return torch.softmax(logits.float(), dim=1) if activation(loss) == "softmax" else torch.sigmoid(logits.float())
+    """Scores from logits by :func:`birdsed.losses.activation` of `loss`, over the last (class) axis.
+
+    (B, C) → (B, C), or frame-level (B, T', C) → (B, T', C).
+    """
+    return torch.softmax(logits.float(), dim=-1) if activation(loss) == "softmax" else torch.sigmoid(logits.float())
+
+
+def window_scores(out: dict[str, torch.Tensor], loss: str, clip_weight: float) -> torch.Tensor:
+    """A window's scores as ``birdsed infer`` makes them: ``clip_weight`` × clip + the rest × max over its frames.
+
+    Args:
+        out: the model's output, ``clip_logits`` (B, C) and ``frame_logits`` (B, T', C).
+        loss: the training loss (its activation turns logits into probabilities).
+        clip_weight: 1 scores the clip output alone (``infer.clip_weight``).
+
+    Returns:
+        (B, C) probabilities.
+    """
+    clip = probabilities(out["clip_logits"], loss)
+    if clip_weight >= 1.0:
+        return clip
+    frame = probabilities(out["frame_logits"], loss).amax(dim=1)  # (B, C)
+    return clip_weight * clip + (1.0 - clip_weight) * frame
 
 
 class SEDModule(L.LightningModule):
@@ -80,7 +101,8 @@ class SEDModule(L.LightningModule):
         cfg: the resolved configuration.
         classes: the C class labels, in the model's output order.
         val_targets: labels of the held-out clips, shape (n_val, C), in validation order.
-        soundscapes: labelled soundscape windows scored after every epoch (reported, never used to choose).
+        soundscapes: labelled soundscape windows scored after every validated epoch (reported, never used to
+            choose), with ``infer.clip_weight``'s clip/frame blend as ``birdsed infer`` would score them.
         val_roles: what each validation loader holds, in order: ``"fold"`` | ``"soundscape"``.
         batch_keys: the training item keys, to name the files of a batch whose loss is not finite.
     """
@@ -141,7 +163,9 @@ class SEDModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         out = self.model.forward_mel(batch["mel"]) if "mel" in batch else self.model(batch["wave"])
         role = self.val_roles[dataloader_idx]
-        self._outputs[role].append((batch["index"], probabilities(out["clip_logits"], self.cfg.train.loss)))
+        # the soundscape windows are scored as `birdsed infer` scores them with this config (its clip/frame blend)
+        weight = self.cfg.infer.clip_weight if role == "soundscape" else 1.0
+        self._outputs[role].append((batch["index"], window_scores(out, self.cfg.train.loss, weight)))
 
     def _collect(self, idx: str, n: int) -> np.ndarray:
         """Probabilities of all `n` items of loader role `idx`, gathered over processes, in item order: (n, C)."""
