@@ -3,7 +3,8 @@
 A study file (YAML) names the command, the base config, shared overrides, the variants (sets of dotted overrides)
 and the seeds::
 
-    command: train            # or pseudo: each run is then a pseudo-label folder, scored at its last round;
+    command: train            # or pseudo: each run is then a pseudo-label folder, scored at its last round
+                              # (with pseudo.rounds=0 and a given round 0, the given run: a baseline at no cost);
                               # or infer: each run predicts the labelled soundscapes with one seed's checkpoint
     config: configs/resnet18_sed.yaml
     overrides: [train.epochs=20]
@@ -17,6 +18,9 @@ An **infer** study compares inference settings (TTA shifts, smoothing, the clip/
 models already trained, at no training cost: ``checkpoints: runs/studies/ablation/recipe/seed{seed}`` names each seed's
 checkpoint (a ``.pt`` file, or a run folder: its ``best.pt``), its variants may only set ``infer.*`` keys, and each
 run predicts the labelled soundscapes of ``data.root`` (those ``test_solution.csv`` names) like ``birdsed infer``.
+
+``{seed}`` in an override's value becomes the run's seed, so a pseudo study can start each seed from its own
+round 0: ``pseudo.init_checkpoints=[runs/studies/ablation/recipe/seed{seed}]``.
 
 ``OUT/<variant>/seed<s>/`` is the run of (variant, seed) with ``train.seed=s``. Finished runs are skipped, unfinished
 ones continue after their last finished epoch (``--resume``); a run folder whose config is not the one the study
@@ -83,8 +87,10 @@ class Study:
         return [(v, s) for s in self.seeds for v in names]
 
     def run_config(self, variant: str, seed: int, threads: int = 0) -> Config:
-        """The config of one run: base file, shared overrides, the variant's, then ``train.seed``."""
-        items = [*self.overrides, *self.variants[variant], f"train.seed={seed}", "train.progress=false"]
+        """The config of one run: base file, shared overrides, the variant's (``{seed}`` in a value becomes the
+        seed, e.g. ``pseudo.init_checkpoints=[runs/x/seed{seed}]``), then ``train.seed``."""
+        items = [o.replace("{seed}", str(seed)) for o in (*self.overrides, *self.variants[variant])]
+        items += [f"train.seed={seed}", "train.progress=false"]
         if threads:
             items.append(f"train.threads={threads}")
         try:
@@ -398,13 +404,26 @@ def run_study(
 # ---- the tables -------------------------------------------------------------------------------------------------
 
 
+def _given_run(run_dir: Path) -> Path | None:
+    """A pseudo folder's round 0 when it was given (``pseudo.init_checkpoints``): the run folder of its model."""
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    given = rounds[rounds["kind"] == "given"]
+    if given.empty:
+        return None
+    models = str(given.iloc[0]["run_dir"]).split(";")
+    if len(models) > 1 or not (Path(models[0]).parent / "metrics.json").is_file():
+        raise StudyError(f"{run_dir}: round 0 is given as {';'.join(models)}, not one training run's model")
+    return Path(models[0]).parent
+
+
 def _final_run(run_dir: Path, command: str) -> Path:
-    """The training run whose figures stand for a study run: itself, or a pseudo folder's last round."""
+    """The training run whose figures stand for a study run: itself, or a pseudo folder's last round — the given
+    run when that is round 0 (``pseudo.rounds=0`` with ``pseudo.init_checkpoints``: round 0 as a baseline)."""
     if command in ("train", "infer"):
         return run_dir
-    rounds = pd.read_csv(run_dir / "rounds.csv")
-    last = int(rounds["round"].max())
-    return run_dir / f"round_{last}" / "run"
+    last = int(pd.read_csv(run_dir / "rounds.csv")["round"].max())
+    given = _given_run(run_dir) if last == 0 else None
+    return given or run_dir / f"round_{last}" / "run"
 
 
 def collect(study: Study, out: Path) -> pd.DataFrame:
@@ -420,10 +439,12 @@ def collect(study: Study, out: Path) -> pd.DataFrame:
             metrics = json.loads((final / "metrics.json").read_text())
             summary = metrics["summary"]
             minutes = summary.get("minutes")
-            if study.command == "pseudo":  # every round's training time
+            if study.command == "pseudo":  # every round's training time, a given round 0's included
+                given_run = _given_run(run_dir)
+                given = [given_run / "metrics.json"] if given_run else []
                 minutes = sum(
                     json.loads(p.read_text())["summary"].get("minutes", 0.0)
-                    for p in sorted(run_dir.glob("*_*/**/metrics.json"))
+                    for p in [*given, *sorted(run_dir.glob("*_*/**/metrics.json"))]
                     if json.loads(p.read_text()).get("finished")
                 )
             row |= {

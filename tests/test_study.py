@@ -284,3 +284,54 @@ def test_an_infer_study_compares_inference_settings_on_trained_checkpoints(train
     ):
         with pytest.raises(StudyError, match=message):
             parse_study({**data, **change}, "s.yaml")
+
+
+@pytest.mark.slow
+def test_a_pseudo_study_compares_a_round_with_its_given_round_0(trained_run, tiny_root, tmp_path):
+    cfg, _, run_dir = trained_run
+    config = tmp_path / "config.yaml"
+    save_config(cfg, config)
+    for s in (0, 1):  # each seed's round 0: one trained model under two names
+        (tmp_path / f"r0_seed{s}").symlink_to(run_dir, target_is_directory=True)
+    data = {
+        "command": "pseudo",
+        "config": str(config),
+        "overrides": [
+            f"pseudo.init_checkpoints=[{tmp_path}/r0_seed{{seed}}]",
+            "pseudo.epochs=1",
+            "pseudo.min_max_prob=0.05",
+            "train.threads=1",
+        ],
+        "seeds": [0, 1],
+        "bootstrap": 200,
+        "baseline": "round0",
+        "variants": {"round0": {"pseudo.rounds": 0}, "round1": {"pseudo.rounds": 1}},
+    }
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump(data))
+    out = tmp_path / "study"
+    done = cli_run(["study", study_file, "--out", out], timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "4 of 4 runs finished" in done.stdout
+    table = pd.read_csv(out / "study.csv").set_index(["variant", "seed"])
+
+    given = json.loads((run_dir / "metrics.json").read_text())["summary"]
+    for s in (0, 1):
+        # {seed} is filled in: each pseudo folder's round 0 is its seed's model
+        rounds = pd.read_csv(out / "round1" / f"seed{s}" / "rounds.csv")
+        assert rounds["run_dir"].iloc[0] == str(tmp_path / f"r0_seed{s}" / "best.pt")
+        # the baseline is round 0 itself: the given run's figures and minutes
+        row = table.loc[("round0", s)]
+        assert row["state"] == "finished"
+        assert row["soundscape_auc"] == pytest.approx(given["soundscape_auc"], abs=1e-12)
+        assert row["last_soundscape_auc"] == pytest.approx(given["last_soundscape_auc"], abs=1e-12)
+        assert row["minutes"] == pytest.approx(given["minutes"])
+        # a round is scored at its own run, and its minutes count the given round 0's too
+        own = json.loads((out / "round1" / f"seed{s}" / "round_1" / "run" / "metrics.json").read_text())["summary"]
+        row = table.loc[("round1", s)]
+        assert row["soundscape_auc"] == pytest.approx(own["soundscape_auc"], abs=1e-12)
+        assert row["minutes"] == pytest.approx(given["minutes"] + own["minutes"])
+    summary = json.loads((out / "summary.json").read_text())
+    (diff,) = summary["differences"]
+    expect = np.mean([table.loc[("round1", s), "soundscape_auc"] - given["soundscape_auc"] for s in (0, 1)])
+    assert diff["diff_mean"] == pytest.approx(expect, abs=1e-9)
