@@ -1,0 +1,316 @@
+"""What each ``birdsed`` command does: load its config, check its outputs, call one core function, return the
+headline (``birdsed.cli`` parses the arguments and prints it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from birdsed.config import Config, load_config
+from birdsed.errors import BirdsedError, ConfigError
+from birdsed.outputs import check_dir_output, check_file_output
+
+log = logging.getLogger("birdsed")
+
+
+def config_from_args(items: Sequence[str]) -> Config:
+    """Split ``[CONFIG] [key=value ...]`` and load them."""
+    items = list(items)
+    path = None
+    if items and "=" not in items[0]:
+        path = items.pop(0)
+    return load_config(path, items)
+
+
+def cmd_synth(args: argparse.Namespace) -> str:
+    from birdsed.synth import make_dataset
+
+    out = make_dataset(
+        args.out,
+        overwrite=args.overwrite,
+        n_classes=args.classes,
+        seed=args.seed,
+        files_per_class=args.files_per_class,
+        train_soundscapes=args.train_soundscapes,
+        test_soundscapes=args.test_soundscapes,
+    )
+    return f"wrote synthetic BirdCLEF dataset to {out}"
+
+
+def cmd_prepare(args: argparse.Namespace) -> str:
+    from birdsed.prepare import prepare
+
+    cfg = config_from_args(args.config_and_overrides)
+    summary = prepare(cfg, include_test=args.include_test, progress=not args.no_progress)
+    for line in summary.lines()[1:]:
+        print(line)
+    return f"{cfg.cache_path}: {summary.lines()[0]}"
+
+
+def cmd_train(args: argparse.Namespace) -> str:
+    from birdsed.train import fit
+
+    cfg = config_from_args(args.config_and_overrides)
+    summary = fit(cfg, out=args.out, overwrite=args.overwrite, resume=args.resume)
+    print(json.dumps(summary, indent=1))
+    return f"{summary['run_dir']}: best epoch {summary['best_epoch']} " + " ".join(
+        f"{k}={summary[k]:.4f}" for k in ("val_auc", "soundscape_auc") if summary.get(k) is not None
+    )
+
+
+def _infer_config(args: argparse.Namespace) -> Config:
+    """The infer config: --config YAML, then key=value overrides, then the dedicated flags."""
+    items = list(args.overrides)
+    if args.tta_shifts is not None:
+        items.append(f"infer.tta_shifts=[{args.tta_shifts}]")
+    if args.runtime:
+        items.append(f"infer.runtime={args.runtime}")
+    if args.precision:
+        items.append(f"infer.precision={args.precision}")
+    return load_config(args.config, items)
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cmd_infer(args: argparse.Namespace) -> str:
+    from birdsed.audio import list_audio
+    from birdsed.submit import (
+        infer_folder,
+        load_ensemble,
+        output_columns,
+        teacher_source,
+        with_teacher,
+        write_submission,
+    )
+
+    cfg = _infer_config(args)
+    inputs = (args.sample_submission, args.config, *args.checkpoint, *list_audio(args.soundscapes))
+    check_file_output(args.out, inputs)  # before minutes of compute, not after
+    device = _device() if cfg.infer.runtime == "torch" else "cpu"
+    if cfg.infer.threads:
+        import torch
+
+        torch.set_num_threads(cfg.infer.threads)
+    members = load_ensemble(args.checkpoint, cfg.infer, device)
+    columns = output_columns(members, args.sample_submission)
+    teacher = teacher_source(cfg, columns)  # a bad teacher fails before minutes of compute
+    result = infer_folder(args.soundscapes, members, cfg.infer, columns, device, progress=not args.no_progress)
+    if teacher is not None:
+        result.submission = with_teacher(result.submission, teacher(args.soundscapes), cfg)
+    path = write_submission(result.submission, args.out)
+    print(
+        f"{result.files} file(s), {len(result.submission)} rows, {len(result.fallback_files)} fallback file(s), "
+        f"{result.audio_seconds / 60:.1f} min of audio in {result.seconds:.1f} s "
+        f"({result.realtime_factor:.0f}x real time)"
+    )
+    return f"wrote {path}"
+
+
+def cmd_budget(args: argparse.Namespace) -> str:
+    from birdsed.budget import measure
+    from birdsed.submit import load_ensemble, teacher_source
+
+    cfg = _infer_config(args)
+    if cfg.infer.threads:
+        import torch
+
+        torch.set_num_threads(cfg.infer.threads)
+    members = load_ensemble(args.checkpoint, cfg.infer, "cpu")
+    teacher = teacher_source(cfg, list(members[0].classes)) if cfg.infer.teacher == "birdnet" else None
+    b = measure(members, cfg.infer, args.soundscapes, args.minutes, args.cores, args.limit, teacher=teacher)
+    shifts = len(cfg.infer.tta_shifts)
+    print(
+        f"{len(members)} model(s) x {shifts} shift(s){' + BirdNET' if teacher else ''}, runtime "
+        f"{cfg.infer.runtime} at {cfg.infer.precision}, "
+        f"{b.local_threads} thread(s) here"
+    )
+    print(f"per minute of audio here: decode {b.decode_s_per_min:.2f} s + models {b.model_s_per_min:.2f} s")
+    print(
+        f"projected for {args.soundscapes} x {args.minutes:g} min on {args.cores} cores: {b.projected_minutes:.1f} min "
+        f"({'fits' if b.fits else 'does NOT fit'} the {args.limit:g}-minute limit)"
+    )
+    return f"projected_minutes={b.projected_minutes:.1f}"
+
+
+def cmd_export(args: argparse.Namespace) -> str:
+    from birdsed.export import export
+
+    check_dir_output(args.out)
+    out = export(args.checkpoint, args.out, args.format)
+    return f"exported {args.checkpoint} as {args.format} to {out}"
+
+
+def _kaggle_user(given: str | None) -> str:
+    """--kaggle-user, else $KAGGLE_USERNAME, else the username of ~/.kaggle/kaggle.json (the Kaggle CLI's own)."""
+    if given:
+        return given
+    if os.environ.get("KAGGLE_USERNAME"):
+        return os.environ["KAGGLE_USERNAME"]
+    token = Path.home() / ".kaggle" / "kaggle.json"
+    if token.is_file():
+        try:
+            return str(json.loads(token.read_text())["username"])
+        except (ValueError, KeyError):
+            raise ConfigError(f"{token}: no username in it; pass --kaggle-user") from None
+    raise ConfigError("--kaggle-user: not given, and neither $KAGGLE_USERNAME nor ~/.kaggle/kaggle.json is set")
+
+
+def cmd_bundle(args: argparse.Namespace) -> str:
+    from birdsed.bundle import Target, make_bundle
+
+    cfg = _infer_config(args)
+    target = Target(
+        user=_kaggle_user(args.kaggle_user),
+        competition=args.competition,
+        prefix=args.prefix,
+        python=args.python_version,
+        platform=args.platform,
+        license=args.license,
+    )
+    result = make_bundle(
+        args.checkpoint,
+        cfg,
+        args.out,
+        target,
+        sample_data=args.sample_data,
+        dry_run=not args.no_dry_run,
+        dry_run_files=args.dry_run_files,
+        cores=args.cores,
+        soundscapes=args.soundscapes,
+        find_links=args.find_links,
+        no_index=args.no_index,
+        overwrite=args.overwrite,
+    )
+    for w in result.wheels:
+        print(f"wheel {w['file']}: {w['reason']}")
+    proven = "proven by a dry run" if result.dry_run else "NOT proven (--no-dry-run)"
+    return f"wrote {result.out} ({len(result.members)} model(s), {len(result.wheels)} wheel(s)), {proven}"
+
+
+def cmd_pseudo(args: argparse.Namespace) -> str:
+    from birdsed.pseudo import rounds_table, run_pseudo
+
+    cfg = config_from_args(args.config_and_overrides)
+    result = run_pseudo(cfg, out=args.out, overwrite=args.overwrite, resume=args.resume)
+    print(rounds_table(result.rounds))
+    last = result.last
+    figures = " ".join(
+        f"{k}={last[k]:.4f}" for k in ("val_auc", "soundscape_auc") if last.get(k) is not None and last[k] == last[k]
+    )
+    return f"{result.root}: round {int(last['round'])} ({last['kind']}) {figures}"
+
+
+def cmd_teacher(args: argparse.Namespace) -> str:
+    from birdsed.teacher import run_teacher
+
+    cfg = config_from_args(args.config_and_overrides)
+    cfg.teacher.embeddings = cfg.teacher.embeddings or args.embeddings
+    folders = [f.strip() for f in args.folders.split(",") if f.strip()]
+    mapping, results = run_teacher(cfg, args.out, folders, progress=not args.no_progress)
+    print(mapping.table())
+    for name, r in results.items():
+        rate = f"{r.audio_seconds / r.seconds:.0f}x real time" if r.seconds else ""
+        print(f"{name}: {r.files} file(s), {len(r.table)} windows, {len(r.failed)} unreadable, {rate}")
+    return f"teacher: {args.out} ({len(mapping.index)} of {len(mapping.classes)} classes known to {cfg.teacher.model})"
+
+
+def cmd_agile(args: argparse.Namespace) -> str:
+    from birdsed.agile import run_agile
+
+    cfg = config_from_args(args.config_and_overrides)
+    model = run_agile(cfg, args.teacher, args.out)
+    lacking = model.info["classes_without_model"]
+    return (
+        f"agile: {args.out} ({int(model.known.sum())} of {len(model.classes)} classes have a model"
+        + (f"; none for {', '.join(lacking)}" if lacking else "")
+        + ")"
+    )
+
+
+def cmd_study(args: argparse.Namespace) -> str:
+    from birdsed.study import load_study, parse_shard, read_study_dir, run_study
+    from birdsed.study_stats import summary_lines
+
+    out = args.out or Path("runs") / "studies" / args.study.stem
+    if args.tables:
+        _, table, summary = read_study_dir(out)
+    else:
+        shard = parse_shard(args.shard) if args.shard else None
+        table = run_study(load_study(args.study), out, args.resume, args.jobs, shard)
+        summary = json.loads((out / "summary.json").read_text())
+    for line in summary_lines(summary):
+        print(line)
+    done = int((table["state"] == "finished").sum())
+    return f"{out}: {done} of {len(table)} runs finished; study.csv, summary.csv, summary.json"
+
+
+def cmd_score(args: argparse.Namespace) -> str:
+    from birdsed.metrics import score_files
+
+    if args.json:
+        check_file_output(args.json, (args.solution, args.submission))
+    score = score_files(args.solution, args.submission, threshold=args.threshold)
+    if args.json:
+        score.to_json(args.json)
+    t = score.thresholds
+    print(f"rows={score.n_rows} scored_classes={score.n_scored_classes}")
+    print(f"padded_cmap={score.padded_cmap:.4f}")
+    print(
+        f"at threshold {t['threshold']:g}: accuracy={t['accuracy']:.4f} "
+        f"precision_macro={t['precision_macro']:.4f} recall_macro={t['recall_macro']:.4f} f1_macro={t['f1_macro']:.4f} "
+        f"f1_micro={t['f1_micro']:.4f}"
+    )
+    return f"macro_auc={score.macro_auc:.4f}"
+
+
+def cmd_report(args: argparse.Namespace) -> str:
+    import tempfile
+
+    from birdsed import tracking
+    from birdsed.report import gather
+    from birdsed.report_html import write_report
+
+    check_file_output(args.out, (args.solution, *(args.submission or []), *(args.teacher or [])))
+    if args.screenshot:
+        check_file_output(args.screenshot, (args.out,))
+    if args.mlflow_run and not args.mlflow_uri:
+        raise BirdsedError("--mlflow-run needs --mlflow-uri (the tracking store, e.g. sqlite:///mlflow.db)")
+    with tempfile.TemporaryDirectory(prefix="birdsed-mlflow-") as tmp:
+        named = []  # runs read back from the MLflow store, each as a local folder of its logged files
+        for run_id in args.mlflow_run or []:
+            named += tracking.download_run(args.mlflow_uri, run_id, Path(tmp) / run_id)[1]
+        report = gather(
+            args.runs,
+            args.submission or [],
+            args.solution,
+            args.threshold,
+            args.teacher or [],
+            named,
+            args.listen,
+            args.listen_class or [],
+        )
+        out = write_report(report, args.out, args.screenshot)
+    print(f"numbers: {out.with_suffix('.json')}")
+    if args.screenshot:
+        print(f"screenshot: {args.screenshot}")
+    if args.mlflow_run:  # the report goes back to the store, beside the last run it reads
+        files = [out, out.with_suffix(".json"), *([args.screenshot] if args.screenshot else [])]
+        tracking.log_report(args.mlflow_uri, args.mlflow_run[-1], files)
+        print(f"logged to MLflow run {args.mlflow_run[-1]} under report/")
+    figure = ""
+    if report.entries and report.entries[-1].evals:
+        last = report.entries[-1]
+        key = "soundscape" if "soundscape" in last.evals else "validation"
+        figure = f" ({last.name}: {key} macro_auc={last.evals[key].score.macro_auc:.4f})"
+    elif report.studies:
+        st = report.studies[-1]
+        figure = f" (study {st.name}: {sum(v['finished'] for v in st.summary['variants'])} runs)"
+    return f"report: {out}{figure}"
