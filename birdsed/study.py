@@ -89,7 +89,7 @@ class Study:
     def run_config(self, variant: str, seed: int, threads: int = 0) -> Config:
         """The config of one run: base file, shared overrides, the variant's (``{seed}`` in a value becomes the
         seed, e.g. ``pseudo.init_checkpoints=[runs/x/seed{seed}]``), then ``train.seed``."""
-        items = [o.replace("{seed}", str(seed)) for o in (*self.overrides, *self.variants[variant])]
+        items = [_with_seed(o, seed) for o in (*self.overrides, *self.variants[variant])]
         items += [f"train.seed={seed}", "train.progress=false"]
         if threads:
             items.append(f"train.threads={threads}")
@@ -100,8 +100,13 @@ class Study:
 
     def checkpoint(self, seed: int) -> Path:
         """An infer study's checkpoint of `seed`: ``runs`` with the seed filled in (a run folder → its ``best.pt``)."""
-        path = Path(self.checkpoints.format(seed=seed))
+        path = Path(_with_seed(self.checkpoints, seed))
         return path / "best.pt" if path.is_dir() else path
+
+
+def _with_seed(text: str, seed: int) -> str:
+    """A study file's value with ``{seed}`` filled in (an override's, or an infer study's ``checkpoints``)."""
+    return text.replace("{seed}", str(seed))
 
 
 def _override(key: str, value: Any) -> str:
@@ -404,26 +409,22 @@ def run_study(
 # ---- the tables -------------------------------------------------------------------------------------------------
 
 
-def _given_run(run_dir: Path) -> Path | None:
-    """A pseudo folder's round 0 when it was given (``pseudo.init_checkpoints``): the run folder of its model."""
-    rounds = pd.read_csv(run_dir / "rounds.csv")
-    given = rounds[rounds["kind"] == "given"]
-    if given.empty:
-        return None
-    models = str(given.iloc[0]["run_dir"]).split(";")
-    if len(models) > 1 or not (Path(models[0]).parent / "metrics.json").is_file():
-        raise StudyError(f"{run_dir}: round 0 is given as {';'.join(models)}, not one training run's model")
-    return Path(models[0]).parent
-
-
-def _final_run(run_dir: Path, command: str) -> Path:
-    """The training run whose figures stand for a study run: itself, or a pseudo folder's last round — the given
-    run when that is round 0 (``pseudo.rounds=0`` with ``pseudo.init_checkpoints``: round 0 as a baseline)."""
+def _final_run(run_dir: Path, command: str) -> tuple[Path, Path | None]:
+    """The training run whose figures stand for a study run — itself, or a pseudo folder's last round — and a pseudo
+    folder's given round 0 (``pseudo.init_checkpoints``: the run folder of its model; None when trained here). With
+    ``pseudo.rounds=0`` the given run is the final one: round 0 as a baseline."""
     if command in ("train", "infer"):
-        return run_dir
-    last = int(pd.read_csv(run_dir / "rounds.csv")["round"].max())
-    given = _given_run(run_dir) if last == 0 else None
-    return given or run_dir / f"round_{last}" / "run"
+        return run_dir, None
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    given_rows = rounds[rounds["kind"] == "given"]
+    given = None
+    if not given_rows.empty:
+        models = str(given_rows.iloc[0]["run_dir"]).split(";")
+        if len(models) > 1 or not (Path(models[0]).parent / "metrics.json").is_file():
+            raise StudyError(f"{run_dir}: round 0 is given as {';'.join(models)}, not one training run's model")
+        given = Path(models[0]).parent
+    last = int(rounds["round"].max())
+    return (given if last == 0 and given else run_dir / f"round_{last}" / "run"), given
 
 
 def collect(study: Study, out: Path) -> pd.DataFrame:
@@ -435,18 +436,14 @@ def collect(study: Study, out: Path) -> pd.DataFrame:
         row: dict[str, Any] = {"variant": v, "seed": s, "run_dir": str(run_dir)}
         row["state"] = run_state(run_dir, study.command)
         if row["state"] == "finished":
-            final = _final_run(run_dir, study.command)
+            final, given = _final_run(run_dir, study.command)
             metrics = json.loads((final / "metrics.json").read_text())
             summary = metrics["summary"]
             minutes = summary.get("minutes")
             if study.command == "pseudo":  # every round's training time, a given round 0's included
-                given_run = _given_run(run_dir)
-                given = [given_run / "metrics.json"] if given_run else []
-                minutes = sum(
-                    json.loads(p.read_text())["summary"].get("minutes", 0.0)
-                    for p in [*given, *sorted(run_dir.glob("*_*/**/metrics.json"))]
-                    if json.loads(p.read_text()).get("finished")
-                )
+                paths = [*([given / "metrics.json"] if given else []), *sorted(run_dir.glob("*_*/**/metrics.json"))]
+                runs = [json.loads(p.read_text()) for p in paths]
+                minutes = sum(m["summary"].get("minutes", 0.0) for m in runs if m.get("finished"))
             row |= {
                 "best_epoch": summary.get("best_epoch"),
                 "val_auc": summary.get("val_auc"),
