@@ -6,8 +6,9 @@ A third figure times the full data path (cache crops through DataLoader workers)
 
 ``--speed`` instead compares samples/s of the bare training step across ways to make it faster on the CPU
 (issue 13): backbone (efficientnet_b0 / resnet18 at the CPU recipes' shapes), channels_last off, ``torch.compile``,
-and bf16 autocast where the CPU has bf16 units (skipped, and said so, where it has none). Variants run in turns,
-twice, so a shared machine's drift hits all alike; the ratio is against the reference recipe's step.
+a cheaper input (the mel hop doubled: half the frames; fewer mels), and bf16 autocast where the CPU has bf16 units
+(skipped, and said so, where it has none). Variants run in turns, twice, so a shared machine's drift hits all alike;
+the ratios are against the reference recipe's step and against the same backbone's plain step.
 
 Usage: python benchmarks/bench_train.py [--config configs/effnet_b0_sed.yaml] [--steps 12] [--batch 32] [--speed]
 """
@@ -177,16 +178,20 @@ def speed(args) -> None:
         }
         for _ in range(args.steps)
     ]
+    r18 = ["model.backbone=resnet18"]
     variants = {  # name: (overrides, compiled, bf16)
         "efficientnet_b0 (reference)": ([], False, False),
         "efficientnet_b0, no channels_last": (["model.channels_last=false"], False, False),
         "efficientnet_b0, torch.compile": ([], True, False),
-        "resnet18": (["model.backbone=resnet18"], False, False),
-        "resnet18, torch.compile": (["model.backbone=resnet18"], True, False),
+        "efficientnet_b0, hop 1024": (["audio.hop_length=1024"], False, False),
+        "resnet18": (r18, False, False),
+        "resnet18, torch.compile": (r18, True, False),
+        "resnet18, hop 1024": ([*r18, "audio.hop_length=1024"], False, False),
+        "resnet18, 48 mels": ([*r18, "audio.n_mels=48"], False, False),
     }
     if cpu_has_bf16():
         variants["efficientnet_b0, bf16 autocast"] = ([], False, True)
-        variants["resnet18, bf16 autocast"] = (["model.backbone=resnet18"], False, True)
+        variants["resnet18, bf16 autocast"] = (r18, False, True)
     else:
         print("bf16 autocast: not measured (no AVX512-BF16/AMX here; emulated bf16 is slower, birdsed trains in 32)")
     times: dict[str, list[float]] = {k: [] for k in variants}
@@ -196,11 +201,15 @@ def speed(args) -> None:
             cfg = load_config(args.config, [f"data.batch_size={args.batch}", "train.progress=false", *over])
             step, phases[name] = _step_times(cfg, batches, compiled, bf16)
             times[name] += step
-    ref = statistics.median(times["efficientnet_b0 (reference)"])
-    print(f"median of {len(times['efficientnet_b0 (reference)'])} steps each; ratio = samples/s over the reference")
-    for name, t in times.items():
-        m = statistics.median(t)
-        print(f"{name:38s} {m * 1000:7.0f} ms/step {args.batch / m:6.1f} samples/s  {ref / m:.2f}x")
+    median = {name: statistics.median(t) for name, t in times.items()}
+    ref = median["efficientnet_b0 (reference)"]
+    print(
+        f"median of {len(times['efficientnet_b0 (reference)'])} steps each; ratios = samples/s over the reference, "
+        "and over the same backbone's plain step (resnet18: configs/resnet18_sed.yaml's)"
+    )
+    for name, m in median.items():
+        own = median["resnet18" if name.startswith("resnet18") else "efficientnet_b0 (reference)"]
+        print(f"{name:38s} {m * 1000:7.0f} ms/step {args.batch / m:6.1f} samples/s  {ref / m:.2f}x  {own / m:.2f}x")
     print("where a step's time goes (share of the step, last pass):")
     for name in ("efficientnet_b0 (reference)", "resnet18"):
         total = sum(phases[name].values())

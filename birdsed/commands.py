@@ -236,7 +236,8 @@ def cmd_agile(args: argparse.Namespace) -> str:
 
 
 def cmd_study(args: argparse.Namespace) -> str:
-    from birdsed.study import load_study, parse_shard, read_study_dir, run_study
+    from birdsed.study import read_study_dir, run_study
+    from birdsed.study_file import load_study, parse_shard
     from birdsed.study_stats import summary_lines
 
     out = args.out or Path("runs") / "studies" / args.study.stem

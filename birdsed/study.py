@@ -1,26 +1,5 @@
-"""Studies: named variants of one recipe × seeds, each an ordinary run folder, compared with paired statistics.
-
-A study file (YAML) names the command, the base config, shared overrides, the variants (sets of dotted overrides)
-and the seeds::
-
-    command: train            # or pseudo: each run is then a pseudo-label folder, scored at its last round
-                              # (with pseudo.rounds=0 and a given round 0, the given run: a baseline at no cost);
-                              # or infer: each run predicts the labelled soundscapes with one seed's checkpoint
-    config: configs/resnet18_sed.yaml
-    overrides: [train.epochs=20]
-    baseline: base            # the variant every other one is compared with
-    seeds: [0, 1, 2]
-    variants:
-      base: {}
-      ema: {train.averaging: ema}
-
-An **infer** study compares inference settings (TTA shifts, smoothing, the clip/frame blend, a teacher blend) on
-models already trained, at no training cost: ``checkpoints: runs/studies/ablation/recipe/seed{seed}`` names each seed's
-checkpoint (a ``.pt`` file, or a run folder: its ``best.pt``), its variants may only set ``infer.*`` keys, and each
-run predicts the labelled soundscapes of ``data.root`` (those ``test_solution.csv`` names) like ``birdsed infer``.
-
-``{seed}`` in an override's value becomes the run's seed, so a pseudo study can start each seed from its own
-round 0: ``pseudo.init_checkpoints=[runs/studies/ablation/recipe/seed{seed}]``.
+"""Studies: named variants of one recipe × seeds (a study file, :mod:`birdsed.study_file`), each an ordinary run
+folder, compared with paired statistics.
 
 ``OUT/<variant>/seed<s>/`` is the run of (variant, seed) with ``train.seed=s``. Finished runs are skipped, unfinished
 ones continue after their last finished epoch (``--resume``); a run folder whose config is not the one the study
@@ -43,7 +22,7 @@ import json
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -51,168 +30,31 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from birdsed.config import Config, config_from_dict, config_to_dict, load_config
-from birdsed.errors import ConfigError
+from birdsed.config import Config, config_from_dict, config_to_dict
 from birdsed.outputs import atomic_path, atomic_write, check_dir_output
 from birdsed.runs import MARKER as RUN_MARKER
+from birdsed.study_file import Study
 from birdsed.study_stats import StudyError, summarize, summary_frame
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("train", "pseudo", "infer")
 MARKER = "study.json"
 # settings that change how a run is executed, not what it computes: a run made with other values still counts
 EXECUTION_KEYS = (("train", "threads"), ("train", "progress"))
 # validating less often leaves the weights bit for bit the same (tested); with train.select=last it changes only
 # which epochs have curves, so it counts as execution too
 LAST_ONLY_KEYS = (("train", "val_every"),)
+# sections `birdsed train` never reads (they configure `birdsed pseudo`, `birdsed teacher`, `birdsed agile`): a train
+# study's finished run stays valid when a recipe's file changes only there
+TRAIN_UNREAD = ("pseudo", "teacher", "agile")
 
 
-@dataclass
-class Study:
-    """A parsed study file (see the module docstring)."""
-
-    command: str
-    config: str
-    variants: dict[str, list[str]]
-    seeds: list[int]
-    baseline: str
-    overrides: list[str] = field(default_factory=list)
-    bootstrap: int = 2000
-    checkpoints: str = ""  # infer studies: each seed's checkpoint, "{seed}" in the path
-
-    def runs(self) -> list[tuple[str, int]]:
-        """Every (variant, seed), seed by seed (the baseline first in each), the order runs are made in."""
-        names = [self.baseline, *(v for v in self.variants if v != self.baseline)]
-        return [(v, s) for s in self.seeds for v in names]
-
-    def run_config(self, variant: str, seed: int, threads: int = 0) -> Config:
-        """The config of one run: base file, shared overrides, the variant's (``{seed}`` in a value becomes the
-        seed, e.g. ``pseudo.init_checkpoints=[runs/x/seed{seed}]``), then ``train.seed``."""
-        items = [_with_seed(o, seed) for o in (*self.overrides, *self.variants[variant])]
-        items += [f"train.seed={seed}", "train.progress=false"]
-        if threads:
-            items.append(f"train.threads={threads}")
-        try:
-            return load_config(self.config, items)
-        except ConfigError as err:
-            raise StudyError(f"variant {variant!r}: {err}") from None
-
-    def checkpoint(self, seed: int) -> Path:
-        """An infer study's checkpoint of `seed`: ``runs`` with the seed filled in (a run folder → its ``best.pt``)."""
-        path = Path(_with_seed(self.checkpoints, seed))
-        return path / "best.pt" if path.is_dir() else path
-
-
-def _with_seed(text: str, seed: int) -> str:
-    """A study file's value with ``{seed}`` filled in (an override's, or an infer study's ``checkpoints``)."""
-    return text.replace("{seed}", str(seed))
-
-
-def _override(key: str, value: Any) -> str:
-    """A dotted override from a YAML key and value (lists and strings as YAML, which OmegaConf parses back)."""
-    return f"{key}={json.dumps(value)}" if not isinstance(value, str) else f"{key}={value}"
-
-
-def parse_study(data: Any, source: str) -> Study:
-    """A :class:`Study` from the mapping of a study file; every variant's config is loaded once to check it.
-
-    Raises:
-        StudyError: naming `source` and the key that is wrong.
-    """
-    if not isinstance(data, dict):
-        raise StudyError(f"{source}: a study file is a mapping (command:, config:, variants:, seeds:, ...)")
-    known = {"command", "config", "variants", "seeds", "baseline", "overrides", "bootstrap", "checkpoints"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise StudyError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")
-    command = data.get("command", "train")
-    if command not in COMMANDS:
-        raise StudyError(f"{source}: command must be one of {list(COMMANDS)}, got {command!r}")
-    if not isinstance(data.get("config"), str):
-        raise StudyError(f"{source}: config: the base config file is required")
-    variants_in = data.get("variants")
-    if not isinstance(variants_in, dict) or not variants_in:
-        raise StudyError(f"{source}: variants: a mapping of names to overrides is required")
-    variants: dict[str, list[str]] = {}
-    for name, over in variants_in.items():
-        if not isinstance(name, str) or not name.replace("-", "_").isidentifier():
-            raise StudyError(f"{source}: variant name {name!r}: letters, digits, - and _ only (it names a folder)")
-        if over is None:
-            over = {}
-        if isinstance(over, dict):
-            variants[name] = [_override(k, v) for k, v in over.items()]
-        elif isinstance(over, list) and all(isinstance(o, str) and "=" in o for o in over):
-            variants[name] = list(over)
-        else:
-            raise StudyError(f"{source}: variant {name!r}: a mapping of dotted keys or a list of key=value")
-    seeds = data.get("seeds", [0, 1, 2])
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-        or len(set(seeds)) != len(seeds)
-    ):
-        raise StudyError(f"{source}: seeds: a list of distinct integers, got {seeds!r}")
-    baseline = data.get("baseline", next(iter(variants)))
-    if baseline not in variants:
-        raise StudyError(f"{source}: baseline {baseline!r} is not one of the variants {list(variants)}")
-    overrides = data.get("overrides") or []
-    if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
-        raise StudyError(f"{source}: overrides: a list of key=value")
-    bootstrap = data.get("bootstrap", 2000)
-    if not isinstance(bootstrap, int) or bootstrap < 100:
-        raise StudyError(f"{source}: bootstrap: an integer ≥ 100 (resamples), got {bootstrap!r}")
-    checkpoints = data.get("checkpoints", "")
-    if command == "infer":
-        if not isinstance(checkpoints, str) or "{seed}" not in checkpoints:
-            raise StudyError(f"{source}: checkpoints: an infer study names each seed's, e.g. runs/x/seed{{seed}}")
-        items = [*overrides, *(o for v in variants.values() for o in v)]
-        other = sorted({o.split("=")[0] for o in items if not o.startswith("infer.")})
-        if other:
-            raise StudyError(
-                f"{source}: an infer study's overrides and variants may set infer.* keys only (its models are "
-                f"trained): {other}"
-            )
-    elif checkpoints:
-        raise StudyError(f"{source}: checkpoints: only an infer study (command: infer) names trained checkpoints")
-    study = Study(command, data["config"], variants, list(seeds), baseline, list(overrides), bootstrap, checkpoints)
-    for v in variants:
-        study.run_config(v, seeds[0])
-    if command == "infer":
-        absent = [str(study.checkpoint(s)) for s in seeds if not study.checkpoint(s).is_file()]
-        if absent:
-            raise StudyError(f"{source}: checkpoints: no checkpoint at {absent[:3]}")
-    return study
-
-
-def load_study(path: str | Path) -> Study:
-    """Read and check a study file."""
-    path = Path(path)
-    if not path.is_file():
-        raise StudyError(f"{path}: study file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise StudyError(f"{path}: cannot parse: {str(err).splitlines()[0]}") from None
-    return parse_study(data, str(path))
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` → (i, n) with 0 ≤ i < n (a job array's task index and its size)."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise StudyError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
-    if not 0 <= i < n:
-        raise StudyError(f"--shard {text!r}: need 0 ≤ i < n")
-    return i, n
-
-
-def _comparable(cfg: Config) -> dict[str, Any]:
+def _comparable(cfg: Config, command: str) -> dict[str, Any]:
     d = config_to_dict(cfg)
     for section, key in (*EXECUTION_KEYS, *(LAST_ONLY_KEYS if cfg.train.select == "last" else ())):
         d[section].pop(key, None)
+    for section in TRAIN_UNREAD if command == "train" else ():
+        d.pop(section, None)
     return d
 
 
@@ -233,13 +75,14 @@ def run_state(run_dir: Path, command: str) -> str:
     return "finished" if done else "unfinished"
 
 
-def check_run(run_dir: Path, cfg: Config) -> None:
-    """A run folder already there must hold the run the study asks for (config equal up to execution keys)."""
+def check_run(run_dir: Path, cfg: Config, command: str) -> None:
+    """A run folder already there must hold the run the study asks for (config equal up to execution keys, and for a
+    train run up to the sections training never reads)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise StudyError(f"{run_dir}: exists without config.yaml; remove it or choose another --out")
-    have = _comparable(config_from_dict(yaml.safe_load(path.read_text())))
-    want = _comparable(cfg)
+    have = _comparable(config_from_dict(yaml.safe_load(path.read_text())), command)
+    want = _comparable(cfg, command)
     if have != want:
         diff = [
             f"{s}.{k}: {have.get(s, {}).get(k)!r} → {want[s][k]!r}"
@@ -260,12 +103,16 @@ def execute_run(study: Study, variant: str, seed: int, run_dir: str, threads: in
     path = Path(run_dir)
     state = run_state(path, study.command)
     if state in ("unfinished", "finished"):
-        check_run(path, cfg)
+        check_run(path, cfg, study.command)
+    if state == "finished" and study.command == "infer":
+        made_by = json.loads((path / "metrics.json").read_text())["summary"]["checkpoint"]
+        if Path(made_by).resolve() != study.checkpoint(seed, variant).resolve():
+            raise StudyError(f"{path}: predicted by {made_by}, not by the study's {study.checkpoint(seed, variant)}")
     if state == "finished":
         return state
     if study.command == "infer":
         log.info("study run %s seed %d → %s", variant, seed, path)
-        infer_run(cfg, study.checkpoint(seed), path)
+        infer_run(cfg, study.checkpoint(seed, variant), path)
         return run_state(path, study.command)
     log.info("study run %s seed %d → %s", variant, seed, path)
     resume, overwrite = state == "unfinished", state == "started"
@@ -372,8 +219,12 @@ def prepare_out(study: Study, out: Path, resume: bool) -> None:
 
 def _grows(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether study record `new` is `old` with variants or seeds added (the runs made so far stay valid)."""
-    same = all(old[k] == new[k] for k in old if k not in ("variants", "seeds"))
-    kept = all(new["variants"].get(name) == items for name, items in old["variants"].items())
+    same = all(old[k] == new[k] for k in old if k not in ("variants", "seeds", "variant_checkpoints"))
+    kept = all(
+        new["variants"].get(name) == items
+        and new["variant_checkpoints"].get(name) == old["variant_checkpoints"].get(name)
+        for name, items in old["variants"].items()
+    )
     return same and kept and set(old["seeds"]) <= set(new["seeds"])
 
 

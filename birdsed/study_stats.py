@@ -22,7 +22,7 @@ from birdsed.errors import BirdsedError
 from birdsed.metrics import read_aligned
 
 if TYPE_CHECKING:
-    from birdsed.study import Study
+    from birdsed.study_file import Study
 
 
 class StudyError(BirdsedError, ValueError):

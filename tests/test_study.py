@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from birdsed.config import save_config
 from birdsed.metrics import macro_auc, read_aligned
-from birdsed.study import StudyError, check_run, load_study, parse_shard, parse_study, prepare_out
-from birdsed.study_stats import fast_macro_auc, summarize, summary_lines
+from birdsed.study import check_run, execute_run, prepare_out
+from birdsed.study_file import load_study, parse_shard, parse_study
+from birdsed.study_stats import StudyError, fast_macro_auc, summarize, summary_lines
 from tests.conftest import REPO, cli_run, kill_after_epochs, tiny_overrides
 
 CONFIG = str(REPO / "configs" / "demo.yaml")
@@ -59,9 +62,15 @@ def test_a_run_made_with_another_config_is_not_reused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     save_config(study.run_config("a", 0, threads=1), run / "config.yaml")
-    check_run(run, study.run_config("a", 0))  # threads only change how it runs: the same run
+    check_run(run, study.run_config("a", 0), "train")  # threads only change how it runs: the same run
     with pytest.raises(StudyError, match=r"another config than the study's \(train\.lr: 0\.003 → 0\.01\)"):
-        check_run(run, study.run_config("b", 0))
+        check_run(run, study.run_config("b", 0), "train")
+    # the pseudo section is never read by `birdsed train`: a train run stays valid, a pseudo run does not
+    cfg = study.run_config("a", 0)
+    cfg.pseudo.rounds += 1
+    check_run(run, cfg, "train")
+    with pytest.raises(StudyError, match=r"pseudo\.rounds"):
+        check_run(run, cfg, "pseudo")
 
 
 @pytest.mark.slow
@@ -220,6 +229,13 @@ def test_an_infer_study_compares_inference_settings_on_trained_checkpoints(train
     for s in (0, 1):  # two "seeds" of one trained model: the folder form (→ best.pt) and a file
         (tmp_path / f"seed{s}").mkdir()
         (tmp_path / f"seed{s}" / "best.pt").symlink_to(run_dir / ("best.pt" if s == 0 else "last.pt"))
+    # a variant's own models (another recipe's, seed by seed): seed 0 another model (its head's weights moved),
+    # seed 1 the same one
+    state = torch.load(run_dir / "best.pt", weights_only=False)
+    weight = state["state_dict"]["head.fc.weight"]
+    weight += torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)) * weight.std()
+    torch.save(state, tmp_path / "other0.pt")
+    (tmp_path / "other1.pt").symlink_to(run_dir / "last.pt")
     kernel = [0.25, 0.5, 0.25]
     data = {
         "command": "infer",
@@ -227,16 +243,28 @@ def test_an_infer_study_compares_inference_settings_on_trained_checkpoints(train
         "checkpoints": str(tmp_path / "seed{seed}"),
         "seeds": [0, 1],
         "bootstrap": 200,
-        "variants": {"plain": {}, "smooth": {"infer.smoothing": kernel}, "tta": {"infer.tta_shifts": [0.0, 1.0]}},
+        "baseline": "plain",
+        "variants": {
+            "plain": {},
+            "smooth": {"infer.smoothing": kernel},
+            "tta": {"infer.tta_shifts": [0.0, 1.0]},
+            "other": {"checkpoints": str(tmp_path / "other{seed}.pt")},
+        },
     }
     study_file = tmp_path / "study.yaml"
     study_file.write_text(yaml.safe_dump(data))
     out = tmp_path / "study"
     done = cli_run(["study", study_file, "--out", out], timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "6 of 6 runs finished" in done.stdout
+    assert "8 of 8 runs finished" in done.stdout
     table = pd.read_csv(out / "study.csv").set_index(["variant", "seed"])
     assert table.loc[("plain", 1), "checkpoint"] == str(tmp_path / "seed1" / "best.pt")
+    assert table.loc[("other", 0), "checkpoint"] == str(tmp_path / "other0.pt")
+    mine, theirs = (pd.read_csv(table.loc[k, "predictions"]) for k in (("other", 1), ("plain", 1)))
+    pd.testing.assert_frame_equal(mine, theirs)  # one model, one inference
+    mine, theirs = (pd.read_csv(table.loc[k, "predictions"]) for k in (("other", 0), ("plain", 0)))
+    assert mine["row_id"].equals(theirs["row_id"])
+    assert not np.allclose(mine.iloc[:, 1:], theirs.iloc[:, 1:], atol=1e-3)
 
     # the plain run is `birdsed infer` of that checkpoint on the labelled soundscapes, scored like `birdsed score`
     solution = tiny_root / "test_solution.csv"
@@ -264,7 +292,7 @@ def test_an_infer_study_compares_inference_settings_on_trained_checkpoints(train
         assert row["soundscape_auc"] == pytest.approx(auc[key], abs=1e-9)
     summary = json.loads((out / "summary.json").read_text())
     diffs = {d["variant"]: d for d in summary["differences"]}
-    for v in ("smooth", "tta"):
+    for v in ("smooth", "tta", "other"):
         expect = np.mean([auc[v, s] - auc["plain", s] for s in (0, 1)])
         assert diffs[v]["diff_mean"] == pytest.approx(expect, abs=1e-9)
     assert summary["differences_last"] == []
@@ -273,6 +301,11 @@ def test_an_infer_study_compares_inference_settings_on_trained_checkpoints(train
     again = cli_run(["study", study_file, "--out", out, "--resume"])
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "tta" / "seed1" / "metrics.json").stat().st_mtime_ns == stamp
+    # a finished run predicted by another checkpoint than its variant's is not reused
+    study = parse_study(data, "s.yaml")
+    shutil.copytree(out / "plain" / "seed0", tmp_path / "copied")
+    with pytest.raises(StudyError, match=r"copied: predicted by .*seed0.*not by the study's .*other0\.pt"):
+        execute_run(study, "other", 0, str(tmp_path / "copied"))
 
     # refusals name the key
     for change, message in (
@@ -280,7 +313,10 @@ def test_an_infer_study_compares_inference_settings_on_trained_checkpoints(train
         ({"overrides": ["train.epochs=3"]}, r"infer\.\* keys only.*train\.epochs"),
         ({"checkpoints": str(tmp_path / "seed0")}, r"checkpoints:.*\{seed\}"),
         ({"seeds": [0, 7]}, r"no checkpoint at .*seed7"),
-        ({"command": "train"}, "only an infer study"),
+        ({"command": "train", "variants": {"plain": {}}}, "only an infer study"),
+        ({"variants": {"plain": {}, "o": {"checkpoints": str(tmp_path / "x.pt")}}}, r"variant 'o'.*\{seed\}"),
+        ({"variants": {"plain": {}, "o": {"checkpoints": str(tmp_path / "x{seed}.pt")}}}, r"no checkpoint at .*x0"),
+        ({"command": "pseudo", "checkpoints": "", "variants": {"o": {"checkpoints": "r{seed}"}}}, "variant 'o'"),
     ):
         with pytest.raises(StudyError, match=message):
             parse_study({**data, **change}, "s.yaml")
