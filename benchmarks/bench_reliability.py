@@ -101,11 +101,8 @@ def precision(checkpoint: Path, soundscapes: Path, solution: Path | None) -> Non
             seconds = time.perf_counter() - t0
             used = prec
             if runtime == "openvino":
-                used = str(
-                    openvino_model(export_cached(checkpoint, "openvino"), precision=prec).get_property(
-                        "INFERENCE_PRECISION_HINT"
-                    )
-                )
+                compiled = openvino_model(export_cached(checkpoint, "openvino"), precision=prec)
+                used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # str(): "<Type: 'bfloat16'>"
             rows[prec] = (result.submission, seconds, used)
         (sub32, s32, _), (sub16, s16, used16) = rows["f32"], rows["bf16"]
         diff = np.abs(sub32[columns].to_numpy() - sub16[columns].to_numpy()).max()

@@ -394,7 +394,7 @@ def trainer_kwargs(cfg: Config) -> dict:
 
     Precision ``auto`` is bf16-mixed on CUDA and 32 on the CPU (numbers that do not depend on the machine). An
     explicit ``bf16-mixed`` on a CPU without bf16 units (where autocast would be emulated and slower) trains in 32
-    instead, with a warning; run.json records the precision used.
+    instead, with a warning; on a CPU with them, 32 says bf16 can be asked for. run.json records the precision.
     """
     t = cfg.train
     precision = t.precision
@@ -403,6 +403,8 @@ def trainer_kwargs(cfg: Config) -> dict:
     elif precision == "bf16-mixed" and _on_cpu(cfg) and not cpu_has_bf16():
         log.warning("train.precision=bf16-mixed: this CPU has no bf16 units (AVX512-BF16/AMX); training in 32-bit")
         precision = "32-true"
+    if precision in ("32", "32-true") and _on_cpu(cfg) and cpu_has_bf16():
+        log.info("32-bit; this CPU has bf16 units: train.precision=bf16-mixed trains faster (benchmarks/RESULTS.md)")
     devices: int | str = int(t.devices) if t.devices.isdigit() else t.devices
     return {
         "accelerator": t.accelerator,

@@ -197,7 +197,7 @@ def test_mlflow_tracking_to_a_local_store(tiny_root, tmp_path):
     assert json.loads((tmp_path / "run" / "mlflow.json").read_text())["run_id"] == runs[0].info.run_id
 
 
-def test_bf16_on_a_cpu_without_bf16_units_falls_back_to_32_with_a_warning(monkeypatch, caplog):
+def test_bf16_on_a_cpu_without_bf16_units_falls_back_to_32_with_a_warning_and_with_them_is_offered(monkeypatch, caplog):
     import birdsed.train as train
 
     cfg = load_config(None, ["train.precision=bf16-mixed", "train.accelerator=cpu"])
@@ -207,4 +207,12 @@ def test_bf16_on_a_cpu_without_bf16_units_falls_back_to_32_with_a_warning(monkey
     assert "no bf16 units" in caplog.text
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
     assert train.trainer_kwargs(cfg)["precision"] == "bf16-mixed"
-    assert train.trainer_kwargs(load_config(None, ["train.accelerator=cpu"]))["precision"] == "32-true"  # auto
+    with caplog.at_level("INFO", logger="birdsed.train"):
+        caplog.clear()
+        assert train.trainer_kwargs(load_config(None, ["train.accelerator=cpu"]))["precision"] == "32-true"  # auto
+    assert "train.precision=bf16-mixed trains faster" in caplog.text  # the faster way is named, not taken unasked
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="birdsed.train"):
+        train.trainer_kwargs(load_config(None, ["train.accelerator=cpu"]))
+    assert "bf16" not in caplog.text
