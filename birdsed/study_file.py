@@ -85,6 +85,11 @@ def _with_seed(text: str, seed: int) -> str:
     return text.replace("{seed}", str(seed))
 
 
+def _names_each_seed(checkpoints: Any) -> bool:
+    """Whether an infer study's ``checkpoints`` (its own or a variant's) is a path with ``{seed}`` in it."""
+    return isinstance(checkpoints, str) and "{seed}" in checkpoints
+
+
 def _override(key: str, value: Any) -> str:
     """A dotted override from a YAML key and value (lists and strings as YAML, which OmegaConf parses back)."""
     return f"{key}={json.dumps(value)}" if not isinstance(value, str) else f"{key}={value}"
@@ -120,11 +125,7 @@ def parse_study(data: Any, source: str) -> Study:
         if isinstance(over, dict) and "checkpoints" in over:
             over = dict(over)
             variant_checkpoints[name] = over.pop("checkpoints")
-            if (
-                command != "infer"
-                or not isinstance(variant_checkpoints[name], str)
-                or "{seed}" not in variant_checkpoints[name]
-            ):
+            if command != "infer" or not _names_each_seed(variant_checkpoints[name]):
                 raise StudyError(
                     f"{source}: variant {name!r}: checkpoints: an infer study's variant may name its own models, "
                     "each seed's, e.g. runs/x/seed{seed}"
@@ -154,7 +155,7 @@ def parse_study(data: Any, source: str) -> Study:
         raise StudyError(f"{source}: bootstrap: an integer ≥ 100 (resamples), got {bootstrap!r}")
     checkpoints = data.get("checkpoints", "")
     if command == "infer":
-        if not isinstance(checkpoints, str) or "{seed}" not in checkpoints:
+        if not _names_each_seed(checkpoints):
             raise StudyError(f"{source}: checkpoints: an infer study names each seed's, e.g. runs/x/seed{{seed}}")
         items = [*overrides, *(o for v in variants.values() for o in v)]
         other = sorted({o.split("=")[0] for o in items if not o.startswith("infer.")})
