@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from birdsed.audio import MelFrontend, load_audio
-from birdsed.cache import WaveStore, prepare_cache
-from birdsed.data import load_birdclef
-from birdsed.prepare import cache_sources
+from birdsed.data.audio import MelFrontend, load_audio
+from birdsed.data.cache import WaveStore, prepare_cache
+from birdsed.data.folder import load_birdclef
+from birdsed.data.prepare import cache_sources
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "birdclef-real-mini"
 

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from birdsed.config import load_config
-from birdsed.ensemble import load_member
-from birdsed.export import export, runtime_runner
-from birdsed.infer import InMemoryAudio, read_audio
+from birdsed.inference.ensemble import load_member
+from birdsed.inference.export import export, runtime_runner
+from birdsed.inference.infer import InMemoryAudio, read_audio
+from birdsed.inference.submit import infer_folder, window_spec, worker_count, write_submission
 from birdsed.models import build_model, save_checkpoint
-from birdsed.submit import infer_folder, window_spec, worker_count, write_submission
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "birdclef-real-mini" / "test_soundscapes"
 
@@ -96,7 +96,7 @@ def main() -> None:
         f"side (default): {e2e:.2f} s = {audio_s / e2e:.0f}x real time (goal >= 150x)"
     )
 
-    from birdsed.audio import MelFrontend
+    from birdsed.data.audio import MelFrontend
 
     spec = window_spec(icfg, sr)
     batches = window_batches(files, spec, MelFrontend.from_config(member.cfg.audio), sr)

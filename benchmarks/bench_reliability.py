@@ -85,9 +85,9 @@ def precision(checkpoint: Path, soundscapes: Path, solution: Path | None) -> Non
     import pandas as pd
 
     from birdsed.config import InferConfig
-    from birdsed.export import export_cached, openvino_model
-    from birdsed.metrics import macro_auc
-    from birdsed.submit import infer_folder, load_ensemble
+    from birdsed.inference.export import export_cached, openvino_model
+    from birdsed.inference.submit import infer_folder, load_ensemble
+    from birdsed.scoring.metrics import macro_auc
 
     for runtime in ("torch", "openvino"):
         rows = {}

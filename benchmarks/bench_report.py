@@ -15,8 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
-from birdsed.report import gather
-from birdsed.report_html import write_report
+from birdsed.reports.html import write_report
+from birdsed.reports.report import gather
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -46,7 +46,7 @@ def main() -> None:
     print(f"{n}: gather {t_gather:.1f} s, render {t_render:.1f} s")
     print(f"page {page.stat().st_size / 1e6:.2f} MB, numbers {page.with_suffix('.json').stat().st_size / 1e3:.0f} kB")
     if shutil.which("chromium"):
-        from birdsed.report_html import screenshot_html
+        from birdsed.reports.html import screenshot_html
 
         t = time.perf_counter()
         png = screenshot_html(page, OUT / "report.png")

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdsed.ensemble import blend_teacher
-from birdsed.metrics import per_class_auc
-from birdsed.teacher import read_teacher
+from birdsed.scoring.metrics import per_class_auc
+from birdsed.teacher.birdnet import read_teacher
+from birdsed.teacher.blend import blend_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO.parent / "shared" / "data" / "birdclef-real-mini"

@@ -23,11 +23,11 @@ import time
 
 import lightning as L
 import torch
+from birdsed.data.augment import mixup, spec_augment
 from torch.utils.data import DataLoader, Dataset
 
-from birdsed.augment import mixup, spec_augment
 from birdsed.config import load_config
-from birdsed.train import SEDModule, cpu_has_bf16, trainer_kwargs
+from birdsed.training.train import SEDModule, cpu_has_bf16, trainer_kwargs
 
 
 class Batches(Dataset):

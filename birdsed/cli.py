@@ -13,9 +13,9 @@ from pathlib import Path
 from birdsed import commands
 from birdsed.config import TEACHER_FOLDERS
 from birdsed.errors import BirdsedError
-from birdsed.kaggle_image import PLATFORM as KAGGLE_PLATFORM
-from birdsed.kaggle_image import PYTHON as KAGGLE_PYTHON
-from birdsed.kaggle_image import RUNTIME_NEEDS
+from birdsed.kaggle.image import PLATFORM as KAGGLE_PLATFORM
+from birdsed.kaggle.image import PYTHON as KAGGLE_PYTHON
+from birdsed.kaggle.image import RUNTIME_NEEDS
 
 
 def _config_parent() -> argparse.ArgumentParser:

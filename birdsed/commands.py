@@ -27,7 +27,7 @@ def config_from_args(items: Sequence[str]) -> Config:
 
 
 def cmd_synth(args: argparse.Namespace) -> str:
-    from birdsed.synth import make_dataset
+    from birdsed.data.synth import make_dataset
 
     out = make_dataset(
         args.out,
@@ -42,7 +42,7 @@ def cmd_synth(args: argparse.Namespace) -> str:
 
 
 def cmd_prepare(args: argparse.Namespace) -> str:
-    from birdsed.prepare import prepare
+    from birdsed.data.prepare import prepare
 
     cfg = config_from_args(args.config_and_overrides)
     summary = prepare(cfg, include_test=args.include_test, progress=not args.no_progress)
@@ -52,7 +52,7 @@ def cmd_prepare(args: argparse.Namespace) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> str:
-    from birdsed.train import fit
+    from birdsed.training.train import fit
 
     cfg = config_from_args(args.config_and_overrides)
     summary = fit(cfg, out=args.out, overwrite=args.overwrite, resume=args.resume)
@@ -81,8 +81,8 @@ def _device() -> str:
 
 
 def cmd_infer(args: argparse.Namespace) -> str:
-    from birdsed.audio import list_audio
-    from birdsed.submit import (
+    from birdsed.data.audio import list_audio
+    from birdsed.inference.submit import (
         infer_folder,
         load_ensemble,
         output_columns,
@@ -115,8 +115,8 @@ def cmd_infer(args: argparse.Namespace) -> str:
 
 
 def cmd_budget(args: argparse.Namespace) -> str:
-    from birdsed.budget import measure
-    from birdsed.submit import load_ensemble, teacher_source
+    from birdsed.inference.budget import measure
+    from birdsed.inference.submit import load_ensemble, teacher_source
 
     cfg = _infer_config(args)
     if cfg.infer.threads:
@@ -141,7 +141,7 @@ def cmd_budget(args: argparse.Namespace) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> str:
-    from birdsed.export import export
+    from birdsed.inference.export import export
 
     check_dir_output(args.out)
     out = export(args.checkpoint, args.out, args.format)
@@ -164,7 +164,7 @@ def _kaggle_user(given: str | None) -> str:
 
 
 def cmd_bundle(args: argparse.Namespace) -> str:
-    from birdsed.bundle import Target, make_bundle
+    from birdsed.kaggle.bundle import Target, make_bundle
 
     cfg = _infer_config(args)
     target = Target(
@@ -196,7 +196,7 @@ def cmd_bundle(args: argparse.Namespace) -> str:
 
 
 def cmd_pseudo(args: argparse.Namespace) -> str:
-    from birdsed.pseudo import rounds_table, run_pseudo
+    from birdsed.pseudo.rounds import rounds_table, run_pseudo
 
     cfg = config_from_args(args.config_and_overrides)
     result = run_pseudo(cfg, out=args.out, overwrite=args.overwrite, resume=args.resume)
@@ -209,7 +209,7 @@ def cmd_pseudo(args: argparse.Namespace) -> str:
 
 
 def cmd_teacher(args: argparse.Namespace) -> str:
-    from birdsed.teacher import run_teacher
+    from birdsed.teacher.birdnet import run_teacher
 
     cfg = config_from_args(args.config_and_overrides)
     cfg.teacher.embeddings = cfg.teacher.embeddings or args.embeddings
@@ -223,7 +223,7 @@ def cmd_teacher(args: argparse.Namespace) -> str:
 
 
 def cmd_agile(args: argparse.Namespace) -> str:
-    from birdsed.agile import run_agile
+    from birdsed.teacher.agile import run_agile
 
     cfg = config_from_args(args.config_and_overrides)
     model = run_agile(cfg, args.teacher, args.out)
@@ -236,9 +236,9 @@ def cmd_agile(args: argparse.Namespace) -> str:
 
 
 def cmd_study(args: argparse.Namespace) -> str:
-    from birdsed.study import read_study_dir, run_study
-    from birdsed.study_file import load_study, parse_shard
-    from birdsed.study_stats import summary_lines
+    from birdsed.study.runner import read_study_dir, run_study
+    from birdsed.study.spec import load_study, parse_shard
+    from birdsed.study.stats import summary_lines
 
     out = args.out or Path("runs") / "studies" / args.study.stem
     if args.tables:
@@ -254,7 +254,7 @@ def cmd_study(args: argparse.Namespace) -> str:
 
 
 def cmd_score(args: argparse.Namespace) -> str:
-    from birdsed.metrics import score_files
+    from birdsed.scoring.metrics import score_files
 
     if args.json:
         check_file_output(args.json, (args.solution, args.submission))
@@ -275,9 +275,9 @@ def cmd_score(args: argparse.Namespace) -> str:
 def cmd_report(args: argparse.Namespace) -> str:
     import tempfile
 
-    from birdsed import tracking
-    from birdsed.report import gather
-    from birdsed.report_html import write_report
+    from birdsed.reports.html import write_report
+    from birdsed.reports.report import gather
+    from birdsed.training import tracking
 
     check_file_output(args.out, (args.solution, *(args.submission or []), *(args.teacher or [])))
     if args.screenshot:

@@ -16,7 +16,17 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from birdsed.errors import ConfigError
-from birdsed.rules import at_least, check_fields, choice, non_negative, positive, registered, unit
+from birdsed.rules import (
+    OWN_BACKBONES,
+    at_least,
+    check_backbone_name,
+    check_fields,
+    choice,
+    non_negative,
+    positive,
+    registered,
+    unit,
+)
 
 
 @dataclass
@@ -81,6 +91,12 @@ class ModelConfig:
     # a previous run's checkpoint (or run folder) to start from; the head is remapped by label name
     init_from: str = ""
     channels_last: bool = True
+    # what does not train: none | front (the spectrogram front-end and the backbone's stem; birdnet_v24) | all (the
+    # front-end and the whole backbone: only the head trains)
+    freeze: str = choice("none", "front", "all")
+    # birdnet_v24: start the head's class rows from BirdNET's own classifier where the teacher mapping (taxonomy.csv,
+    # teacher.mapping) names the class, so the clip output begins as BirdNET's; other classes start at random
+    birdnet_head: bool = True
 
 
 @dataclass
@@ -119,7 +135,7 @@ class TrainConfig:
     scheduler: str = choice("cosine", "cosine_restarts", "constant")
     warmup_epochs: float = non_negative(1.0)
     restart_epochs: int = positive(5)  # period of cosine_restarts (1st place: 5)
-    loss: str = registered("focal_bce", "birdsed.losses:LOSSES")  # focal_bce | bce | focal | ce
+    loss: str = registered("focal_bce", "birdsed.training.losses:LOSSES")  # focal_bce | bce | focal | ce
     focal_gamma: float = non_negative(2.0)
     focal_weight: float = non_negative(1.0)  # focal_bce = focal_weight * focal + bce_weight * bce
     bce_weight: float = non_negative(1.0)
@@ -127,6 +143,11 @@ class TrainConfig:
     sample_weight_power: float = -0.5  # sampling weight (count/sum)^power per recording; 0: uniform
     min_class_samples: int = non_negative(0)  # rare classes are repeated until they have this many per epoch
     grad_clip: float = non_negative(5.0)
+    # learning rates of the backbone: train.lr · backbone_lr · layer_decay^(layers above it), for backbones in
+    # depth-ordered layer groups (birdnet_v24: stem, 4 stages, post); the head and a timm backbone's one group
+    # take the plain product (layer_decay 1: no decay)
+    backbone_lr: float = positive(1.0)
+    layer_decay: float = unit(1.0)
     # which epoch's weights are best.pt: last (the end of the schedule, as Kaggle solutions take it) | held_out (the
     # best AUC on held-out clips, a tie to the later epoch). On the mini set the held-out tails saturate at AUC 1.0
     # and the last epoch scored higher on soundscapes over 3 seeds (benchmarks/RESULTS.md, "Studies")
@@ -238,7 +259,7 @@ class TeacherConfig:
 
 @dataclass
 class AgileConfig:
-    """``birdsed agile``: a logistic regression per class on the teacher's embeddings (:mod:`birdsed.agile`)."""
+    """``birdsed agile``: a logistic regression per class on the teacher's embeddings (:mod:`birdsed.teacher.agile`)."""
 
     c: float = positive(0.1)  # inverse L2 strength on standardised embeddings (sklearn's C)
     # also fit on train_soundscapes windows, the teacher's probabilities as soft targets: better alone, but a model
@@ -394,9 +415,21 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"pseudo.oof_folds: 0 (off) or at least 2, got {ps.oof_folds}")
     if not ps.power or min(ps.power) <= 0:
         raise ConfigError(f"pseudo.power: need positive powers, got {ps.power}")
-    from birdsed.models.backbones import check_backbone_name
-
     check_backbone_name(cfg.model.backbone)
+    m = cfg.model
+    if m.backbone in OWN_BACKBONES:
+        if m.pretrained_weights:
+            raise ConfigError(
+                f"model.pretrained_weights: {m.backbone} starts from BirdNET's own weights; leave it empty"
+            )
+        if cfg.augment.spec_on == "loader":
+            raise ConfigError(f"augment.spec_on: loader makes log-mels; {m.backbone} has its own front-end (device)")
+    elif m.freeze == "front":
+        raise ConfigError(
+            f"model.freeze: front needs a backbone with a stem of its own (birdnet_v24), not {m.backbone}"
+        )
+    if cfg.train.layer_decay <= 0:
+        raise ConfigError(f"train.layer_decay: must be in (0, 1], got {cfg.train.layer_decay}")
 
 
 def _error_text(err: OmegaConfBaseException, source: str) -> str:

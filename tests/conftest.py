@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from birdsed.synth import make_dataset
+from birdsed.data.synth import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_MINI = REPO.parent / "shared" / "data" / "birdclef-real-mini"
@@ -74,7 +73,7 @@ def tiny_cfg(root, cache, *over):
 @pytest.fixture(scope="session")
 def trained_run(tiny_root, tmp_path_factory):
     """One shrunk demo training run shared by the tests that need a trained model: (cfg, summary, run folder)."""
-    from birdsed.train import fit
+    from birdsed.training.train import fit
 
     tmp = tmp_path_factory.mktemp("train")
     cfg = tiny_cfg(tiny_root, tmp / "cache")
@@ -85,7 +84,7 @@ def trained_run(tiny_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def pseudo_run(trained_run, tiny_root, tmp_path_factory):
     """One shrunk pseudo-label folder on `trained_run`: round 0 given, one round and its control: (cfg, folder)."""
-    from birdsed.pseudo import run_pseudo
+    from birdsed.pseudo.rounds import run_pseudo
 
     cfg, _, run_dir = trained_run
     out = tmp_path_factory.mktemp("pseudo") / "p"

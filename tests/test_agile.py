@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from birdsed.data.folder import load_birdclef
 from sklearn.metrics import roc_auc_score
 
-from birdsed.agile import AgileError, fit_agile, load_agile, read_embeddings
 from birdsed.cli import main
-from birdsed.data import load_birdclef
-from birdsed.teacher import EMBEDDINGS_SUFFIX, read_teacher
+from birdsed.teacher.agile import AgileError, fit_agile, load_agile, read_embeddings
+from birdsed.teacher.birdnet import EMBEDDINGS_SUFFIX, read_teacher
 from tests.conftest import cli_error
 
 

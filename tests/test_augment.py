@@ -1,7 +1,7 @@
 import numpy as np
 import torch
+from birdsed.data.augment import add_background, loader_spec_transform, mixup, random_gain, spec_augment
 
-from birdsed.augment import add_background, loader_spec_transform, mixup, random_gain, spec_augment
 from birdsed.config import AugmentConfig
 
 

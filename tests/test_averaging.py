@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from birdsed.averaging import Averaging, averaging_callback
 from birdsed.models import load_checkpoint
-from birdsed.train import fit
+from birdsed.training.averaging import Averaging, averaging_callback
+from birdsed.training.train import fit
 from tests.conftest import tiny_cfg
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from birdsed.bundle import BundleError, Target, load_bundle, make_bundle, member_names, predict_competition
 from birdsed.cli import main
 from birdsed.config import ConfigError, load_config
-from birdsed.metrics import score_files
+from birdsed.kaggle.bundle import BundleError, Target, load_bundle, make_bundle, member_names, predict_competition
+from birdsed.kaggle.wheels import platform_tags, ship_wheels
 from birdsed.outputs import OutputError
-from birdsed.wheels import platform_tags, ship_wheels
+from birdsed.scoring.metrics import score_files
 
 HERE = f"{sys.version_info.major}.{sys.version_info.minor}"
 

@@ -3,9 +3,9 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from birdsed.data.audio import load_audio
+from birdsed.data.cache import WaveStore, prepare_cache
 
-from birdsed.audio import load_audio
-from birdsed.cache import WaveStore, prepare_cache
 from tests.conftest import tone, write
 
 

@@ -7,17 +7,17 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from birdsed.data.folder import DataError, row_ids
 
 from birdsed.cli import main
 from birdsed.config import ConfigError, InferConfig
-from birdsed.data import DataError
-from birdsed.ensemble import Member, combine, load_member, torch_runner
-from birdsed.export import export, openvino_model, runtime_runner
-from birdsed.infer import InMemoryAudio, StreamingAudio, WindowSpec, predict_group, read_audio, row_ids, smooth
-from birdsed.metrics import score_files
+from birdsed.inference.ensemble import Member, combine, load_member, torch_runner
+from birdsed.inference.export import export, openvino_model, runtime_runner
+from birdsed.inference.infer import InMemoryAudio, StreamingAudio, WindowSpec, predict_group, read_audio, smooth
+from birdsed.inference.submit import infer_folder, worker_count, write_submission
 from birdsed.models import load_checkpoint
-from birdsed.submit import infer_folder, worker_count, write_submission
-from birdsed.train import cpu_has_bf16
+from birdsed.scoring.metrics import score_files
+from birdsed.training.train import cpu_has_bf16
 
 
 class Identity(torch.nn.Module):
@@ -100,7 +100,7 @@ def test_shared_stft_chunks_equal_their_own_stft_when_aligned(trained_run):
     model, _, _ = load_checkpoint(trained_run[2])
     front = model.frontend
     wave = np.random.default_rng(2).standard_normal(32000 * 12).astype(np.float32)
-    from birdsed.infer import _SharedMel
+    from birdsed.inference.infer import _SharedMel
 
     shared = _SharedMel(InMemoryAudio(wave), front, 32000 * 5, "cpu")
     start = 512 * 100  # hop-aligned
@@ -249,7 +249,7 @@ def test_budget_measures_the_models_cost(trained_run, monkeypatch):
     re-typed: it holds however noisy the machine)."""
     import time
 
-    import birdsed.budget as budget
+    import birdsed.inference.budget as budget
 
     real = budget.predict_file
 

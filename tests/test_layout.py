@@ -80,3 +80,70 @@ def test_no_import_cycles_between_modules():
 
     cycles = [c for m in sorted(graph) if (c := cycle_from(m))]
     assert not cycles, f"import cycles: {cycles[:3]}"
+
+
+# The house's floors, low to high: a module may import its own package, the base and lower floors, never a higher one.
+# The base (config, errors, rules, outputs) is floor 0; cli/commands sit on the roof.
+FLOORS = {
+    "birdsed.errors": 0,
+    "birdsed.rules": 0,
+    "birdsed.config": 0,
+    "birdsed.outputs": 0,
+    "birdsed.scoring": 1,
+    "birdsed.data": 2,
+    "birdsed.models": 3,
+    "birdsed.teacher": 4,
+    "birdsed.training": 5,
+    "birdsed.inference": 6,
+    "birdsed.pseudo": 7,
+    "birdsed.study": 8,
+    "birdsed.reports": 9,
+    "birdsed.kaggle": 10,
+    "birdsed.commands": 11,
+    "birdsed.cli": 12,
+    "birdsed.__main__": 13,
+}
+
+
+def _floor(module: str) -> tuple[str, int]:
+    parts = module.split(".")
+    for n in (2, 1):
+        key = ".".join(parts[:n])
+        if key in FLOORS:
+            return key, FLOORS[key]
+    raise AssertionError(f"{module}: on no floor of the house; add its package to FLOORS in tests/test_layout.py")
+
+
+def test_imports_point_down_the_floors():
+    """Each stage imports earlier stages and the base only (the arrows of the README's pipeline)."""
+    files = {p: ".".join(p.relative_to(REPO).with_suffix("").parts) for p in (REPO / "birdsed").rglob("*.py")}
+    names = {m.removesuffix(".__init__") for m in files.values()}
+    wrong = []
+    for path, module in files.items():
+        module = module.removesuffix(".__init__")
+        if module == "birdsed":
+            continue
+        home, floor = _floor(module)
+        for dep in _imports(path):
+            if dep not in names or dep == "birdsed":
+                continue
+            dep_home, dep_floor = _floor(dep)
+            if dep_home != home and (dep_floor > floor or (dep_floor == floor and floor > 0)):  # the base is one floor
+                wrong.append(f"{module} -> {dep}")
+    assert not wrong, f"imports that point up or sideways: {sorted(wrong)}"
+
+
+def test_stage_packages_and_a_small_top():
+    """The tree shows the stages: >= 6 stage packages, each with a docstring that says what it may import; <= 8
+    modules at the top of birdsed/."""
+    packages = [p.parent for p in (REPO / "birdsed").glob("*/__init__.py")]
+    assert len(packages) >= 6, packages
+    for pkg in packages:
+        import ast
+
+        doc = ast.get_docstring(ast.parse((pkg / "__init__.py").read_text())) or ""
+        what = f"{pkg.name}/__init__.py: say what the stage does and may import"
+        assert len(doc) > 80 and "import" in doc.lower(), what
+        assert f"birdsed.{pkg.name}" in FLOORS, pkg.name
+    top = sorted(p.name for p in (REPO / "birdsed").glob("*.py"))
+    assert len(top) <= 8, top

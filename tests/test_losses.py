@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from birdsed.config import TrainConfig
-from birdsed.losses import LOSSES, bce, build_loss, ce, focal, focal_bce
+from birdsed.training.losses import LOSSES, bce, build_loss, ce, focal, focal_bce
 
 
 def batch(seed=0):

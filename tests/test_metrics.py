@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from birdsed.cli import main
-from birdsed.metrics import (
+from birdsed.scoring.metrics import (
     SubmissionError,
     check_submission,
     macro_auc,

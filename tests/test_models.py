@@ -6,8 +6,9 @@ import torch
 
 from birdsed.config import ConfigError, load_config
 from birdsed.models import build_model, load_checkpoint, save_checkpoint
-from birdsed.models.backbones import check_backbone_name, create_backbone
+from birdsed.models.backbones import create_backbone
 from birdsed.models.build import CheckpointError, init_from_checkpoint
+from birdsed.rules import check_backbone_name
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -160,7 +161,7 @@ def test_a_head_registered_in_one_place_is_configurable(monkeypatch):
             frame = self.fc(x.transpose(1, 2))  # (B, T', K)
             return {"clip_logits": frame.amax(dim=1), "frame_logits": frame}
 
-    with pytest.raises(ConfigError, match=r"model\.head: 'max' is not one of sed, clip"):
+    with pytest.raises(ConfigError, match=r"model\.head: 'max' is not one of sed, attention, clip"):
         load_config(None, ["model.head=max"])
     monkeypatch.setitem(sed.HEADS, "max", MaxHead)
     cfg = load_config(None, ["model.head=max", "model.backbone=resnet18", "audio.n_mels=32"])

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from birdsed.data.datasets import ClipDataset, PseudoChunks, PseudoMixDataset
+from birdsed.data.folder import load_birdclef
 
 from birdsed.cli import main
-from birdsed.data import load_birdclef
-from birdsed.datasets import ClipDataset, PseudoChunks, PseudoMixDataset
-from birdsed.ensemble import load_member
-from birdsed.pseudo import (
+from birdsed.inference.ensemble import load_member
+from birdsed.inference.submit import infer_folder
+from birdsed.pseudo.rounds import (
     PseudoError,
     filter_chunks,
     power_transform,
@@ -19,8 +20,7 @@ from birdsed.pseudo import (
     soundscape_folds,
     soundscape_weights,
 )
-from birdsed.report import gather
-from birdsed.submit import infer_folder
+from birdsed.reports.report import gather
 from tests.conftest import REPO, snapshot, tiny_cfg, tiny_overrides
 
 
@@ -47,7 +47,7 @@ def test_filters_and_soundscape_weights():
 
 def test_mixup_with_pseudo_chunks(trained_run, tiny_root):
     cfg, _, _ = trained_run
-    from birdsed.cache import WaveStore
+    from birdsed.data.cache import WaveStore
 
     store = WaveStore(cfg.cache_path)
     key = next(k for k in store.files if k.startswith("train_soundscapes/"))

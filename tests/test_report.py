@@ -11,10 +11,10 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from birdsed.cli import main
-from birdsed.metrics import score_files
-from birdsed.report import ReportError, calibration_bins, gather
-from birdsed.report_html import write_report
-from birdsed.report_plots import macro_curves
+from birdsed.reports.html import write_report
+from birdsed.reports.plots import macro_curves
+from birdsed.reports.report import ReportError, calibration_bins, gather
+from birdsed.scoring.metrics import score_files
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_report_numbers_equal_birdsed_score(report_inputs, rendered):
     scored = [c for c in sol.columns if 0 < sol[c].sum() < len(sol)]
     for name, path in ((run_dir.name, run_dir / "soundscape_preds.csv"), ("model", good), ("noisy", noisy)):
         shown = entries[name]["evaluations"]["soundscape"]
-        # independent of birdsed.metrics: sklearn over the classes with positives, rows matched by row_id
+        # independent of birdsed.scoring.metrics: sklearn over the classes with positives, rows matched by row_id
         sub = pd.read_csv(path, dtype={"row_id": str}).set_index("row_id").loc[sol.index]
         independent = np.mean([roc_auc_score(sol[c], sub[c]) for c in scored])
         assert shown["macro_auc"] == pytest.approx(independent, abs=1e-12)
@@ -126,8 +126,8 @@ def test_macro_curves_and_calibration_on_known_data():
 
 
 def gather_free_eval(y_true, y_score):
-    from birdsed.metrics import score_arrays
-    from birdsed.report import Evaluation
+    from birdsed.reports.report import Evaluation
+    from birdsed.scoring.metrics import score_arrays
 
     return Evaluation(y_true, y_score, ["a", "b"], score_arrays(y_true, y_score, ["a", "b"]), "test")
 
@@ -165,8 +165,8 @@ def test_listening_picks_the_worst_windows_with_their_audio_and_frames(report_in
 
     import soundfile as sf
 
-    from birdsed.listen import LISTEN_RATE
     from birdsed.models import load_checkpoint
+    from birdsed.reports.listen import LISTEN_RATE
 
     run_dir, _pseudo, _good, _noisy, solution, _tmp, _ = report_inputs
     named = pd.read_csv(solution).columns[1]
@@ -192,7 +192,7 @@ def test_listening_picks_the_worst_windows_with_their_audio_and_frames(report_in
     assert html.count("<audio") == len(lis.windows) and "Listening:" in html
     if shutil.which("chromium") is None:
         pytest.skip("no chromium on PATH for the browser check")
-    from birdsed.report_html import rendered_dom, screenshot_html
+    from birdsed.reports.html import rendered_dom, screenshot_html
 
     durations = [float(d) for d in re.findall(r'data-duration="([^"]+)"', rendered_dom(page))]
     assert len(durations) == len(lis.windows) and all(abs(d - 5.0) < 0.05 for d in durations)  # playable 5-s clips

@@ -14,10 +14,10 @@ import torch
 import yaml
 
 from birdsed.config import save_config
-from birdsed.metrics import macro_auc, read_aligned
-from birdsed.study import check_run, execute_run, prepare_out
-from birdsed.study_file import load_study, parse_shard, parse_study
-from birdsed.study_stats import StudyError, fast_macro_auc, summarize, summary_lines
+from birdsed.scoring.metrics import macro_auc, read_aligned
+from birdsed.study.runner import check_run, execute_run, prepare_out
+from birdsed.study.spec import StudyError, load_study, parse_shard, parse_study
+from birdsed.study.stats import fast_macro_auc, summarize, summary_lines
 from tests.conftest import REPO, cli_run, kill_after_epochs, tiny_overrides
 
 CONFIG = str(REPO / "configs" / "demo.yaml")
@@ -186,8 +186,8 @@ def test_runs_without_window_predictions_are_compared_over_seeds_only():
 
 
 def test_run_states(tmp_path):
-    from birdsed.runs import MARKER
-    from birdsed.study import run_state
+    from birdsed.study.runner import run_state
+    from birdsed.training.runs import MARKER
 
     run = tmp_path / "run"
     assert run_state(run, "train") == "missing"
@@ -220,8 +220,8 @@ def test_a_study_may_grow_by_variants_and_seeds_but_not_change(tmp_path):
 
 
 def test_an_infer_study_compares_inference_settings_on_trained_checkpoints(trained_run, tiny_root, tmp_path):
-    from birdsed.infer import smooth
-    from birdsed.submit import infer_folder, load_ensemble, output_columns
+    from birdsed.inference.infer import smooth
+    from birdsed.inference.submit import infer_folder, load_ensemble, output_columns
 
     cfg, _, run_dir = trained_run
     config = tmp_path / "config.yaml"

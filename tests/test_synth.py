@@ -3,10 +3,9 @@ import hashlib
 import numpy as np
 import pandas as pd
 import torch
-
-from birdsed.audio import MelFrontend, load_audio
-from birdsed.data import load_birdclef
-from birdsed.synth import make_classes, make_dataset
+from birdsed.data.audio import MelFrontend, load_audio
+from birdsed.data.folder import load_birdclef
+from birdsed.data.synth import make_classes, make_dataset
 
 
 def digest(root):

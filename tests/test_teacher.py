@@ -15,15 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdsed.agile import read_embeddings
 from birdsed.config import ConfigError
-from birdsed.data import load_birdclef
-from birdsed.ensemble import blend_teacher
-from birdsed.infer import split_row_ids
-from birdsed.metrics import SubmissionError
-from birdsed.pseudo import PseudoError, label_pool, round_power
-from birdsed.submit import infer_folder, load_ensemble
-from birdsed.teacher import (
+from birdsed.data.folder import load_birdclef, split_row_ids
+from birdsed.inference.submit import infer_folder, load_ensemble
+from birdsed.pseudo.rounds import PseudoError, label_pool, round_power
+from birdsed.scoring.metrics import SubmissionError
+from birdsed.teacher.agile import read_embeddings
+from birdsed.teacher.birdnet import (
     EMBEDDINGS_SUFFIX,
     TeacherError,
     map_classes,
@@ -32,6 +30,7 @@ from birdsed.teacher import (
     read_teacher,
     window_outputs,
 )
+from birdsed.teacher.blend import blend_teacher
 from tests.conftest import REPO, cli_error, tiny_cfg
 
 LABELS = [
@@ -181,7 +180,7 @@ def test_a_teacher_missing_pool_rows_fails_before_training(trained_run, tiny_roo
     teacher = _pool_teacher(tiny_root, data.classes, data.classes[:2], tmp_path / "t.csv")
     stems, _ = split_row_ids(teacher.index.to_series())
     teacher[stems != stems.iloc[0]].to_csv(tmp_path / "t.csv")
-    from birdsed.pseudo import run_pseudo
+    from birdsed.pseudo.rounds import run_pseudo
 
     over = [f"pseudo.teacher={tmp_path / 't.csv'}", f"pseudo.init_checkpoints=[{run_dir}]", "pseudo.rounds=1"]
     with pytest.raises(PseudoError, match="no teacher rows for pool soundscape"):
@@ -273,8 +272,8 @@ def test_infer_teacher_birdnet_with_an_agile_model(birdnet_clip, tmp_path):
     """``infer.teacher=birdnet`` + ``infer.agile``: one BirdNET pass gives scores and embeddings; the teacher table is
     a·agile + (1-a)·BirdNET where both know a class, BirdNET or agile alone where only one does, NaN where neither —
     checked against `birdsed teacher`'s own CSV and embeddings of the same audio."""
-    from birdsed.agile import AgileModel
-    from birdsed.submit import teacher_source
+    from birdsed.inference.submit import teacher_source
+    from birdsed.teacher.agile import AgileModel
 
     root, out, solution, *_ = birdnet_clip
     classes = solution.columns[1:].tolist()
@@ -307,16 +306,16 @@ def _labelled_stretch(solution: pd.DataFrame, real_root: Path) -> tuple[str, int
 
 
 def test_teacher_needs_the_extra_or_says_what_to_install(monkeypatch, tiny_root, tmp_path, capsys):
-    import birdsed.teacher as t
+    import birdsed.models.birdnet as bn
 
-    monkeypatch.setattr(t, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=lambda name: None)))
+    monkeypatch.setattr(bn, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=lambda name: None)))
     line = cli_error(capsys, ["teacher", f"data.root={tiny_root}", "--out", tmp_path / "t"])
     assert "pip install -e '.[teacher]'" in line
 
 
 def test_report_shows_a_teacher_entry(trained_run, tiny_root, tmp_path):
-    from birdsed.metrics import score_arrays
-    from birdsed.report import gather
+    from birdsed.reports.report import gather
+    from birdsed.scoring.metrics import score_arrays
 
     _, _, run_dir = trained_run
     solution = pd.read_csv(tiny_root / "test_solution.csv", dtype={"row_id": str}).set_index("row_id")

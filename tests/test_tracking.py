@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from birdsed.report import gather
-from birdsed.tracking import RUN_ID_FILE
+from birdsed.reports.report import gather
+from birdsed.training.tracking import RUN_ID_FILE
 from tests.conftest import REPO, cli_run, tiny_overrides
 
 pytestmark = pytest.mark.slow

@@ -1,21 +1,25 @@
 import json
 import math
+import os
+import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from birdsed.data.cache import WaveStore
+from birdsed.data.datasets import oversample, sampling_weights
+from birdsed.data.folder import load_birdclef
+from birdsed.data.prepare import ensure_cache
 
-from birdsed.cache import WaveStore
 from birdsed.config import config_from_dict, load_config
-from birdsed.data import load_birdclef
-from birdsed.datasets import oversample, sampling_weights
-from birdsed.metrics import score_files
 from birdsed.models import load_checkpoint
-from birdsed.prepare import ensure_cache
-from birdsed.runs import RunExistsError
-from birdsed.train import BirdDataModule, SEDModule, fit, lr_factor, split_recordings
+from birdsed.scoring.metrics import score_files
+from birdsed.training.runs import RunExistsError
+from birdsed.training.train import BirdDataModule, SEDModule, fit, lr_factor, split_recordings
 from tests.conftest import tiny_cfg
 
 
@@ -198,21 +202,53 @@ def test_mlflow_tracking_to_a_local_store(tiny_root, tmp_path):
 
 
 def test_bf16_on_a_cpu_without_bf16_units_falls_back_to_32_with_a_warning_and_with_them_is_offered(monkeypatch, caplog):
-    import birdsed.train as train
+    import birdsed.training.train as train
 
     cfg = load_config(None, ["train.precision=bf16-mixed", "train.accelerator=cpu"])
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
-    with caplog.at_level("WARNING", logger="birdsed.train"):
+    with caplog.at_level("WARNING", logger="birdsed.training.train"):
         assert train.trainer_kwargs(cfg)["precision"] == "32-true"
     assert "no bf16 units" in caplog.text
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
     assert train.trainer_kwargs(cfg)["precision"] == "bf16-mixed"
-    with caplog.at_level("INFO", logger="birdsed.train"):
+    with caplog.at_level("INFO", logger="birdsed.training.train"):
         caplog.clear()
         assert train.trainer_kwargs(load_config(None, ["train.accelerator=cpu"]))["precision"] == "32-true"  # auto
     assert "train.precision=bf16-mixed trains faster" in caplog.text  # the faster way is named, not taken unasked
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
     caplog.clear()
-    with caplog.at_level("INFO", logger="birdsed.train"):
+    with caplog.at_level("INFO", logger="birdsed.training.train"):
         train.trainer_kwargs(load_config(None, ["train.accelerator=cpu"]))
     assert "bf16" not in caplog.text
+
+
+def test_a_log_file_gets_one_line_an_epoch_and_no_bar_redraws(tiny_root, tmp_path):
+    """Output to a file (a cluster job, nohup, CI): Lightning's bar is off even with train.progress=true."""
+    from tests.conftest import REPO, tiny_overrides
+
+    over = [o for o in tiny_overrides(tiny_root, tmp_path / "cache") if not o.startswith("train.progress")]
+    log = tmp_path / "train.log"
+    config = REPO / "configs" / "demo.yaml"
+    args = ["train", str(config), *over, "train.progress=true", "train.epochs=2", "--out", str(tmp_path / "run")]
+    with log.open("w") as out:
+        cmd = [sys.executable, "-m", "birdsed", *args]
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=300)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-2000:]
+    assert "\r" not in text and "it/s" not in text, text[-2000:]
+    epochs = [line for line in text.splitlines() if re.search(r"\bepoch \d+: ", line)]
+    assert len(epochs) == 2, text
+    assert len(text) < 6000, len(text)
+
+
+def test_bars_are_drawn_in_a_terminal():
+    """The control of the test above: on a terminal (a pseudo-terminal here) the same check says draw."""
+    import pty
+
+    main, sub = pty.openpty()
+    code = "from birdsed.outputs import show_bars; print(show_bars(True), show_bars(False))"
+    proc = subprocess.run([sys.executable, "-c", code], stdout=sub, stderr=sub, timeout=60)
+    os.close(sub)
+    shown = os.read(main, 200).decode()
+    os.close(main)
+    assert proc.returncode == 0 and shown.split() == ["True", "False"], shown

