@@ -101,7 +101,8 @@ def cmd_infer(args: argparse.Namespace) -> str:
         torch.set_num_threads(cfg.infer.threads)
     members = load_ensemble(args.checkpoint, cfg.infer, device)
     columns = output_columns(members, args.sample_submission)
-    teacher = teacher_source(cfg, columns)  # a bad teacher fails before minutes of compute
+    roots = [m.cfg.data.root for m in members]
+    teacher = teacher_source(cfg, columns, roots)  # a bad teacher fails before minutes of compute
     result = infer_folder(args.soundscapes, members, cfg.infer, columns, device, progress=not args.no_progress)
     if teacher is not None:
         result.submission = with_teacher(result.submission, teacher(args.soundscapes), cfg)
@@ -124,7 +125,8 @@ def cmd_budget(args: argparse.Namespace) -> str:
 
         torch.set_num_threads(cfg.infer.threads)
     members = load_ensemble(args.checkpoint, cfg.infer, "cpu")
-    teacher = teacher_source(cfg, list(members[0].classes)) if cfg.infer.teacher == "birdnet" else None
+    roots = [m.cfg.data.root for m in members]
+    teacher = teacher_source(cfg, list(members[0].classes), roots) if cfg.infer.teacher == "birdnet" else None
     b = measure(members, cfg.infer, args.soundscapes, args.minutes, args.cores, args.limit, teacher=teacher)
     shifts = len(cfg.infer.tta_shifts)
     print(

@@ -329,3 +329,27 @@ def test_report_shows_a_teacher_entry(trained_run, tiny_root, tmp_path):
     assert entry.kind == "teacher" and f"knows {len(classes) - 1} of {len(classes)}" in entry.notes[0]
     expect = score_arrays(solution.to_numpy(float), teacher.fillna(0.5).to_numpy(), classes)  # unknown = constant
     assert entry.evals["soundscape"].score.macro_auc == pytest.approx(expect.macro_auc, abs=1e-12)
+
+
+def test_infer_teacher_finds_the_taxonomy_in_data_root_or_the_checkpoints(tiny_root, tmp_path):
+    """``infer.teacher=birdnet`` without ``infer.teacher_taxonomy``: the config's ``data.root`` taxonomy.csv, else a
+    member's own ``data.root``; one whose classes differ from the submission's is passed over, and with none the
+    error names every place tried."""
+    from birdsed.inference.submit import teacher_taxonomy
+
+    classes = pd.read_csv(tiny_root / "taxonomy.csv", dtype=str)["primary_label"].tolist()
+    cfg = tiny_cfg(tiny_root, tmp_path / "cache", "infer.teacher=birdnet")
+    path, taxonomy = teacher_taxonomy(cfg, classes)
+    assert path == str(tiny_root / "taxonomy.csv") and taxonomy["primary_label"].tolist() == classes
+    other = tmp_path / "other"
+    other.mkdir()
+    pd.read_csv(tiny_root / "taxonomy.csv", dtype=str).iloc[::-1].to_csv(other / "taxonomy.csv", index=False)
+    cfg = tiny_cfg(other, tmp_path / "cache", "infer.teacher=birdnet")
+    assert teacher_taxonomy(cfg, classes, [str(tmp_path / "gone"), str(tiny_root)])[0] == str(
+        tiny_root / "taxonomy.csv"
+    )
+    with pytest.raises(ConfigError, match=r"other/taxonomy\.csv \(other classes\); .*gone/taxonomy\.csv \(missing\)"):
+        teacher_taxonomy(cfg, classes, [str(tmp_path / "gone")])
+    given = tiny_cfg(other, tmp_path / "cache", f"infer.teacher_taxonomy={other / 'taxonomy.csv'}")
+    with pytest.raises(ConfigError, match="classes differ from the submission's"):
+        teacher_taxonomy(given, classes, [str(tiny_root)])  # a given one is never passed over

@@ -288,11 +288,45 @@ def infer_folder(
     return result
 
 
-def teacher_source(cfg: Config, columns: list[str]) -> Callable[[Path], pd.DataFrame] | None:
+def teacher_taxonomy(cfg: Config, columns: list[str], member_roots: Sequence[str] = ()) -> tuple[str, pd.DataFrame]:
+    """The competition's taxonomy.csv that maps BirdNET's labels to `columns`: ``infer.teacher_taxonomy`` when
+    given, else the first of the config's ``data.root`` and the members' own ``data.root`` (their checkpoints'
+    configs) whose taxonomy.csv exists and lists exactly `columns`, in order."""
+    from birdsed.data.folder import read_taxonomy
+
+    if cfg.infer.teacher_taxonomy:
+        taxonomy = read_taxonomy(cfg.infer.teacher_taxonomy)
+        if taxonomy["primary_label"].tolist() != columns:
+            raise ConfigError(
+                f"infer.teacher_taxonomy: {cfg.infer.teacher_taxonomy} classes differ from the submission's"
+            )
+        return cfg.infer.teacher_taxonomy, taxonomy
+    tried = []
+    for root in dict.fromkeys([cfg.data.root, *member_roots]):
+        path = Path(root) / "taxonomy.csv"
+        if not path.is_file():
+            tried.append(f"{path} (missing)")
+            continue
+        taxonomy = read_taxonomy(path)
+        if taxonomy["primary_label"].tolist() != columns:
+            tried.append(f"{path} (other classes)")
+            continue
+        log.info("infer.teacher=birdnet: classes mapped from %s", path)
+        return str(path), taxonomy
+    raise ConfigError(
+        "infer.teacher_taxonomy: teacher=birdnet needs the competition's taxonomy.csv; none of data.root's or the "
+        f"checkpoints' fits the submission's classes: {'; '.join(tried)}"
+    )
+
+
+def teacher_source(
+    cfg: Config, columns: list[str], member_roots: Sequence[str] = ()
+) -> Callable[[Path], pd.DataFrame] | None:
     """What ``infer.teacher`` gives, as a function of the soundscape folder: a validated teacher table (row_id
     index, `columns`, NaN = no opinion) — read from a CSV, or predicted by BirdNET (with ``infer.agile``, BirdNET's
     embeddings of the same pass through the agile model, blended in by ``infer.agile_weight``). None without a
-    teacher."""
+    teacher. `member_roots`: the ensemble members' ``data.root``, where the taxonomy is looked for after the
+    config's own (:func:`teacher_taxonomy`)."""
     from birdsed.teacher.birdnet import load_birdnet, predict_folder, read_teacher
 
     source = cfg.infer.teacher
@@ -303,13 +337,7 @@ def teacher_source(cfg: Config, columns: list[str]) -> Callable[[Path], pd.DataF
     if source != "birdnet":
         table = read_teacher(source, columns)
         return lambda folder: table
-    if not cfg.infer.teacher_taxonomy:
-        raise ConfigError("infer.teacher_taxonomy: teacher=birdnet needs the competition's taxonomy.csv")
-    from birdsed.data.folder import read_taxonomy
-
-    taxonomy = read_taxonomy(cfg.infer.teacher_taxonomy)
-    if taxonomy["primary_label"].tolist() != columns:
-        raise ConfigError(f"infer.teacher_taxonomy: {cfg.infer.teacher_taxonomy} classes differ from the submission's")
+    taxonomy_path, taxonomy = teacher_taxonomy(cfg, columns, member_roots)
     agile = None
     if cfg.infer.agile:
         from birdsed.teacher.agile import load_agile, with_agile
@@ -317,7 +345,7 @@ def teacher_source(cfg: Config, columns: list[str]) -> Callable[[Path], pd.DataF
         agile = load_agile(cfg.infer.agile)
         if agile.classes != columns:
             raise ConfigError(f"infer.agile: {cfg.infer.agile} was fitted on other classes than the submission's")
-    model, mapping = load_birdnet(cfg, taxonomy, cfg.infer.teacher_taxonomy, embeddings=agile is not None)
+    model, mapping = load_birdnet(cfg, taxonomy, taxonomy_path, embeddings=agile is not None)
 
     def predict(folder: Path) -> pd.DataFrame:
         res = predict_folder(Path(folder), model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, progress=False)

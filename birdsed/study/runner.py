@@ -146,7 +146,7 @@ def infer_run(cfg: Config, checkpoint: Path, run_dir: Path) -> None:
     sample = root / "sample_submission.csv"
     columns = output_columns(members, sample if sample.is_file() else None)
     labels = read_soundscape_labels(solution, root, columns, cfg.infer.window_seconds)
-    teacher = teacher_source(cfg, columns)
+    teacher = teacher_source(cfg, columns, [m.cfg.data.root for m in members])
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     files = [root / k for k in labels.keys]
