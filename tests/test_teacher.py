@@ -25,6 +25,7 @@ from birdsed.teacher.birdnet import (
     EMBEDDINGS_SUFFIX,
     TeacherError,
     map_classes,
+    near_misses,
     normalise,
     read_overrides,
     read_teacher,
@@ -84,6 +85,41 @@ def test_class_mapping_by_name_split_ambiguous_and_override(tmp_path):
     with pytest.raises(TeacherError, match=r"not in taxonomy\.csv"):
         map_classes(tax, LABELS, {"nosuch": None})
     assert normalise("Pallas’s Leaf-Warbler") == normalise("pallass leaf warbler")
+
+
+def test_mapping_near_misses_are_proposed_flagged_and_overridable():
+    """A common-name-only taxonomy: `Blackcap` ⊂ `Eurasian Blackcap` (not `Bush Blackcap`: only a qualifier may
+    differ when several match) and `Royal Flycatcher` ⊂ `Amazonian Royal Flycatcher` are near misses, flagged in the
+    table; a bare `Frog` with several frogs stays ambiguous; `teacher.mapping` overrides a near miss."""
+    labels = [
+        "Sylvia atricapilla_Eurasian Blackcap",
+        "Sylvia nigricapillus_Bush Blackcap",
+        "Onychorhynchus coronatus_Royal Flycatcher",
+        "Acris crepitans_Northern Cricket Frog",
+        "Hyliola regilla_Pacific Chorus Frog",
+        "Pyrrhocorax graculus_Yellow-billed Chough",
+    ]
+    tax = _taxonomy(
+        [
+            ("blackc1", "", "Blackcap"),
+            ("royfly1", "", "Amazonian Royal Flycatcher"),
+            ("frog1", "", "Frog"),
+            ("alpcho1", "", "Alpine Chough"),
+        ]
+    )
+    m = map_classes(tax, labels)
+    assert {c: m.how[c] for c in m.classes} == {
+        "blackc1": "near",
+        "royfly1": "near",
+        "frog1": "ambiguous",
+        "alpcho1": "unmapped",
+    }
+    assert labels[m.index["blackc1"]].endswith("Eurasian Blackcap") and labels[m.index["royfly1"]].startswith("Ony")
+    assert "2 as a near miss (check them)" in m.table().splitlines()[0]
+    assert "blackc1      near       Sylvia atricapilla_Eurasian Blackcap" in m.table()
+    fixed = map_classes(tax, labels, {"blackc1": "Sylvia nigricapillus", "royfly1": None})
+    assert labels[fixed.index["blackc1"]].endswith("Bush Blackcap") and "royfly1" not in fixed.index
+    assert near_misses({"frog"}, [frozenset({"frogmouth"})]) == []  # words, not letters
 
 
 def test_a_window_takes_the_max_of_the_chunks_inside_it_and_their_mean_embedding():

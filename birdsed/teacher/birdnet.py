@@ -49,6 +49,37 @@ class TeacherError(BirdsedError, ValueError):
 
 # ---- class mapping --------------------------------------------------------------------------------------------------
 SPELLINGS = {"grey": "gray", "colour": "color", "coloured": "colored"}  # British → American (BirdNET's labels)
+# Words that qualify a bird's name without naming another bird (IOC's renames add or drop them: "Blackcap" →
+# "Eurasian Blackcap"): they break a tie between near-miss candidates and never make a match on their own
+QUALIFIERS = frozenset(
+    {
+        "common",
+        "eurasian",
+        "european",
+        "western",
+        "eastern",
+        "northern",
+        "southern",
+        "central",
+        "american",
+        "african",
+        "asian",
+        "oriental",
+        "amazonian",
+        "andean",
+        "tropical",
+        "neotropical",
+        "pacific",
+        "atlantic",
+        "australian",
+        "siberian",
+        "arctic",
+        "greater",
+        "lesser",
+        "great",
+        "little",
+    }
+)
 
 
 def normalise(name: str) -> str:
@@ -65,7 +96,7 @@ class ClassMapping:
 
     classes: list[str]  # taxonomy order
     index: dict[str, int]  # class → teacher output index
-    how: dict[str, str]  # class → scientific | common | split | override | ambiguous | unmapped
+    how: dict[str, str]  # class → scientific | common | split | near | override | ambiguous | unmapped
     teacher_labels: list[str]
     candidates: dict[str, list[str]] = field(default_factory=dict)  # ambiguous class → the labels it matched
 
@@ -76,10 +107,12 @@ class ClassMapping:
             target = self.teacher_labels[self.index[c]] if c in self.index else ""
             extra = f" (candidates: {'; '.join(self.candidates[c][:4])})" if c in self.candidates else ""
             lines.append(f"  {c:<12} {self.how[c]:<10} {target}{extra}")
-        counts = {k: sum(v == k for v in self.how.values()) for k in ("scientific", "common", "split", "override")}
+        kinds = ("scientific", "common", "split", "near", "override")
+        counts = {k: sum(v == k for v in self.how.values()) for k in kinds}
         head = (
             f"{len(self.index)} of {len(self.classes)} classes mapped ({counts['scientific']} by scientific name, "
-            f"{counts['common']} by common name, {counts['split']} as a split species (check them), "
+            f"{counts['common']} by common name, {counts['split']} as a split species and {counts['near']} as a "
+            "near miss (check them), "
             f"{counts['override']} by override); "
             f"{sum(v == 'ambiguous' for v in self.how.values())} ambiguous, "
             f"{sum(v == 'unmapped' for v in self.how.values())} unmapped"
@@ -125,7 +158,10 @@ def map_classes(
     Teacher labels are BirdNET's ``Scientific name_Common Name``. Tried in order, each needing exactly one match:
     the taxonomy's scientific name against the teacher's scientific names, its common name against the teacher's
     common names, and (for sets that keep a common name in ``scientific_name``) its scientific name against the
-    teacher's common names. Several matches make a class ambiguous; an override names the label outright.
+    teacher's common names; then, flagged for review, a split species (``Subalpine Warbler`` → ``Western Subalpine
+    Warbler``) and a near miss (:func:`near_misses`: ``Blackcap`` → ``Eurasian Blackcap``, ``Amazonian Royal
+    Flycatcher`` → ``Royal Flycatcher``). Several matches make a class ambiguous; an override names the label
+    outright.
 
     Raises:
         TeacherError: an override names a class or a teacher label that does not exist.
@@ -133,6 +169,7 @@ def map_classes(
     overrides = overrides or {}
     sci = [normalise(lab.split("_", 1)[0]) for lab in teacher_labels]
     com = [normalise(lab.split("_", 1)[1]) if "_" in lab else "" for lab in teacher_labels]
+    com_words = [frozenset(c.split()) for c in com]
     by_full = {lab: i for i, lab in enumerate(teacher_labels)}
     by_sci = {}
     for i, s in enumerate(sci):
@@ -165,6 +202,7 @@ def map_classes(
             ("common", by_com.get(normalise(cols["scientific_name"][k]), [])),
             # a species since split in two, e.g. "Subalpine Warbler" → "Western Subalpine Warbler": printed for review
             ("split", sorted({i for n in names if " " in n for i, c in enumerate(com) if c.endswith(" " + n)})),
+            ("near", near_misses(names, com_words)),
         ]
         mapping.how[cls] = "unmapped"
         for how, hits in tries:
@@ -176,6 +214,21 @@ def map_classes(
                 mapping.candidates[cls] = [teacher_labels[i] for i in hits]
                 break
     return mapping
+
+
+def near_misses(names: set[str], teacher_words: list[frozenset[str]]) -> list[int]:
+    """The teacher labels whose common name's words are a strict subset or superset of one of `names` (normalised
+    names of one class), sharing a word that is not a qualifier. Of several, those that differ from the class's
+    name by qualifiers alone (:data:`QUALIFIERS`), if any: ``Blackcap`` → ``Eurasian Blackcap``, not ``Bush
+    Blackcap``."""
+    hits = {}
+    for n in names:
+        words = frozenset(n.split())
+        for i, t in enumerate(teacher_words):
+            if t and (words < t or t < words) and (words & t) - QUALIFIERS:
+                hits[i] = (words ^ t) <= QUALIFIERS
+    qualified = [i for i, q in hits.items() if q]
+    return sorted(qualified if len(hits) > 1 and qualified else hits)
 
 
 # ---- BirdNET ------------------------------------------------------------------------------------------------------
