@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+import yaml
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from birdsed.errors import ConfigError
@@ -439,6 +440,38 @@ def _error_text(err: OmegaConfBaseException, source: str) -> str:
     return f"{source}: {key}: {msg}" if key else f"{source}: {msg}"
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key (PyYAML keeps the last one without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text → Python data, rejecting duplicate keys.
+
+    Raises:
+        ValueError: a syntax error or a repeated key, as ``line N: what`` (for the caller to prefix with the file).
+    """
+    try:
+        return yaml.load(text, Loader=_UniqueKeys)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ValueError(f"{where}{err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise ValueError(str(err).splitlines()[0]) from None
+
+
 def load_config(path: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> Config:
     """Load the schema defaults, then a YAML file, then dotted overrides, and validate.
 
@@ -462,14 +495,19 @@ def load_config(path: str | Path | Mapping[str, Any] | None = None, overrides: S
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            loaded = OmegaConf.load(path)
-        except Exception as err:  # YAML syntax errors come from the yaml package
-            raise ConfigError(f"{path}: cannot parse: {str(err).splitlines()[0]}") from None
-        if not isinstance(loaded, DictConfig):
+            data = parse_yaml(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as err:
+            raise ConfigError(f"{path}: cannot parse: {err}") from None
+        data = {} if data is None else data  # an empty file: the defaults
+        if not isinstance(data, dict):
             raise ConfigError(
                 f"{path}: the top level must be a mapping of sections (audio:, data:, train:, ...), "
-                f"got a {type(loaded).__name__.replace('Config', '').lower()}"
+                f"got a {'list' if isinstance(data, list) else type(data).__name__}"
             )
+        try:
+            loaded = OmegaConf.create(data)
+        except OmegaConfBaseException as err:
+            raise ConfigError(_error_text(err, str(path))) from None
         try:
             conf = OmegaConf.merge(conf, loaded)
         except OmegaConfBaseException as err:

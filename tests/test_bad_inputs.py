@@ -72,6 +72,29 @@ def test_yaml_whose_top_level_is_a_list(tmp_path, capsys):
     assert "syntax.yaml: cannot parse" in cli_error(capsys, ["prepare", tmp_path / "syntax.yaml"])
 
 
+def test_every_yaml_birdsed_reads_refuses_a_duplicate_key(tmp_path, capsys):
+    """A repeated key is an error naming the file, the key and both lines (PyYAML alone keeps the last one): a
+    config, a study file (two variants of one name) and a teacher mapping."""
+    (tmp_path / "cfg.yaml").write_text("train:\n  lr: 1.0e-3\n  epochs: 2\n  lr: 3.0e-4\n")
+    line = cli_error(capsys, ["prepare", tmp_path / "cfg.yaml"])
+    assert "cfg.yaml: cannot parse: line 4: duplicate key 'lr' (first on line 2)" in line
+    (tmp_path / "study.yaml").write_text(
+        "command: train\nconfig: configs/demo.yaml\nvariants:\n  a: {}\n  b: {train.lr: 0.1}\n  a: {train.lr: 0.2}\n"
+    )
+    line = cli_error(capsys, ["study", tmp_path / "study.yaml", "--out", tmp_path / "s"])
+    assert "study.yaml: cannot parse: line 6: duplicate key 'a' (first on line 4)" in line
+    assert not (tmp_path / "s").exists()
+    from birdsed.teacher.birdnet import TeacherError, read_overrides
+
+    (tmp_path / "map.yaml").write_text("eurrob1: Erithacus rubecula\neurrob1: Turdus merula\n")
+    with pytest.raises(TeacherError, match=r"map\.yaml: cannot parse \(line 2: duplicate key 'eurrob1'"):
+        read_overrides(tmp_path / "map.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    from birdsed.config import Config, load_config
+
+    assert load_config(tmp_path / "empty.yaml") == load_config(None) == Config()  # an empty config: the defaults
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -32,9 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from birdsed.config import Config, load_config
+from birdsed.config import Config, load_config, parse_yaml
 from birdsed.errors import BirdsedError, ConfigError
 
 
@@ -197,9 +195,9 @@ def load_study(path: str | Path) -> Study:
     if not path.is_file():
         raise StudyError(f"{path}: study file not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise StudyError(f"{path}: cannot parse: {str(err).splitlines()[0]}") from None
+        data = parse_yaml(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise StudyError(f"{path}: cannot parse: {err}") from None
     return parse_study(data, str(path))
 
 

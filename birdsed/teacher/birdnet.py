@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from tqdm import tqdm
 
-from birdsed.config import TEACHER_FOLDERS, Config
+from birdsed.config import TEACHER_FOLDERS, Config, parse_yaml
 from birdsed.data.audio import AudioError, list_audio, load_audio
 from birdsed.data.folder import check_unique_stems, n_windows, row_ids, split_row_ids
 from birdsed.errors import BirdsedError
@@ -136,7 +135,7 @@ def read_overrides(path: str | Path | None) -> dict[str, str | None]:
         raise TeacherError(f"{path}: mapping override file not found")
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
             if not isinstance(raw, dict):
                 raise TeacherError(f"{path}: expected a mapping primary_label: teacher label")
             pairs = raw.items()
@@ -145,7 +144,9 @@ def read_overrides(path: str | Path | None) -> dict[str, str | None]:
             if list(df.columns[:2]) != ["primary_label", "teacher_label"]:
                 raise TeacherError(f"{path}: columns must be primary_label,teacher_label")
             pairs = zip(df["primary_label"], df["teacher_label"], strict=True)
-    except (yaml.YAMLError, pd.errors.ParserError, UnicodeDecodeError) as err:
+    except TeacherError:
+        raise
+    except (ValueError, pd.errors.ParserError) as err:
         raise TeacherError(f"{path}: cannot parse ({str(err).splitlines()[0]})") from None
     return {str(k).strip(): (str(v).strip() or None) if v is not None else None for k, v in pairs}
 
