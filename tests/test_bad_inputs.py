@@ -271,6 +271,32 @@ def test_score_names_the_bad_file(tiny_root, tmp_path, capsys):
     assert "cols.csv: columns differ from the solution" in line
 
 
+def test_a_solution_without_positives_or_with_a_bad_cell_is_refused(tiny_root, tmp_path, capsys):
+    """No class with a positive: Kaggle's metric is undefined, so no score (not macro_auc=nan beside a padded cmAP
+    of 1.0); a non-numeric cell: named by row and column — in `score`, and in `train` before any training."""
+    sol = pd.read_csv(tiny_root / "test_solution.csv", dtype={"row_id": str})
+    sample = tiny_root / "sample_submission.csv"
+    empty = sol.copy()
+    empty.iloc[:, 1:] = 0
+    empty.to_csv(tmp_path / "empty.csv", index=False)
+    line = cli_error(capsys, ["score", "--solution", tmp_path / "empty.csv", "--submission", sample])
+    assert "empty.csv: no class has a positive" in line
+    bad = sol.astype({sol.columns[2]: object})
+    bad.iat[3, 2] = "yes"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    line = cli_error(capsys, ["score", "--solution", tmp_path / "bad.csv", "--submission", sample])
+    said = f"solution values must be 0 or 1; 1 are not, first 'yes' at row_id {sol.row_id[3]!r}"
+    assert f"bad.csv: {said}" in line
+    root = tmp_path / "root"
+    shutil.copytree(tiny_root, root)
+    bad.to_csv(root / "test_solution.csv", index=False)
+    line = cli_error(capsys, ["train", *tiny_overrides(root, tmp_path / "cache"), "--out", tmp_path / "run"])
+    assert (
+        f"test_solution.csv: solution values must be 0 or 1; 1 are not, first 'yes' at row_id {sol.row_id[3]!r}" in line
+    )
+    assert not (tmp_path / "run" / "metrics.json").exists()  # no epoch was trained
+
+
 # ---- outputs: checked before the work starts, never half-written, never lost -----------------------------------
 def test_unwritable_outputs_fail_first_with_one_line(trained_run, tiny_root, tmp_path, capsys):
     cfg, _, run_dir = trained_run

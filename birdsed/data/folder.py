@@ -25,6 +25,7 @@ import pandas as pd
 
 from birdsed.data.audio import list_audio
 from birdsed.errors import BirdsedError
+from birdsed.scoring.metrics import SubmissionError, solution_labels
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +269,16 @@ class SoundscapeLabels:
 def read_soundscape_labels(path: Path, root: Path, classes: list[str], window: float) -> SoundscapeLabels:
     """Match a ``test_solution.csv`` (row_id ``<stem>_<end second>``, `window`-second windows) to
     ``root/test_soundscapes``."""
-    sol = pd.read_csv(path, dtype={"row_id": str})
+    try:
+        sol = pd.read_csv(path, dtype={"row_id": str})
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise DataError(f"{path}: cannot read the solution ({str(err).splitlines()[0]})") from None
     if list(sol.columns) != ["row_id", *classes]:
         raise DataError(f"{path}: columns must be row_id followed by the taxonomy's classes in order")
+    try:
+        sol[classes] = solution_labels(sol, classes, path, need_positive=False)  # before any training, not after
+    except SubmissionError as err:
+        raise DataError(str(err)) from None
     files = {p.stem: p for p in list_audio(root / "test_soundscapes")}
     stems, ends = split_row_ids(sol["row_id"])
     if ends.isna().any():

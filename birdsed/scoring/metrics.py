@@ -213,10 +213,30 @@ def read_aligned(solution_path: str | Path, submission_path: str | Path) -> tupl
     submission = read_table(submission_path, "submission")
     aligned = check_submission(solution, submission, name=str(submission_path))
     classes = [c for c in solution.columns if c != "row_id"]
-    y_true = solution[classes].to_numpy(dtype=float)
-    if not np.isin(y_true, (0.0, 1.0)).all():
-        raise SubmissionError(f"{solution_path}: solution values must be 0 or 1")
+    y_true = solution_labels(solution, classes, solution_path)
     return y_true, aligned[classes].to_numpy(dtype=float), classes
+
+
+def solution_labels(
+    solution: pd.DataFrame, classes: list[str], path: str | Path, need_positive: bool = True
+) -> np.ndarray:
+    """A solution's 0/1 labels (N, C) for `classes`, checked: every cell 0 or 1, and (`need_positive`) some class
+    with a positive (Kaggle's metric, macro ROC-AUC over the classes with positives, refuses a solution without).
+
+    Raises:
+        SubmissionError: naming `path`, the first bad cell's row and column.
+    """
+    values = solution[classes].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isin(values, (0.0, 1.0))
+    if bad.any():
+        r, c = (int(v[0]) for v in np.nonzero(bad))
+        raise SubmissionError(
+            f"{path}: solution values must be 0 or 1; {int(bad.sum())} are not, first "
+            f"{solution[classes[c]].iat[r]!r} at row_id {solution['row_id'].iat[r]!r}, column {classes[c]!r}"
+        )
+    if need_positive and not (values.sum(axis=0) > 0).any():
+        raise SubmissionError(f"{path}: no class has a positive; the metric (macro ROC-AUC over them) is undefined")
+    return values
 
 
 def score_files(solution_path: str | Path, submission_path: str | Path, threshold: float = 0.5) -> Score:
