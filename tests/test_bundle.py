@@ -152,3 +152,21 @@ def test_bundle_cli_needs_a_kaggle_user(trained_run, tmp_path, monkeypatch, caps
     assert code != 0
     assert "--kaggle-user" in capsys.readouterr().err
     assert not (tmp_path / "k").exists()
+
+
+def test_bundle_refuses_a_name_kaggle_would_refuse(trained_run, tmp_path, caplog):
+    """`--prefix 'My Models/x'` would write an invalid Kaggle slug: refused before any work, with a name that would
+    do; a bundle for another Python than the image's says so in one warning line."""
+    onnx = load_config(None, ["infer.runtime=onnx"])
+    for prefix in ("My Models/x", "a--b", "-a", "x" * 41):
+        with pytest.raises(ConfigError, match=r"--prefix .*Kaggle slugs"):
+            make_bundle([trained_run[2]], onnx, tmp_path / "k", Target(user="u", prefix=prefix))
+    with pytest.raises(ConfigError, match=r"--prefix 'My Models/x'.*e\.g\. --prefix my-models-x"):
+        Target(user="u", prefix="My Models/x").check()
+    with pytest.raises(ConfigError, match="--kaggle-user"):
+        Target(user="me/you").check()
+    assert not (tmp_path / "k").exists()
+    Target(user="u", prefix="bird-2025").check()
+    with caplog.at_level("WARNING"):
+        Target(user="u", python="3.11").check()
+    assert "bundle for Python 3.11: the Kaggle image has Python 3.12" in caplog.text

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from birdsed.inference.submit import InferResult
 
 log = logging.getLogger(__name__)
+SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 ENSEMBLE_FILE = "ensemble.json"
 # the one source of the Kaggle notebook: notebooks/ of the checkout (bundle builds birdsed's wheel from it too)
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "kaggle_inference.ipynb"
@@ -65,6 +66,26 @@ class Target:
     python: str = PYTHON
     platform: str = PLATFORM
     license: str = "CC-BY-NC-SA-4.0"  # of the models (BirdCLEF training audio is mostly Xeno-canto, CC BY-NC-SA)
+
+    def check(self) -> None:
+        """Refuse names Kaggle would refuse, before any work: a slug is lower-case letters, digits and hyphens, 6-50
+        characters (``PREFIX-inference`` the longest).
+
+        Raises:
+            ConfigError: naming the flag and a name that would do.
+        """
+        if not SLUG.fullmatch(self.prefix) or len(f"{self.prefix}-inference") > 50:
+            fix = re.sub(r"[^a-z0-9]+", "-", self.prefix.lower()).strip("-")[:40] or "birdsed"
+            raise ConfigError(
+                f"--prefix {self.prefix!r}: Kaggle slugs are lower-case letters, digits and single hyphens, at most 40 "
+                f"characters before '-inference'; e.g. --prefix {fix}"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.user):
+            raise ConfigError(f"--kaggle-user {self.user!r}: a Kaggle user name (letters, digits, '-', '_')")
+        if self.python != PYTHON:
+            log.warning(
+                "bundle for Python %s: the Kaggle image has Python %s (its wheels may not install)", self.python, PYTHON
+            )
 
     @property
     def models_slug(self) -> str:
@@ -256,6 +277,7 @@ def make_bundle(
     from birdsed.inference.export import export
     from birdsed.kaggle.wheels import ship_wheels
 
+    target.check()
     if cfg.infer.runtime not in RUNTIMES:
         raise ConfigError(f"--runtime: a bundle runs {' or '.join(RUNTIMES)} on Kaggle's CPU, not {cfg.infer.runtime}")
     if not checkpoints:
