@@ -126,6 +126,16 @@ def _edit_train(root: Path, fn) -> Path:
         (lambda t: t.assign(primary_label=["nosuchbird", *t["primary_label"][1:]]), "absent from taxonomy.csv"),
         (lambda t: t.drop(columns="filename"), "missing column(s) filename"),
         (lambda t: pd.concat([t, t.iloc[:1]]), "listed more than once"),
+        (  # one recording spelled three ways is still one recording
+            lambda t: pd.concat(
+                [
+                    t,
+                    t.iloc[:1].assign(filename="./" + t.filename[0].replace("/", "//")),
+                    t.iloc[:1].assign(filename=t.filename[0].replace("/", "/./")),
+                ]
+            ),
+            "1 recording(s) listed more than once",
+        ),
         (lambda t: t.assign(filename=["../../escape.ogg", *t["filename"][1:]]), "leave train_audio/"),
         (lambda t: t.assign(filename=["/etc/passwd", *t["filename"][1:]]), "leave train_audio/"),
         (lambda t: t.assign(filename=["synbrd01/missing.ogg", *t["filename"][1:]]), "missing.ogg"),

@@ -160,9 +160,15 @@ def load_birdclef(root: str | Path, check_files: bool = True, min_rating: float 
         )
     for folder in ("train_soundscapes", "test_soundscapes"):
         check_unique_stems(list_audio(root / folder), root / folder)
+    # one recording however spelled (a/x.ogg, a/./x.ogg, ./a//x.ogg) is one key: never in training and validation
+    written = train["filename"]
+    train["filename"] = [PurePosixPath(f.replace("\\", "/")).as_posix() for f in written]
     dup = train["filename"][train["filename"].duplicated()].unique().tolist()
     if dup:
-        raise DataError(f"{train_path}: {len(dup)} recording(s) listed more than once: {dup[:10]}")
+        spelled = {d: sorted(set(written[train["filename"] == d])) for d in dup[:10]}
+        lines = {d: (train.index[train["filename"] == d] + 2).tolist() for d in dup[:10]}
+        detail = "; ".join(f"{d} as {spelled[d]} (lines {lines[d]})" for d in dup[:10])
+        raise DataError(f"{train_path}: {len(dup)} recording(s) listed more than once: {detail}")
     unknown = sorted(set(train["primary_label"]) - known)
     if unknown:
         rows = train.index[train["primary_label"].isin(unknown)].tolist()
