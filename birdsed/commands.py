@@ -93,7 +93,7 @@ def cmd_infer(args: argparse.Namespace) -> str:
 
     cfg = _infer_config(args)
     inputs = (args.sample_submission, args.config, *args.checkpoint, *list_audio(args.soundscapes))
-    check_file_output(args.out, inputs)  # before minutes of compute, not after
+    check_file_output(args.out, inputs, kind="submission")  # before minutes of compute, not after
     device = _device() if cfg.infer.runtime == "torch" else "cpu"
     if cfg.infer.threads:
         import torch
@@ -259,7 +259,7 @@ def cmd_score(args: argparse.Namespace) -> str:
     from birdsed.scoring.metrics import score_files
 
     if args.json:
-        check_file_output(args.json, (args.solution, args.submission))
+        check_file_output(args.json, (args.solution, args.submission), kind="score")
     score = score_files(args.solution, args.submission, threshold=args.threshold)
     if args.json:
         score.to_json(args.json)
@@ -281,7 +281,9 @@ def cmd_report(args: argparse.Namespace) -> str:
     from birdsed.reports.report import gather
     from birdsed.training import tracking
 
-    check_file_output(args.out, (args.solution, *(args.submission or []), *(args.teacher or [])))
+    inputs = (args.solution, *(args.submission or []), *(args.teacher or []))
+    check_file_output(args.out, inputs, kind="report")
+    check_file_output(Path(args.out).with_suffix(".json"), inputs, kind="report-json")  # written beside the page
     if args.screenshot:
         check_file_output(args.screenshot, (args.out,))
     if args.mlflow_run and not args.mlflow_uri:

@@ -49,8 +49,19 @@ def _probe_dir(folder: Path, what: str) -> None:
         raise OutputError(f"{folder}: {what} is not writable ({_reason(err)})") from None
 
 
-def check_file_output(path: str | Path, inputs: tuple[str | Path | None, ...] = ()) -> Path:
-    """Check that `path` can be written as a file: not a folder, not one of `inputs`, its folder writable.
+# What a file birdsed writes begins with, by kind: an existing file of another kind is never replaced
+_KINDS = {
+    "submission": ("a submission CSV", lambda head: head.startswith(b"row_id,") or head.rstrip() == b"row_id"),
+    "score": ("a `birdsed score --json` file", lambda head: head.lstrip().startswith(b'{\n  "macro_auc"')),
+    "report": ("a `birdsed report` page", lambda head: b"<title>birdsed validation report</title>" in head),
+    "report-json": ("a `birdsed report` JSON", lambda head: head.lstrip().startswith(b'{\n "threshold"')),
+}
+
+
+def check_file_output(path: str | Path, inputs: tuple[str | Path | None, ...] = (), kind: str = "") -> Path:
+    """Check that `path` can be written as a file: not a folder, not one of `inputs`, its folder writable, and
+    (with `kind`: ``submission``, ``score``, ``report``, ``report-json``) either absent or a file of that kind
+    that birdsed wrote — never a user's file (a dataset's train.csv, a checkpoint) replaced by an output.
 
     The folder is created if missing (nothing else is written).
 
@@ -64,6 +75,15 @@ def check_file_output(path: str | Path, inputs: tuple[str | Path | None, ...] = 
     for item in inputs:
         if item is not None and Path(item).exists() and Path(item).resolve() == resolved:
             raise OutputError(f"{path}: is also an input of this command; write the output elsewhere")
+    if kind and path.exists():
+        what, ours = _KINDS[kind]
+        try:
+            with path.open("rb") as f:
+                head = f.read(4096)
+        except OSError as err:
+            raise OutputError(f"{path}: cannot read the existing file ({_reason(err)})") from None
+        if not ours(head):
+            raise OutputError(f"{path}: exists and is not {what}; birdsed replaces only its own outputs")
     _probe_dir(path.parent, "output folder")
     return path
 

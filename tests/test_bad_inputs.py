@@ -308,6 +308,33 @@ def test_a_solution_without_positives_or_with_a_bad_cell_is_refused(tiny_root, t
 
 
 # ---- outputs: checked before the work starts, never half-written, never lost -----------------------------------
+def test_an_output_never_replaces_a_file_birdsed_did_not_write(trained_run, tiny_root, tmp_path, capsys):
+    """`infer --out DATA/train.csv`, `--out RUN/last.pt`, `score --json DATA/taxonomy.csv`, `report --out
+    RUN/metrics.html` (whose JSON would land on RUN/metrics.json): each refused, nothing changed; birdsed's own
+    outputs of the same kind are replaced as before."""
+    _, _, run_dir = trained_run
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = {**snapshot(root), **{f"run/{k}": v for k, v in snapshot(run).items()}}
+    infer = ["infer", "--checkpoint", run, "--soundscapes", root / "test_soundscapes", "--no-progress"]
+    for target in (root / "train.csv", run / "last.pt"):
+        line = cli_error(capsys, [*infer, "--out", target])
+        assert f"{target}: exists and is not a submission CSV; birdsed replaces only its own outputs" in line
+    score = ["score", "--solution", root / "test_solution.csv", "--submission", root / "sample_submission.csv"]
+    assert "is not a `birdsed score --json` file" in cli_error(capsys, [*score, "--json", root / "taxonomy.csv"])
+    line = cli_error(capsys, ["report", run, "--out", run / "metrics.html"])
+    assert f"{run / 'metrics.json'}: exists and is not a `birdsed report` JSON" in line
+    assert not (run / "metrics.html").exists()
+    assert {**snapshot(root), **{f"run/{k}": v for k, v in snapshot(run).items()}} == before
+    for _ in range(2):  # its own outputs: replaced
+        assert main([*map(str, infer), "--out", str(tmp_path / "sub.csv")]) == 0
+        assert main([*map(str, score), "--json", str(tmp_path / "score.json")]) == 0
+        assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["entries"]
+
+
 def test_unwritable_outputs_fail_first_with_one_line(trained_run, tiny_root, tmp_path, capsys):
     cfg, _, run_dir = trained_run
     sounds = tiny_root / "test_soundscapes"

@@ -392,7 +392,7 @@ def write_submission(sub: pd.DataFrame, path: str | Path) -> Path:
     values = sub.drop(columns="row_id").to_numpy(dtype=np.float64)
     if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
         raise SubmissionError(f"{path}: submission values must be finite and in [0, 1]")
-    path = check_file_output(path)
+    path = check_file_output(path, kind="submission")
     with atomic_path(path) as tmp:
         sub.to_csv(tmp, index=False, float_format="%.6f")
     return path

@@ -330,10 +330,18 @@ def write_report(report: Report, out: str | Path, screenshot: str | Path | None 
 
     With `screenshot`, headless Chromium also renders the page to that PNG.
     """
-    out = check_file_output(out)
+    out = check_file_output(out, kind="report")
+    beside = check_file_output(out.with_suffix(".json"), kind="report-json")
     numbers = to_json(report)
-    atomic_write(out.with_suffix(".json"), json.dumps(numbers, indent=1))
-    atomic_write(out, render_html(report, numbers))
+    page = render_html(report, numbers)
+    had = beside.exists()
+    atomic_write(beside, json.dumps(numbers, indent=1))
+    try:
+        atomic_write(out, page)
+    except BaseException:
+        if not had:  # no numbers left behind without their page
+            beside.unlink(missing_ok=True)
+        raise
     if screenshot:
         screenshot_html(out, Path(screenshot))
     return out
