@@ -222,17 +222,19 @@ def test_infer_keeps_every_file_and_repairs_a_nan_stretch(trained_run, tmp_path,
     long_nan = tone(700, 60, 32000)
     long_nan[32000 * 31 : 32000 * 31 + 100] = np.nan  # one bad stretch in a minute
     write(folder / "long_nan.wav", long_nan, 32000, subtype="FLOAT")
+    (folder / "gone.ogg").symlink_to(tmp_path / "nowhere.ogg")  # a dangling link: rows and a warning, like a bad file
     out = tmp_path / "sub.csv"
     with caplog.at_level("WARNING"):
         assert _main(["infer", "--checkpoint", run_dir, "--soundscapes", folder, "--out", out, "--no-progress"]) == 0
     sub = pd.read_csv(out)
     stems = sub["row_id"].str.rsplit("_", n=1).str[0]
-    assert set(stems) == {Path(n).stem for n in [*corpus, "long_nan.wav"]}  # a row block for every file
+    assert set(stems) == {Path(n).stem for n in [*corpus, "long_nan.wav", "gone.ogg"]}  # a row block for every file
     assert (stems == "long_nan").sum() == 12
     log = caplog.text
     assert "long_nan.wav: 100 non-finite sample(s) between 31.00 s and 31.00 s replaced by silence" in log
     fallback = [line for line in log.splitlines() if "use the fallback prior" in line]
     assert any("empty.ogg" in f for f in fallback) and any("text.ogg" in f for f in fallback)
+    assert any("gone.ogg" in f and "a link to a file that does not exist" in f for f in fallback), fallback
     assert not any("long_nan" in f or "stereo" in f or "rate96k" in f for f in fallback)
 
 

@@ -37,18 +37,24 @@ class AudioError(BirdsedError, ValueError):
 
 
 def list_audio(folder: str | Path) -> list[Path]:
-    """Audio files directly inside `folder` (sorted); an absent folder gives an empty list."""
+    """Audio files directly inside `folder` (sorted); an absent folder gives an empty list. A dangling link with an
+    audio name is listed (its reader then names it as missing: a fallback in inference, a skip in prepare), never
+    silently left out."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS and (p.is_file() or _dangling(p)))
+
+
+def _dangling(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
 
 
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
     """Header of an audio file (sample rate, frames, channels) without decoding it."""
     path = Path(path)
     if not path.is_file():
-        raise AudioError(path, "file not found")
+        raise AudioError(path, "a link to a file that does not exist" if _dangling(path) else "file not found")
     if path.stat().st_size == 0:
         raise AudioError(path, "file is empty (0 bytes)")
     try:
