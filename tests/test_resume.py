@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import pytest
 import torch
 
 from birdsed.models import load_checkpoint
-from tests.conftest import REPO, cli_run, kill_after_epochs, tiny_overrides
+from tests.conftest import REPO, cli_run, kill_after_epochs, snapshot, tiny_overrides
 
 pytestmark = pytest.mark.slow
 CONFIG = REPO / "configs" / "demo.yaml"
@@ -91,3 +93,23 @@ def test_pseudo_killed_inside_a_round_resumes_in_that_round(trained_run, tiny_ro
     a, b = (pd.read_csv(r / "rounds.csv") for r in (ref, killed))
     assert a["round"].tolist() == b["round"].tolist() == [0, 1]
     assert a["val_auc"].tolist() == pytest.approx(b["val_auc"].tolist(), abs=1e-9)
+
+
+def test_resume_refuses_a_changed_config_naming_the_keys(trained_run, tmp_path):
+    """`--resume` with another `train.lr` or backbone is refused before any work (the schedule and state_dict would
+    be the old run's); a key that only changes how the run is watched (`train.progress`) may differ."""
+    _, _, run_dir = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = snapshot(run)
+    over = [f"{k}={v}" for k, v in (("train.lr", 0.5), ("model.backbone", "efficientnet_b0"))]
+    done = cli_run(["train", run / "config.yaml", *over, "--out", run, "--resume"])
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert re.search(
+        r"--resume continues the run with its own config; 2 key\(s\) differ \(model\.backbone: '\w+' → "
+        r"'efficientnet_b0', train\.lr: [0-9.e-]+ → 0\.5\)",
+        done.stderr,
+    ), done.stderr[-500:]
+    assert snapshot(run) == before
+    watched = cli_run(["train", run / "config.yaml", "train.progress=true", "--out", run, "--resume"])
+    assert watched.returncode == 0, watched.stderr[-2000:]

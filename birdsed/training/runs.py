@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from birdsed import __version__
-from birdsed.config import Config, save_config
+from birdsed.config import Config, ConfigError, config_to_dict, load_config, save_config
 from birdsed.errors import BirdsedError, OutputError
 from birdsed.models.build import save_checkpoint
 from birdsed.outputs import atomic_path, atomic_write, check_dir_output
@@ -49,6 +49,44 @@ def is_run_folder(path: Path) -> bool:
     if (path / MARKER).is_file():
         return True
     return (path / "config.yaml").is_file() and any((path / f).is_file() for f in ("run.json", "rounds.csv"))
+
+
+# Keys that change only how a run is watched or where it runs, not what it computes: --resume may change them
+WATCH_KEYS = ("train.progress", "train.threads", "train.val_every", "data.num_workers", "tracking.")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_config(run_dir: Path, cfg: Config) -> None:
+    """Refuse ``--resume`` with a config that differs from the run's own (``config.yaml``) in a key that changes
+    what it computes: the schedule, the model and the data would silently be the old run's or a mix.
+
+    Raises:
+        ConfigError: naming the keys, the run's values and the given ones.
+    """
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        old = _flat(config_to_dict(load_config(path)))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: the run's own config cannot be read back ({err})") from None
+    new = _flat(config_to_dict(cfg))
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and not k.startswith(WATCH_KEYS)]
+    if changed:
+        detail = ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in changed[:6])
+        raise ConfigError(
+            f"{run_dir}: --resume continues the run with its own config; {len(changed)} key(s) differ ({detail}). "
+            "Resume with the run's settings, or start a new run (--out elsewhere or --overwrite)"
+        )
 
 
 def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:

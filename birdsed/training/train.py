@@ -51,7 +51,14 @@ from birdsed.training import tracking
 from birdsed.training.averaging import averaging_callback
 from birdsed.training.finetune import param_groups, prepare_model
 from birdsed.training.losses import activation, build_loss
-from birdsed.training.runs import RunFacts, RunRecorder, check_run_dir, open_run_dir, read_summary
+from birdsed.training.runs import (
+    RunFacts,
+    RunRecorder,
+    check_resume_config,
+    check_run_dir,
+    open_run_dir,
+    read_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -456,6 +463,8 @@ def fit(
     """
     run_dir = Path(out) if out else Path("runs") / cfg.name
     check_run_dir(run_dir, overwrite, resume)
+    if resume:
+        check_resume_config(run_dir, cfg)
     finished = read_summary(run_dir) if resume else None
     if finished is not None and finished["epochs"] >= cfg.train.epochs:  # nothing to do: no data to load
         log.info("%s: the run had already finished its %d epochs", run_dir, finished["epochs"])
