@@ -217,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status.
 
     A :class:`~birdsed.errors.BirdsedError` (bad input or output) prints one line, ``error: <file or key>: <what is
-    wrong>``, and returns 1; Ctrl-C returns 130. Anything else is a bug and keeps its traceback.
+    wrong>``, and returns 1; Ctrl-C returns 130, a training run stopped by SIGTERM 143. Anything else is a bug and
+    keeps its traceback.
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -231,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print("error: " + " ".join(str(err).split("\n")), file=sys.stderr)  # one line, whatever the message
-        return 1
+        return getattr(err, "exit_code", 1)
     except KeyboardInterrupt:
         print(f"error: birdsed {args.command}: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130

@@ -17,3 +17,10 @@ class OutputError(BirdsedError, OSError):
 
 class ConfigError(BirdsedError, ValueError):
     """A configuration file or override is invalid; the message names the key."""
+
+
+class Stopped(BirdsedError):
+    """The work was stopped from outside (SIGTERM: a scheduler's first word) at a clean point; the CLI exits with
+    `exit_code` (128 + the signal, 143 for SIGTERM) so that the scheduler reads it as a stop, not a success."""
+
+    exit_code = 143

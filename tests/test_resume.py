@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from birdsed.models import load_checkpoint
-from tests.conftest import REPO, cli_run, kill_after_epochs, snapshot, tiny_overrides
+from tests.conftest import REPO, cli_run, finished_epochs, kill_after_epochs, snapshot, tiny_overrides
 
 pytestmark = pytest.mark.slow
 CONFIG = REPO / "configs" / "demo.yaml"
@@ -113,3 +114,37 @@ def test_resume_refuses_a_changed_config_naming_the_keys(trained_run, tmp_path):
     assert snapshot(run) == before
     watched = cli_run(["train", run / "config.yaml", "train.progress=true", "--out", run, "--resume"])
     assert watched.returncode == 0, watched.stderr[-2000:]
+
+
+def _signal_when(args: list[str], metrics: Path, epochs: int, sig: int) -> subprocess.CompletedProcess:
+    """Start ``birdsed ARGS``, send `sig` once `metrics` lists `epochs` finished epochs, and wait for the exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "birdsed", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 240
+    while finished_epochs(metrics) < epochs:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() < deadline, "the run never reached the epoch to signal it at"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_sigterm_and_ctrl_c_stop_training_with_the_codes_a_scheduler_reads(tiny_root, tmp_path):
+    """SIGTERM (SLURM's and Kubernetes' first word) stops at a clean point, says where and how to go on, and exits
+    143; `--resume` then finishes the run. Ctrl-C exits 130 (Lightning alone would exit 1)."""
+    over = [*_overrides(tiny_root, tmp_path / "cache"), "train.epochs=4"]
+    run = tmp_path / "run"
+    done = _signal_when(["train", CONFIG, *over, "--out", run], run / "metrics.json", 1, signal.SIGTERM)
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert re.search(r"error: \S+run: stopped by SIGTERM at epoch [12] of 4; --resume continues", done.stderr)
+    assert not json.loads((run / "metrics.json").read_text())["finished"]
+    resumed = cli_run(["train", CONFIG, *over, "--out", run, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [h["epoch"] for h in _history(run)] == [0, 1, 2, 3]
+    other = tmp_path / "other"
+    done = _signal_when(["train", CONFIG, *over, "--out", other], other / "metrics.json", 1, signal.SIGINT)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "interrupted" in done.stderr and "Traceback" not in done.stderr

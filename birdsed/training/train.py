@@ -6,9 +6,13 @@ The run folder bookkeeping lives in :mod:`birdsed.training.runs`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import ConcatDataset, DataLoader
 
 from birdsed.config import Config
@@ -43,7 +48,7 @@ from birdsed.data.folder import (
     read_soundscape_labels,
 )
 from birdsed.data.prepare import ensure_cache
-from birdsed.errors import BirdsedError
+from birdsed.errors import BirdsedError, Stopped
 from birdsed.models.build import build_model, init_from_checkpoint
 from birdsed.outputs import show_bars
 from birdsed.scoring.metrics import macro_auc
@@ -439,6 +444,20 @@ def trainer_kwargs(cfg: Config) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _signals_to_lightning() -> Iterator[None]:
+    """SIGTERM left to Lightning while it trains (it stops at the end of the batch in hand and raises
+    SIGTERMException), whatever handler the process had; the handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def fit(
     cfg: Config,
     out: str | Path | None = None,
@@ -509,9 +528,18 @@ def fit(
     callbacks: list[L.Callback] = [recorder] if averaging is None else [averaging, recorder]
     trainer = L.Trainer(logger=loggers, callbacks=callbacks, enable_checkpointing=False, **kwargs)
     ckpt = str(last) if resume and last.is_file() else None
-    with warnings.catch_warnings():  # Lightning's own use of a torch API torch deprecated: nothing a user can act on
+    with warnings.catch_warnings(), _signals_to_lightning():
+        # Lightning's own use of a torch API torch deprecated: nothing a user can act on
         warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=False)  # our own file, written by this run
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=False)  # our own file, written by this run
+        except SIGTERMException:  # Lightning stops after the batch in hand; every finished epoch is on disk
+            done = len(recorder.history)
+            raise Stopped(f"{run_dir}: stopped by SIGTERM at epoch {done} of {t.epochs}; --resume continues") from None
+        except SystemExit:
+            if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1): a user's Ctrl-C is 130 here
+                raise KeyboardInterrupt from None
+            raise
     if mlflow_run and trainer.is_global_zero:
         tracking.log_run_files(tr.mlflow_uri, mlflow_run, run_dir)
     return recorder.summary()
