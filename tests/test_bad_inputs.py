@@ -473,3 +473,37 @@ def test_cli_run_as_a_user_prints_one_line(tmp_path):
         and done.stderr.strip().splitlines()[-1] == "error: train.lr: must be a finite number, got inf"
     )
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_worker_processes_die_with_their_parent(tmp_path):
+    """`kill -9` of a command (prepare, synth, study --jobs) takes its pool's workers with it: each worker is started
+    with birdsed.outputs.die_with_parent, as they are."""
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from birdsed.outputs import die_with_parent\n"
+        "pool = ProcessPoolExecutor(2, initializer=die_with_parent, initargs=(os.getpid(),))\n"
+        "pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+        "[pool.submit(time.sleep, 60) for _ in range(2)]\n"
+        "print(' '.join(map(str, pids)), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    workers = [int(p) for p in proc.stdout.readline().split()]
+    assert workers and all(Path(f"/proc/{p}").exists() for p in workers)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 10
+    while any(_alive(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in workers), "a worker outlived its killed parent"
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie waiting for its reaper."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

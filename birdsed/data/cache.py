@@ -22,7 +22,7 @@ from tqdm import tqdm
 from birdsed.data.audio import AudioError, crop_start, iter_blocks, pad_to
 from birdsed.data.folder import DataError
 from birdsed.errors import OutputError
-from birdsed.outputs import atomic_write, show_bars
+from birdsed.outputs import atomic_write, die_with_parent, show_bars
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,9 @@ def _decode_all(
         results = ((item, _cache_one(*a)) for item, a in zip(todo, args, strict=True))
         pool = None
     else:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)))
+        pool = ProcessPoolExecutor(
+            max_workers=min(workers, len(todo)), initializer=die_with_parent, initargs=(os.getpid(),)
+        )
         futures = [pool.submit(_cache_one, *a) for a in args]
         results = ((item, fut.result()) for item, fut in zip(todo, futures, strict=True))
     try:

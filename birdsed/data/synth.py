@@ -11,6 +11,7 @@ the unlabelled ``train_soundscapes`` worth doing. Everything is deterministic pe
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from scipy import fft, signal
 
 from birdsed.config import InferConfig
 from birdsed.errors import ConfigError, OutputError
-from birdsed.outputs import check_dir_output, staged_dir
+from birdsed.outputs import check_dir_output, die_with_parent, staged_dir
 
 SR = 32000
 WINDOW_SECONDS = round(InferConfig().window_seconds)  # labelled windows, as the competition scores them
@@ -306,7 +307,7 @@ def _write_dataset(
         (out / "test_soundscapes" / f"soundscape_{i:04d}.ogg", specs, seed, 20_000 + i, soundscape_seconds)
         for i in range(test_soundscapes)
     ]
-    with ProcessPoolExecutor(max_workers=workers or None) as pool:
+    with ProcessPoolExecutor(max_workers=workers or None, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         rows = list(pool.map(make_recording, jobs_rec, chunksize=4))
         list(pool.map(make_soundscape, jobs_train))
         tests = list(pool.map(make_soundscape, jobs_test))

@@ -31,7 +31,7 @@ import pandas as pd
 import yaml
 
 from birdsed.config import Config, config_from_dict, config_to_dict
-from birdsed.outputs import atomic_path, atomic_write, check_dir_output
+from birdsed.outputs import atomic_path, atomic_write, check_dir_output, die_with_parent
 from birdsed.study.spec import Study, StudyError
 from birdsed.study.stats import summarize, summary_frame
 from birdsed.training.runs import MARKER as RUN_MARKER
@@ -250,7 +250,8 @@ def run_study(
             execute_run(study, v, s, str(out / v / f"seed{s}"))
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        spawn = get_context("spawn")
+        with ProcessPoolExecutor(jobs, spawn, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_run_in_worker, study, v, s, str(out / v / f"seed{s}"), threads) for v, s in todo]
             for f in futures:
                 f.result()  # the first failure is raised here, naming its run
