@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -507,3 +508,23 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file-size limits")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_prepare_on_a_full_disk_is_one_line_naming_the_cache_file(tiny_root, tmp_path, workers):
+    """A file-size limit (what a full disk looks like to a writer) while decoding: exit 1 naming the cache file, not
+    exit 0 with the recordings blamed as unusable, no traceback, and no `.part` file left."""
+    import resource
+
+    cache = tmp_path / "cache"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # bytes: less than one recording in float16
+
+    args = ["prepare", *_cfg_args(tiny_root, cache, f"data.prepare_workers={workers}"), "--no-progress"]
+    done = cli_run(args, preexec_fn=limit)
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr and "skipped as unusable" not in done.stdout
+    assert re.search(r"error: \S+\.f16: cannot write the cache \(File too large\)", done.stderr), done.stderr[-800:]
+    assert not list(cache.rglob("*.part"))

@@ -60,6 +60,10 @@ def _source_stamp(path: Path) -> dict[str, int]:
     return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
 
 
+class _WriteError(Exception):
+    """Writing the cache failed (our output, not the recording's fault)."""
+
+
 def _cache_one(src: str, dst: str, sample_rate: int) -> dict:
     """Decode `src` block by block into float16 at `dst` (atomically). Runs in a worker process."""
     import soundfile as sf
@@ -73,7 +77,10 @@ def _cache_one(src: str, dst: str, sample_rate: int) -> dict:
                 peak = max(peak, float(np.abs(block).max()))
                 if peak > FLOAT16_MAX:
                     raise AudioError(src, f"sample magnitude {peak:.3g} does not fit the float16 cache")
-                out.write(block.astype(DTYPE).tobytes())
+                try:
+                    out.write(block.astype(DTYPE).tobytes())
+                except OSError as err:  # our output, not the recording: a full disk or a file-size limit
+                    raise _WriteError(f"{dst}: cannot write the cache ({err.strerror or err})") from None
                 n += len(block)
         if n == 0:
             raise AudioError(src, "decodes to no audio samples")
@@ -83,9 +90,17 @@ def _cache_one(src: str, dst: str, sample_rate: int) -> dict:
     except AudioError as err:
         Path(tmp).unlink(missing_ok=True)
         return {"error": err.reason}
+    except _WriteError as err:
+        Path(tmp).unlink(missing_ok=True)
+        return {"fatal": str(err)}
     except Exception as err:  # a worker must report, not die: unexpected decoder failures become skips
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename == tmp:  # the cache file itself could not be made
+            return {"fatal": f"{dst}: cannot write the cache ({err.strerror or err})"}
         return {"error": f"unexpected failure: {type(err).__name__}: {err}"}
+    except BaseException:  # Ctrl-C, SIGTERM: nothing half-written stays
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return {
         "samples": n,
         "peak": peak,
@@ -271,6 +286,8 @@ def _decode_all(
     try:
         bar = tqdm(results, total=len(todo), desc="prepare", unit="file", disable=not show_bars(progress))
         for done, ((key, src), meta) in enumerate(bar, 1):
+            if "fatal" in meta:
+                raise OutputError(meta["fatal"])
             if "error" in meta:
                 summary.failed[key] = meta["error"]
                 log.warning("skipped %s: %s", src, meta["error"])
@@ -282,6 +299,13 @@ def _decode_all(
                 summary.upsampled.append(key)
             if done % 100 == 0:  # a crash loses at most 100 files of work
                 _write_index(root, sample_rate, files)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            pool = None
+        for part in root.rglob("*.f16.part"):  # a worker stopped mid-file (Ctrl-C reaches every process)
+            part.unlink(missing_ok=True)
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
