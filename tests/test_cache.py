@@ -3,9 +3,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
+
 from birdsed.data.audio import load_audio
 from birdsed.data.cache import WaveStore, prepare_cache
-
+from birdsed.data.folder import DataError
 from tests.conftest import tone, write
 
 
@@ -85,3 +86,19 @@ def test_two_hour_file_caches_with_bounded_memory(tmp_path):
     assert WaveStore(tmp_path / "c").num_samples("long") == seconds * 32000
     whole = seconds * 32000 * 4  # the file as float32 at 32 kHz: 922 MB
     assert peak < whole / 20, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_a_truncated_cache_file_is_decoded_again_and_never_read_short(tmp_path):
+    """A cached ``.f16`` cut short after a complete prepare (a disk that filled, a copy cut off): the store names it
+    instead of reading past its end, and the next prepare decodes it again rather than calling it current."""
+    a = write(tmp_path / "src" / "a.ogg", tone(700.0, 3.0, 32000), 32000)
+    sources = [("x/a.ogg", a)]
+    prepare_cache(sources, tmp_path / "cache", 32000, workers=1, progress=False)
+    f16 = tmp_path / "cache" / "x" / "a.ogg.f16"
+    whole = f16.read_bytes()
+    f16.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"a\.ogg\.f16: the cached samples file is missing or shorter"):
+        WaveStore(tmp_path / "cache").read("x/a.ogg")
+    again = prepare_cache(sources, tmp_path / "cache", 32000, workers=1, progress=False)
+    assert (again.cached, again.skipped_current) == (1, 0)
+    assert f16.read_bytes() == whole

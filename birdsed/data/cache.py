@@ -141,6 +141,11 @@ class WaveStore:
         if m is None:
             if key not in self.files:
                 raise KeyError(f"{key}: not in the waveform cache {self.root} (was it skipped by prepare?)")
+            if not _whole(self.path(key), self.files[key]):
+                raise DataError(
+                    f"{self.path(key)}: the cached samples file is missing or shorter than its index says; run "
+                    "`birdsed prepare` again to decode it anew"
+                )
             m = np.memmap(self.path(key), dtype=DTYPE, mode="r", shape=(self.num_samples(key),))
             self._maps[key] = m
         return m
@@ -190,6 +195,15 @@ def _read_index(root: Path, sample_rate: int) -> dict[str, dict]:
     return old["files"] if old.get("sample_rate") == sample_rate else {}
 
 
+def _whole(path: Path, entry: dict) -> bool:
+    """Whether a cached samples file is there with every sample its index entry lists (a disk that filled up or a
+    copy cut short leaves it shorter: such a file is decoded again)."""
+    try:
+        return path.stat().st_size == int(entry.get("samples", -1)) * np.dtype(DTYPE).itemsize
+    except OSError:
+        return False
+
+
 def _stale(sources: list[tuple[str, Path]], root: Path, files: dict[str, dict]) -> list[tuple[str, Path]]:
     """Sources whose cached samples are missing or older than the source (size or modification time changed)."""
     todo = []
@@ -200,7 +214,7 @@ def _stale(sources: list[tuple[str, Path]], root: Path, files: dict[str, dict]) 
             and src.is_file()
             and entry.get("source_size") == src.stat().st_size
             and entry.get("source_mtime_ns") == src.stat().st_mtime_ns
-            and (root / (key + ".f16")).is_file()
+            and _whole(root / (key + ".f16"), entry)
         )
         if not current:
             todo.append((key, src))
