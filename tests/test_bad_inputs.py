@@ -528,3 +528,28 @@ def test_prepare_on_a_full_disk_is_one_line_naming_the_cache_file(tiny_root, tmp
     assert "Traceback" not in done.stderr and "skipped as unusable" not in done.stdout
     assert re.search(r"error: \S+\.f16: cannot write the cache \(File too large\)", done.stderr), done.stderr[-800:]
     assert not list(cache.rglob("*.part"))
+
+
+def test_a_damaged_export_folder_is_named_not_a_traceback(trained_run, tiny_root, tmp_path, capsys):
+    """An export folder whose model.onnx is truncated or missing, or whose model.json is cut off or foreign (a disk
+    that filled, a copy cut short): infer exits 1 naming the file."""
+    _, _, run_dir = trained_run
+    exp = tmp_path / "exp"
+    assert main(["export", "--checkpoint", str(run_dir), "--format", "onnx", "--out", str(exp)]) == 0
+    infer = ["infer", "--soundscapes", tiny_root / "test_soundscapes", "--runtime", "onnx", "--no-progress"]
+    cases = {
+        "truncated onnx": ("model.onnx", lambda b: b[: len(b) // 3], "model.onnx: cannot be loaded"),
+        "missing onnx": ("model.onnx", None, "model.onnx: cannot be loaded"),
+        "cut json": ("model.json", lambda b: b[: len(b) // 2], "model.json: not a readable birdsed export"),
+        "foreign json": ("model.json", lambda b: b'{"name": "x"}', "model.json: not a birdsed export description"),
+    }
+    for i, (name, edit, said) in cases.items():
+        folder = tmp_path / i.replace(" ", "_")
+        shutil.copytree(exp, folder)
+        if edit is None:
+            (folder / name).unlink()
+        else:
+            (folder / name).write_bytes(edit((folder / name).read_bytes()))
+        line = cli_error(capsys, [*infer, "--checkpoint", folder, "--out", tmp_path / f"{folder.name}.csv"])
+        assert said in line, (i, line)
+        assert not (tmp_path / f"{folder.name}.csv").exists()

@@ -7,7 +7,6 @@ No Lightning here. A member is a birdsed checkpoint (a ``.pt`` file or a run fol
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, replace
@@ -83,12 +82,12 @@ def load_member(
     run at `precision` (``f32``, or ``bf16`` on torch/OpenVINO)."""
     path = Path(path)
     if (path / "model.json").is_file():  # an export folder
-        meta = json.loads((path / "model.json").read_text())
+        from birdsed.inference.export import export_frontend, read_export_meta, runtime_runner
+
+        meta = read_export_meta(path)
         cfg = config_from_dict(meta["config"])
         classes = meta["classes"]
         prior = _prior(meta, len(classes))
-        from birdsed.inference.export import export_frontend, runtime_runner
-
         kind = runtime if runtime != "torch" else meta["format"]
         runner = runtime_runner(path, kind, threads, precision)
         factory = partial(runtime_runner, path, kind, precision=precision)

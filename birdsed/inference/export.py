@@ -121,6 +121,23 @@ def export_cached(checkpoint: str | Path, fmt: str, root: str | Path = "cache/ex
     return folder
 
 
+def read_export_meta(folder: str | Path) -> dict:
+    """An export folder's ``model.json``, checked to hold what a member needs (format, config, classes).
+
+    Raises:
+        CheckpointError: naming the file, when it cannot be read or parsed or lacks a key.
+    """
+    path = Path(folder) / "model.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable birdsed export description ({err})") from None
+    missing = [k for k in ("format", "config", "classes") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: not a birdsed export description (no {', '.join(missing)})")
+    return meta
+
+
 def runtime_runner(folder: str | Path, runtime: str, threads: int = 0, precision: str = "f32") -> Runner:
     """A runner over an export folder: ``onnx`` (ONNX Runtime, CPU, f32) or ``openvino``.
 
@@ -139,7 +156,10 @@ def runtime_runner(folder: str | Path, runtime: str, threads: int = 0, precision
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own types for a missing, truncated or foreign file
+            raise CheckpointError(f"{folder / 'model.onnx'}: cannot be loaded ({str(err).splitlines()[0]})") from None
 
         def run(mel: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
             clip, frame = session.run(None, {"mel": mel.detach().cpu().numpy().astype(np.float32)})
@@ -168,4 +188,7 @@ def openvino_model(folder: str | Path, threads: int = 0, precision: str = "f32")
     config: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision}  # f32 | bf16, OpenVINO's own names
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(str(model), "CPU", config)
+    try:
+        return core.compile_model(str(model), "CPU", config)
+    except Exception as err:  # OpenVINO raises RuntimeError for a missing, truncated or foreign file
+        raise CheckpointError(f"{model}: cannot be loaded ({str(err).splitlines()[0]})") from None
