@@ -6,7 +6,9 @@ Usage:
     python benchmarks/bench_birdnet.py --port --speed --round0 --teacher TEACHER
     birdsed study configs/studies/birdnet_recipe.yaml --out runs/studies/birdnet_recipe
     python benchmarks/bench_birdnet.py --teacher TEACHER --students runs/studies/birdnet_recipe/base \\
-        [--baseline runs/studies/ablation/recipe]
+        [--baseline runs/studies/ablation/recipe] [--agile AGILE]
+    birdsed study configs/studies/birdnet_rounds.yaml --out runs/studies/birdnet_rounds
+    python benchmarks/bench_birdnet.py --rounds runs/studies/birdnet_rounds/round2
 
 `--students`: a folder of ``seed<k>`` run folders; each run's ``soundscape_preds.csv`` (the labelled soundscapes,
 as ``birdsed infer`` predicts them) is scored on BirdNET's classes and on all classes, and blended with BirdNET
@@ -259,6 +261,26 @@ def bench_students(
     print(f"BirdNET alone on its {len(known)} classes: {macro(y, tp, known):.3f}")
 
 
+def bench_rounds(folder: Path) -> None:
+    """Rounds 1 and 2 against the round before, paired by seed: each ``seed<k>/rounds.csv`` of `folder` (the
+    `round2` variant of configs/studies/birdnet_rounds.yaml), last-epoch soundscape AUC, with a 95 % interval over
+    the seeds (t with n-1 degrees of freedom)."""
+    from scipy import stats
+
+    rows = {
+        seed: pd.read_csv(run / "rounds.csv").set_index("round")["soundscape_auc"]
+        for seed, run in seeds_of(folder).items()
+    }
+    table = pd.DataFrame(rows).T.sort_index()
+    table.columns = [f"round {c}" for c in table.columns]
+    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    for a, b in zip(table.columns[:-1], table.columns[1:], strict=True):
+        d = (table[b] - table[a]).dropna()
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+        print(f"{b} - {a}: {d.mean():+.4f} (per seed {', '.join(f'{x:+.4f}' for x in d)}); 95 % over "
+              f"{len(d)} seeds [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", action="store_true")
@@ -268,9 +290,8 @@ def main() -> None:
     ap.add_argument("--teacher", type=Path)
     ap.add_argument("--students", type=Path)
     ap.add_argument("--baseline", type=Path)
-    ap.add_argument(
-        "--agile", type=Path, help="an agile folder: the teacher entry gets its scores where BirdNET has none"
-    )
+    ap.add_argument("--agile", type=Path, help="an agile folder: its scores where BirdNET has none")
+    ap.add_argument("--rounds", type=Path, help="a folder of seed<k> pseudo folders (rounds.csv)")
     args = ap.parse_args()
     print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}")
     if args.port:
@@ -279,6 +300,8 @@ def main() -> None:
         bench_speed()
     if args.round0:
         bench_round0(args.teacher)
+    if args.rounds:
+        bench_rounds(args.rounds)
     if args.students:
         if args.teacher is None:
             ap.error("--students needs --teacher")

@@ -199,3 +199,23 @@ def test_listening_picks_the_worst_windows_with_their_audio_and_frames(report_in
     keep = Path(os.environ.get("BIRDSED_TEST_ARTIFACTS", tmp_path))  # CI keeps the screenshot here when set
     keep.mkdir(parents=True, exist_ok=True)
     assert screenshot_html(page, keep / "report_listening.png").stat().st_size > 10_000
+
+
+def test_a_run_still_training_is_marked_unfinished(trained_run, tmp_path):
+    """`birdsed report` on a run whose metrics.json says it has not finished (still training, or stopped) says so
+    in the entry's notes and on the page, with the epochs trained of those planned."""
+    from birdsed.reports.html import write_report
+    from birdsed.reports.report import gather
+
+    _, _, run_dir = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["finished"] and not any("UNFINISHED" in n for n in gather([run], [], None).entries[0].notes)
+    m["finished"], m["history"] = False, m["history"][:1]
+    (run / "metrics.json").write_text(json.dumps(m))
+    report = gather([run], [], None)
+    planned = yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"]
+    assert f"UNFINISHED: 1 of {planned} epochs trained" in report.entries[0].notes[0]
+    page = write_report(report, tmp_path / "r.html").read_text()
+    assert "UNFINISHED: 1 of" in page

@@ -221,6 +221,11 @@ def run_entry(run_dir: Path, name: str, kind: str, solution: Path | None, thresh
     except json.JSONDecodeError as err:
         raise ReportError(f"{metrics}: not valid JSON ({err})") from None
     entry = Entry(name, kind, run_dir, _read_config(run_dir), m.get("history", []), m.get("best", {}))
+    if not m.get("finished", True):  # a run still training, or stopped: its figures are of the epochs so far
+        planned = (entry.config or {}).get("train", {}).get("epochs", "?")
+        entry.notes.append(
+            f"UNFINISHED: {len(entry.history)} of {planned} epochs trained (still running, or stopped: --resume)"
+        )
     val = _validation(run_dir, entry.config, threshold, entry.notes)
     if val is not None:
         entry.evals["validation"] = val
