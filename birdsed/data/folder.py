@@ -162,7 +162,7 @@ def load_birdclef(root: str | Path, check_files: bool = True, min_rating: float 
         check_unique_stems(list_audio(root / folder), root / folder)
     # one recording however spelled (a/x.ogg, a/./x.ogg, ./a//x.ogg) is one key: never in training and validation
     written = train["filename"]
-    train["filename"] = [PurePosixPath(f.replace("\\", "/")).as_posix() for f in written]
+    train["filename"] = pd.Series([PurePosixPath(f.replace("\\", "/")).as_posix() for f in written], train.index, str)
     dup = train["filename"][train["filename"].duplicated()].unique().tolist()
     if dup:
         spelled = {d: sorted(set(written[train["filename"] == d])) for d in dup[:10]}

@@ -52,7 +52,8 @@ def is_run_folder(path: Path) -> bool:
 
 
 # Keys that change only how a run is watched or where it runs, not what it computes: --resume may change them
-WATCH_KEYS = ("train.progress", "train.threads", "train.val_every", "data.num_workers", "tracking.")
+# (train.epochs too: more epochs extend a run, as `--resume train.epochs=N` always has)
+WATCH_KEYS = ("train.progress", "train.threads", "train.val_every", "train.epochs", "data.num_workers", "tracking.")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
