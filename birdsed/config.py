@@ -24,6 +24,7 @@ from birdsed.rules import (
     check_fields,
     choice,
     non_negative,
+    parse_window_rule,
     positive,
     registered,
     unit,
@@ -207,6 +208,10 @@ class InferConfig:
     # the teacher becomes a·agile + (1-a)·BirdNET where both know a class, agile alone where only it does
     agile: str = ""
     agile_weight: float = unit(0.5)
+    # where the agile model is blended into a class BirdNET knows: gated (only where its cross-validated evidence on
+    # the train_audio windows says so: agile.npz's gate), lacking (never: it only fills the classes BirdNET lacks),
+    # all (everywhere BirdNET knows the class)
+    agile_classes: str = choice("gated", "lacking", "all")
 
 
 @dataclass
@@ -256,6 +261,9 @@ class TeacherConfig:
     threads: int = non_negative(0)  # interpreter threads (0: the runtime's default)
     batch_size: int = positive(16)  # chunks per interpreter call
     embeddings: bool = False  # also write <folder>.embeddings.npz: BirdNET's 1,024-d features per window
+    # which chunks a window's score is the max of: inside (lying entirely inside it), centre (centre inside it) or
+    # overlap:X (overlapping it by >= X s); embeddings are always the mean over the chunks inside
+    window_rule: str = "inside"
 
 
 @dataclass
@@ -268,6 +276,10 @@ class AgileConfig:
     pool: bool = False
     # train_audio windows: the teacher's probability (not 0) for the classes a recording is not labelled with
     teacher_targets: bool = False
+    # the gate: a class BirdNET knows gets the agile model blended in (infer.agile_classes=gated) only where, on
+    # train_audio windows held out by recording (gate_folds folds), the blend's ROC-AUC beats BirdNET's by gate_margin
+    gate_folds: int = at_least(5, 2)
+    gate_margin: float = non_negative(0.01)
 
 
 @dataclass
@@ -412,6 +424,9 @@ def validate(cfg: Config) -> None:
             f"teacher.stride: {cfg.teacher.stride:g} s leaves some {i.window_seconds:g}-s windows without a whole 3-s "
             f"chunk; use at most {i.window_seconds - 3.0:g} s"
         )
+    kind, x = parse_window_rule(cfg.teacher.window_rule)
+    if kind == "overlap" and x > min(3.0, i.window_seconds):
+        raise ConfigError(f"teacher.window_rule: an overlap of {x:g} s is longer than a 3-s chunk")
     if ps.oof_folds == 1:
         raise ConfigError(f"pseudo.oof_folds: 0 (off) or at least 2, got {ps.oof_folds}")
     if not ps.power or min(ps.power) <= 0:

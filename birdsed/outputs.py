@@ -101,13 +101,70 @@ def check_file_output(path: str | Path, inputs: tuple[str | Path | None, ...] = 
     return path
 
 
-def check_dir_output(path: str | Path) -> Path:
-    """Check that `path` can be used as an output folder (created if missing). Raises OutputError."""
+# The folders birdsed writes, by kind: what marks one (besides the marker file every such folder gets first)
+OUTPUT_MARKER = ".birdsed-output"
+_FOLDER_KINDS = {
+    "export": ("a `birdsed export` folder", "model.json"),
+    "bundle": ("a `birdsed bundle` folder", "bundle.json"),
+    "teacher": ("a `birdsed teacher` folder", "teacher.json"),
+    "agile": ("a `birdsed agile` folder", "agile.json"),
+}
+
+
+def folder_kind(path: Path) -> str:
+    """The kind of birdsed output folder `path` is (``export``, ``bundle``, ``teacher``, ``agile``), or ''."""
+    marker = path / OUTPUT_MARKER
+    if marker.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            kind = marker.read_text().strip()
+            if kind in _FOLDER_KINDS:
+                return kind
+    for kind, (_, descriptor) in _FOLDER_KINDS.items():
+        if (path / descriptor).is_file():
+            return kind
+    return ""
+
+
+def check_dir_output(
+    path: str | Path, kind: str = "", inputs: tuple[str | Path | None, ...] = (), overwrite: bool = True
+) -> Path:
+    """Check that `path` can be used as an output folder (created if missing); with `kind` (``export``,
+    ``bundle``, ``teacher``, ``agile``) also that it holds nothing birdsed did not write: an existing non-empty
+    folder must be that kind of output (and, unless `overwrite`, is refused too), and no input of the command may be
+    the folder or lie inside it — with or without ``--overwrite``, a run, a dataset or a user's notes are never
+    replaced by an output. A new folder gets the kind's marker file.
+
+    Raises:
+        OutputError: naming the path and the reason.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: exists and is a file, not a folder")
+    if kind:
+        what = _FOLDER_KINDS[kind][0]
+        resolved = path.resolve()
+        for item in inputs:
+            if item is not None and Path(item).exists():
+                inp = Path(item).resolve()
+                if inp == resolved or resolved in inp.parents:
+                    raise OutputError(f"{path}: holds {item}, an input of this command; write the output elsewhere")
+        if path.is_dir() and any(path.iterdir()):
+            if folder_kind(path) != kind:
+                raise OutputError(
+                    f"{path}: exists and is not {what}; birdsed replaces only its own outputs "
+                    "(choose another --out, or remove the folder yourself)"
+                )
+            if not overwrite:
+                raise OutputError(f"{path}: exists and is not empty; pass --overwrite to replace it")
     _probe_dir(path, "output folder")
+    if kind and not (path / OUTPUT_MARKER).is_file():
+        mark_output(path, kind)
     return path
+
+
+def mark_output(folder: Path, kind: str) -> None:
+    """Mark `folder` as birdsed's output of `kind` (what :func:`folder_kind` reads), before anything else is in it."""
+    atomic_write(folder / OUTPUT_MARKER, kind + "\n")
 
 
 @contextlib.contextmanager

@@ -120,3 +120,26 @@ def check_backbone_name(name: str) -> None:
     close = close[:5]
     hint = f"; close matches: {', '.join(close)}" if close else ""
     raise ConfigError(f"model.backbone: unknown timm model {name!r}{hint}")
+
+
+WINDOW_RULES = ("inside", "centre", "overlap:X")
+
+
+def parse_window_rule(rule: str) -> tuple[str, float]:
+    """``teacher.window_rule`` as (kind, seconds): ``inside`` (the chunks lying entirely inside a window),
+    ``centre`` (the chunks whose centre lies in it) or ``overlap:X`` (the chunks overlapping it by at least X s).
+
+    Raises:
+        ConfigError: any other text, or an overlap that is not a positive number.
+    """
+    kind, _, value = str(rule).partition(":")
+    if kind in ("inside", "centre") and not value:
+        return kind, 0.0
+    if kind == "overlap":
+        try:
+            x = float(value)
+        except ValueError:
+            x = math.nan
+        if math.isfinite(x) and x > 0:
+            return kind, x
+    raise ConfigError(f"teacher.window_rule: {rule!r} is not one of inside, centre, overlap:X (X seconds > 0)")

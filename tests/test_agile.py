@@ -3,13 +3,15 @@ model file, and ``birdsed agile`` on the synthetic set with embeddings that carr
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
-from birdsed.data.folder import load_birdclef
 from sklearn.metrics import roc_auc_score
 
 from birdsed.cli import main
+from birdsed.data.folder import load_birdclef
 from birdsed.teacher.agile import AgileError, fit_agile, load_agile, read_embeddings
 from birdsed.teacher.birdnet import EMBEDDINGS_SUFFIX, read_teacher
 from tests.conftest import cli_error
@@ -92,6 +94,14 @@ def test_birdsed_agile_on_the_synthetic_set(tiny_root, tmp_path, capsys):
     stems = data.train["filename"].str.rsplit(".", n=1).str[0]
     ids = [f"{s}_{5 * (w + 1)}" for s in stems for w in range(3)]
     _write_embeddings(teacher, "train_audio", ids, _embed(np.repeat(y_rec, 3, axis=0), rng, signal=4.0))
+    # the teacher on train_audio (what the gate compares with): no opinion on the first class, near perfect on the
+    # second, guessing on the rest
+    t_audio = rng.random((len(ids), len(data.classes)))
+    t_audio[:, 0] = np.nan
+    t_audio[:, 1] = np.clip(np.repeat(y_rec, 3, axis=0)[:, 1] * 0.9 + rng.random(len(ids)) * 0.1, 0, 1)
+    audio_table = pd.DataFrame(t_audio, columns=data.classes)
+    audio_table.insert(0, "row_id", ids)
+    audio_table.to_csv(teacher / "train_audio.csv", index=False)
     # pool: a teacher that knows every class but the first (NaN column)
     pool_y = (rng.random((60, len(data.classes))) < 0.2).astype(float)
     pool_ids = [f"pool{i // 6}_{5 * (i % 6 + 1)}" for i in range(60)]
@@ -113,12 +123,20 @@ def test_birdsed_agile_on_the_synthetic_set(tiny_root, tmp_path, capsys):
     assert np.isfinite(pred).all()
     for k in np.flatnonzero((y_test.sum(0) > 0) & (y_test.sum(0) < len(y_test))):
         assert roc_auc_score(y_test[:, k], pred[:, k]) > 0.85, data.classes[k]
-    # the pool folder has a teacher CSV: <folder>.csv is the blend (a = infer.agile_weight = 0.5), the teacher's
-    # NaN column the agile model's alone
+    # the gate, judged on train_audio windows held out by recording: blended where the teacher guesses, not where it
+    # is near perfect; the class it lacks is the agile model's whatever the gate says
+    gate = json.loads((out / "agile.json").read_text())["gate"]
+    assert gate["blended"] == data.classes[2:], gate
+    assert gate["classes"][data.classes[1]]["teacher_auc"] > 0.99 and data.classes[0] not in gate["classes"]
+    assert load_agile(out).blend.tolist() == [False, False, True, True, True, True]
+    # the pool folder has a teacher CSV: <folder>.csv is the blend (a = infer.agile_weight = 0.5) in the gated
+    # classes, the teacher alone in the others it knows, the agile model alone in its NaN column
     alone = read_teacher(out / "train_soundscapes.agile.csv", data.classes).loc[pool_ids].to_numpy()
     blend = read_teacher(out / "train_soundscapes.csv", data.classes).loc[pool_ids].to_numpy()
     t = table.set_index("row_id").loc[pool_ids, data.classes].to_numpy()
-    np.testing.assert_allclose(blend, np.where(np.isnan(t), alone, 0.5 * alone + 0.5 * t), atol=2e-5)
+    gated = np.array([False, False, True, True, True, True])
+    want = np.where(np.isnan(t), alone, np.where(gated, 0.5 * alone + 0.5 * t, t))
+    np.testing.assert_allclose(blend, want, atol=2e-5)
     assert not (out / "test_soundscapes.csv").exists()  # no teacher CSV of the test folder: nothing to blend
     line = cli_error(capsys, ["agile", f"data.root={tiny_root}", "--teacher", teacher, "--out", teacher])
     assert "is the teacher folder" in line

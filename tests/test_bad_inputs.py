@@ -181,6 +181,8 @@ def _audio_corpus(folder: Path) -> dict[str, str]:
     nan = tone(500, 6, sr)
     nan[sr : sr + 10] = np.nan
     write(folder / "nan.wav", nan, sr, subtype="FLOAT")
+    write(folder / "one_sample.wav", np.full(1, 0.5, dtype=np.float32), sr, subtype="FLOAT")
+    write(folder / "tenth.wav", tone(900, 0.1, sr), sr)
     return {
         "stereo.wav": "",
         "surround51.wav": "",
@@ -193,6 +195,8 @@ def _audio_corpus(folder: Path) -> dict[str, str]:
         "truncated.flac": "",  # decodes part-way or not at all: either way it is named if skipped
         "silent.wav": "is silent",
         "nan.wav": "NaN or infinite",
+        "one_sample.wav": "is too short (1 samples, 0.000 s; at least 0.25 s)",  # would loop into a constant
+        "tenth.wav": "is too short (3200 samples",
     }
 
 
@@ -553,3 +557,78 @@ def test_a_damaged_export_folder_is_named_not_a_traceback(trained_run, tiny_root
         line = cli_error(capsys, [*infer, "--checkpoint", folder, "--out", tmp_path / f"{folder.name}.csv"])
         assert said in line, (i, line)
         assert not (tmp_path / f"{folder.name}.csv").exists()
+
+
+def test_folder_outputs_never_replace_what_birdsed_did_not_write(trained_run, tiny_root, tmp_path, capsys):
+    """bundle/export/teacher/agile `--out` onto a run, a dataset folder or a user's folder is refused, with or
+    without --overwrite, and nothing in it changes; birdsed's own export folder is replaced whole."""
+    cfg, _, run_dir = trained_run
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("my notes")
+    sounds = Path(shutil.copytree(tiny_root / "test_soundscapes", tmp_path / "sounds"))
+    before = {d.name: snapshot(d) for d in (run, notes, sounds)}
+    bundle = ["bundle", "--checkpoint", run, "--kaggle-user", "me", "--no-dry-run", "--overwrite"]
+    assert f"{run}: holds {run}, an input of this command" in cli_error(capsys, [*bundle, "--out", run])
+    assert "is not a `birdsed bundle` folder" in cli_error(capsys, [*bundle, "--out", notes])
+    export = ["export", "--checkpoint", run / "best.pt"]
+    assert "holds" in cli_error(capsys, [*export, "--out", run])  # would make the run infer from the ONNX copy
+    for folder in (notes, sounds):
+        assert f"{folder}: exists and is not a `birdsed export` folder" in cli_error(capsys, [*export, "--out", folder])
+    cfg_args = _cfg_args(tiny_root, cfg.cache_path)
+    assert "is not a `birdsed teacher` folder" in cli_error(capsys, ["teacher", *cfg_args, "--out", notes])
+    line = cli_error(capsys, ["agile", *cfg_args, "--teacher", tmp_path / "t", "--out", notes])
+    assert "is not a `birdsed agile` folder" in line
+    assert {d.name: snapshot(d) for d in (run, notes, sounds)} == before
+    exp = tmp_path / "exp"
+    assert main([*map(str, export), "--out", str(exp)]) == 0
+    (exp / "left_over.bin").write_bytes(b"from an earlier export")
+    assert main([*map(str, export), "--out", str(exp)]) == 0  # its own kind: replaced whole
+    assert not (exp / "left_over.bin").exists() and (exp / "model.json").is_file()
+
+
+def test_two_trainings_never_share_a_run_folder(trained_run, tiny_root, tmp_path, capsys):
+    """While one command holds a run folder (its lock beside the folder), a second `train`/`pseudo --overwrite` of
+    the same folder is refused at once, naming the holder, and the folder is untouched."""
+    from birdsed.training.runs import run_lock
+
+    cfg, _, run_dir = trained_run
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    before = snapshot(run)
+    args = [*_cfg_args(tiny_root, cfg.cache_path), "--out", run, "--overwrite"]
+    with run_lock(run):
+        for command in ("train", "pseudo"):
+            line = cli_error(capsys, [command, *args])
+            assert f"{run}: another birdsed command (pid {os.getpid()}) is writing this run folder" in line
+    assert snapshot(run) == before
+    with run_lock(run):  # released when its holder ends: taken again at once
+        pass
+
+
+def test_a_backbone_that_cannot_take_spectrograms_is_refused_before_the_run(tiny_root, trained_run, tmp_path, capsys):
+    """A timm ViT built for fixed 224 × 224 images: one line naming the backbone, no run folder."""
+    cfg, _, _ = trained_run
+    out = tmp_path / "vit"
+    args = ["train", *_cfg_args(tiny_root, cfg.cache_path, "model.backbone=vit_tiny_patch16_224"), "--out", out]
+    line = cli_error(capsys, args)
+    assert "model.backbone: vit_tiny_patch16_224 cannot take a (1, 32," in line and "AssertionError" in line
+    assert not out.exists()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tiny_root, trained_run, tmp_path):
+    """A file-size limit below the checkpoint's size (a full disk or quota): exit 1 naming the checkpoint, no
+    traceback, no partial file."""
+    import resource
+
+    cfg, _, _ = trained_run
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))  # bytes: the ResNet-18 checkpoint is ~46 MB
+
+    out = tmp_path / "run"
+    done = cli_run(["train", *_cfg_args(tiny_root, cfg.cache_path, "train.epochs=1"), "--out", out], preexec_fn=limit)
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert re.search(r"error: \S+(last|best)\.(pt|ckpt): cannot write", done.stderr), done.stderr[-800:]
+    assert not list(out.rglob("*.part"))

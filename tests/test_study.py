@@ -17,7 +17,7 @@ from birdsed.config import save_config
 from birdsed.scoring.metrics import macro_auc, read_aligned
 from birdsed.study.runner import check_run, execute_run, prepare_out
 from birdsed.study.spec import StudyError, load_study, parse_shard, parse_study
-from birdsed.study.stats import fast_macro_auc, summarize, summary_lines
+from birdsed.study.stats import Predictions, fast_macro_auc, select_out_of_sample, summarize, summary_lines
 from tests.conftest import REPO, cli_run, kill_after_epochs, tiny_overrides
 
 CONFIG = str(REPO / "configs" / "demo.yaml")
@@ -183,6 +183,38 @@ def test_runs_without_window_predictions_are_compared_over_seeds_only():
     lo, hi = d["ci_seeds"]
     assert d["verdict"] == ("helps" if lo > 0 else "hurts" if hi < 0 else "inside the noise")
     assert "Δlast" in "\n".join(summary_lines(summary))
+
+
+def test_the_out_of_sample_choice_finds_a_real_gain_and_prices_a_lucky_one():
+    """Choose on half the soundscapes, score on the other half: a variant better everywhere is chosen almost always
+    and keeps its gain out of sample; among variants only as good as the baseline, the winner's in-sample figure
+    overstates it (optimism > 0) and its out-of-sample gain is about nothing. K folds agree."""
+    rng = np.random.default_rng(0)
+    n_sound, rows, classes, seeds = 30, 12, 6, [0, 1, 2]
+    y = (rng.random((n_sound * rows, classes)) < 0.2).astype(float)
+    groups = [np.arange(g * rows, (g + 1) * rows) for g in range(n_sound)]
+
+    def noisy(sd):
+        return y + rng.normal(0, sd, y.shape)
+
+    real = {(v, s): noisy(0.6 if v == "good" else 1.0) for v in ("base", "good") for s in seeds}
+    study = parse_study({"config": CONFIG, "variants": {"base": {}, "good": {}}, "seeds": seeds}, "s")
+    sel = select_out_of_sample(study, Predictions(y, real, groups), seeds, np.random.default_rng(1))
+    assert sel["splits"] == 200 and sel["chosen"]["good"] >= 0.95 and sel["most_chosen"] == "good"
+    full = np.mean([fast_macro_auc(y, real[("good", s)]) - fast_macro_auc(y, real[("base", s)]) for s in seeds])
+    assert sel["gain"] == pytest.approx(full, abs=0.02) and sel["gain"] > 0.05 and sel["share_better"] >= 0.95
+
+    names = ["base", *(f"same{i}" for i in range(5))]
+    equal = {(v, s): noisy(1.0) for v in names for s in seeds}
+    study = parse_study({"config": CONFIG, "variants": {v: {} for v in names}, "seeds": seeds}, "s")
+    sel = select_out_of_sample(study, Predictions(y, equal, groups), seeds, np.random.default_rng(1))
+    assert sel["optimism"] > 0.003  # the winner of equals looked better where it was chosen than it is
+    assert abs(sel["gain"]) < sel["optimism"] and sel["chosen"]["base"] < 0.5
+    study.selection = {"scheme": "folds", "repeats": 50, "folds": 5}
+    folds = select_out_of_sample(study, Predictions(y, equal, groups), seeds, np.random.default_rng(1))
+    assert folds["splits"] == 50 and folds["optimism"] is None and abs(folds["gain"]) < 0.03
+    with pytest.raises(StudyError, match=r"selection\.scheme"):
+        parse_study({"config": CONFIG, "variants": {"a": {}}, "selection": {"scheme": "thirds"}}, "s")
 
 
 def test_run_states(tmp_path):

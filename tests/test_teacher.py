@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdsed.config import ConfigError
+from birdsed.config import ConfigError, load_config
 from birdsed.data.folder import load_birdclef, split_row_ids
 from birdsed.inference.submit import infer_folder, load_ensemble
 from birdsed.pseudo.rounds import PseudoError, label_pool, round_power
@@ -139,6 +139,25 @@ def test_a_window_takes_the_max_of_the_chunks_inside_it_and_their_mean_embedding
     out2, none = window_outputs(wave, lambda c: (predict(c), None), sr, chunk, stride=2.0, window=5.0)
     assert none is None
     np.testing.assert_allclose(out2[:2, 0], [2.0, 7.0])
+    # teacher.window_rule: overlap:1.5 takes the chunks from 1 s before the window to 2 s before its end (none before
+    # 0 s); the last window's chunks at 12 and 13 s are all padding (score 0), so its max is the chunk at 11 s
+    ran = []
+
+    def counted(c):
+        ran.append(len(c))
+        return predict(c), predict(c)
+
+    out3, emb3 = window_outputs(wave, counted, sr, chunk, stride=1.0, window=5.0, rule="overlap:1.5")
+    np.testing.assert_allclose(out3[:, 0], [3.0, 8.0, 11.0])
+    assert sum(ran) == 4 + 5 + 5  # each chunk run once
+    np.testing.assert_allclose(emb3[:, 0], [1.0, 6.0, 7.0])  # embeddings: still the chunks inside
+    out4, _ = window_outputs(wave, counted, sr, chunk, stride=2.0, window=5.0, rule="centre")
+    np.testing.assert_allclose(out4[:2, 0], [2.0, 7.0])  # centres at 1.5 and 3.5 s; 5.5 s is the next window's
+    out5, _ = window_outputs(wave, counted, sr, chunk, stride=1.0, window=5.0, rule="overlap:2.5")
+    np.testing.assert_allclose(out5[:, 0], out[:, 0])  # an overlap of 2.5 s is only the chunks inside
+    for bad in ("outside", "overlap", "overlap:-1", "centre:2"):
+        with pytest.raises(ConfigError, match=r"teacher\.window_rule"):
+            load_config(None, [f"teacher.window_rule={bad}"])
 
 
 def test_teacher_csv_is_validated_like_a_submission(tmp_path):

@@ -64,6 +64,9 @@ class _WriteError(Exception):
     """Writing the cache failed (our output, not the recording's fault)."""
 
 
+MIN_SECONDS = 0.25  # a shorter file holds no call to learn from: listed as skipped, like an unreadable one
+
+
 def _cache_one(src: str, dst: str, sample_rate: int) -> dict:
     """Decode `src` block by block into float16 at `dst` (atomically). Runs in a worker process."""
     import soundfile as sf
@@ -84,6 +87,8 @@ def _cache_one(src: str, dst: str, sample_rate: int) -> dict:
                 n += len(block)
         if n == 0:
             raise AudioError(src, "decodes to no audio samples")
+        if n < MIN_SECONDS * sample_rate:  # looped into a crop it would be a constant tone, not a recording
+            raise AudioError(src, f"is too short ({n} samples, {n / sample_rate:.3f} s; at least {MIN_SECONDS} s)")
         if peak == 0.0:
             raise AudioError(src, "is silent (every sample is zero)")
         os.replace(tmp, dst)
@@ -231,7 +236,8 @@ def prepare_cache(
     """Decode every (key, path) source into the cache at `cache_dir`, skipping files already current.
 
     A file is current when the index lists it with the source's size and modification time and its samples file
-    exists. Unusable files (unreadable, empty, truncated, silent, NaN) are skipped and listed in the summary.
+    exists. Unusable files (unreadable, empty, truncated, silent, NaN, under 0.25 s) are skipped and listed in the
+    summary.
     A complete cache is only read, so it may sit on a read-only file system (Kaggle inputs); writes take a file
     lock, so several ``prepare`` calls on one cache wait for each other instead of racing on the index.
 

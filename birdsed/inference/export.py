@@ -22,7 +22,7 @@ from birdsed.inference.infer import Runner
 from birdsed.models.backbones import BIRDNET
 from birdsed.models.birdnet import BIRDNET_LICENCE
 from birdsed.models.build import CheckpointError, build_frontend, load_checkpoint, read_checkpoint, resolve_checkpoint
-from birdsed.outputs import atomic_path, atomic_write, check_dir_output
+from birdsed.outputs import atomic_path, atomic_write, check_dir_output, mark_output, staged_dir
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "openvino")
@@ -54,11 +54,29 @@ def export(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx", secon
     model, cfg, classes = load_checkpoint(checkpoint)
     model.channels_last = False  # a memory-format hint means nothing to an exporter
     model.backbone.to(memory_format=torch.contiguous_format)
-    out = check_dir_output(out_dir)
+    out = check_dir_output(out_dir, kind="export", inputs=(checkpoint,))
+    with staged_dir(out) as stage:  # a re-export replaces the whole folder: no file of the old one stays
+        mark_output(stage, "export")
+        _write_export(model, cfg, classes, payload, checkpoint, fmt, seconds, stage)
+    return out
+
+
+def _write_export(
+    model: torch.nn.Module,
+    cfg: Config,
+    classes: list[str],
+    payload: dict,
+    checkpoint: str | Path,
+    fmt: str,
+    seconds: float,
+    stage: Path,
+) -> None:
+    """Write model.onnx (and model.xml for openvino), the front-end's weights where it has its own, and model.json
+    (last) into `stage`."""
     with torch.no_grad():
         mel = model.frontend(torch.zeros(2, cfg.seconds_to_samples(seconds)))  # (2, 1, M, T)
     wrapper = _MelToLogits(model).eval()
-    with atomic_path(out / "model.onnx") as tmp:  # a kill leaves no half-written model
+    with atomic_path(stage / "model.onnx") as tmp:  # a kill leaves no half-written model
         torch.onnx.export(
             wrapper,
             (mel,),
@@ -86,13 +104,12 @@ def export(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx", secon
     if fmt == "openvino":
         import openvino as ov
 
-        ov.save_model(ov.convert_model(str(out / "model.onnx")), str(out / "model.xml"))
+        ov.save_model(ov.convert_model(str(stage / "model.onnx")), str(stage / "model.xml"))
     if not isinstance(model.frontend, MelFrontend):  # a front-end with weights of its own (BirdNET's) travels too
-        with atomic_path(out / FRONTEND_FILE) as tmp:
+        with atomic_path(stage / FRONTEND_FILE) as tmp:
             torch.save({k: v.contiguous() for k, v in model.frontend.state_dict().items()}, tmp)
         meta["frontend"] = FRONTEND_FILE
-    atomic_write(out / "model.json", json.dumps(meta, indent=1))  # last: the folder is complete
-    return out
+    atomic_write(stage / "model.json", json.dumps(meta, indent=1))  # last: the folder is complete
 
 
 def export_frontend(folder: str | Path, cfg: Config) -> torch.nn.Module:

@@ -348,11 +348,17 @@ def teacher_source(
     model, mapping = load_birdnet(cfg, taxonomy, taxonomy_path, embeddings=agile is not None)
 
     def predict(folder: Path) -> pd.DataFrame:
-        res = predict_folder(Path(folder), model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, progress=False)
+        res = predict_folder(
+            Path(folder), model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, progress=False,
+            window_rule=cfg.teacher.window_rule,
+        )  # fmt: skip
         table = res.table.set_index("row_id").astype(float)
         if agile is not None:
             table[columns] = with_agile(
-                table[columns].to_numpy(), agile.predict(res.embeddings), cfg.infer.agile_weight
+                table[columns].to_numpy(),
+                agile.predict(res.embeddings),
+                cfg.infer.agile_weight,
+                agile.blend_mask(cfg.infer.agile_classes),
             )
         return table
 

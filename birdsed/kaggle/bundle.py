@@ -38,7 +38,7 @@ from birdsed import __version__
 from birdsed.config import Config, ConfigError, config_to_dict, load_config
 from birdsed.errors import BirdsedError
 from birdsed.kaggle.image import IMAGE, NOTEBOOK_NEEDS, PLATFORM, PYTHON, RUNTIME_NEEDS, TEACHER_NEEDS
-from birdsed.outputs import OutputError, atomic_write, staged_dir
+from birdsed.outputs import atomic_write, check_dir_output, mark_output, staged_dir
 
 if TYPE_CHECKING:
     from birdsed.inference.ensemble import Member
@@ -290,10 +290,10 @@ def make_bundle(
             "--no-dry-run (the bundle is then not proven)"
         )
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    check_dir_output(out, kind="bundle", inputs=(*checkpoints, sample_data, *find_links), overwrite=overwrite)
     names = member_names(checkpoints)
     with staged_dir(out) as stage:
+        mark_output(stage, "bundle")
         models = stage / "models"
         models.mkdir()
         for ckpt, name in zip(checkpoints, names, strict=True):

@@ -6,6 +6,7 @@ dicts of tensors and primitives, loaded with ``torch.load(..., weights_only=True
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from torch import nn
 
 from birdsed.config import Config, config_from_dict, config_to_dict
 from birdsed.data.audio import MelFrontend
-from birdsed.errors import BirdsedError
+from birdsed.errors import BirdsedError, ConfigError
 from birdsed.models.backbones import BIRDNET, create_backbone
 from birdsed.models.birdnet import BirdNetFrontend, birdnet_files, load_body, load_frontend
 from birdsed.models.sed import SEDModel
@@ -60,6 +61,35 @@ def build_model(cfg: Config, n_classes: int, pretrained: bool = True) -> SEDMode
     return model
 
 
+def check_forward(model: SEDModel, cfg: Config, seconds: float) -> None:
+    """One forward pass of two silent `seconds`-long crops in eval mode: a backbone that cannot take this input (a
+    timm ViT built for a fixed 224 × 224 image, one whose features are not (B, C, F', T')) fails here, before a run
+    folder exists, with the backbone's name instead of an AssertionError from inside timm.
+
+    Raises:
+        ConfigError: naming ``model.backbone`` and what went wrong.
+    """
+    name = cfg.model.backbone
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            mel = model.frontend(torch.zeros(2, cfg.seconds_to_samples(seconds)))
+            feats = model.backbone.forward_features(mel)
+            if feats.ndim != 4 or feats.shape[1] != int(model.backbone.num_features):
+                raise ValueError(f"its features are {tuple(feats.shape)}, not (B, {model.backbone.num_features}, F, T)")
+            model.forward_mel(mel)
+    except Exception as err:  # any failure of a foreign model on our input is a config problem to report
+        what = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ConfigError(
+            f"model.backbone: {name} cannot take a {tuple(mel.shape[1:]) if 'mel' in locals() else 'mel'} "
+            f"spectrogram of {seconds:g} s ({type(err).__name__}: {what}); SED needs a convolutional backbone that "
+            "takes any input size"
+        ) from None
+    finally:
+        model.train(was)
+
+
 def save_checkpoint(path: str | Path, model: SEDModel, cfg: Config, classes: list[str], **extra: Any) -> None:
     """Write weights, resolved config and class list to `path` (atomically)."""
     path = Path(path)
@@ -70,8 +100,10 @@ def save_checkpoint(path: str | Path, model: SEDModel, cfg: Config, classes: lis
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         **extra,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()  # torch.save on a full disk raises a RuntimeError that names no file: write bytes instead
+    torch.save(payload, buffer)
+    with atomic_path(path) as tmp:  # an OSError (disk full, file-size limit) becomes an OutputError naming `path`
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -34,7 +34,7 @@ from birdsed.scoring.metrics import macro_auc, read_aligned
 from birdsed.teacher.birdnet import read_teacher
 from birdsed.teacher.blend import blend_teacher
 from birdsed.training import tracking
-from birdsed.training.runs import check_run_dir, is_run_folder, open_run_dir
+from birdsed.training.runs import check_run_dir, is_run_folder, open_run_dir, run_lock
 from birdsed.training.train import fit
 
 log = logging.getLogger(__name__)
@@ -399,6 +399,12 @@ def run_pseudo(
     are reused and each of its runs continues after its last finished epoch.
     """
     root = Path(out) if out else Path("runs") / cfg.name
+    with run_lock(root):
+        return _run_pseudo(cfg, root, overwrite, resume)
+
+
+def _run_pseudo(cfg: Config, root: Path, overwrite: bool, resume: bool) -> PseudoSummary:
+    """:func:`run_pseudo` under the folder's lock."""
     check_run_dir(root, overwrite, resume)
     data = load_birdclef(cfg.data.root)
     if cfg.pseudo.rounds:

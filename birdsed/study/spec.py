@@ -41,6 +41,9 @@ class StudyError(BirdsedError, ValueError):
 
 
 COMMANDS = ("train", "pseudo", "infer")
+SELECTION = {"scheme": "halves", "repeats": 200, "folds": 5}
+# what an infer study's variants may set: inference, and the teacher's window rule and mapping (no training)
+INFER_KEYS = ("infer.", "teacher.window_rule", "teacher.stride", "teacher.mapping")
 
 
 @dataclass
@@ -56,6 +59,9 @@ class Study:
     bootstrap: int = 2000
     checkpoints: str = ""  # infer studies: each seed's checkpoint, "{seed}" in the path
     variant_checkpoints: dict[str, str] = field(default_factory=dict)  # infer studies: a variant's own models
+    # the out-of-sample choice (stats.select_out_of_sample): a variant chosen on part of the labelled soundscapes,
+    # scored on the rest; scheme "halves" (repeated random halvings) or "folds" (K folds, repeated)
+    selection: dict[str, Any] = field(default_factory=lambda: dict(SELECTION))
 
     def runs(self) -> list[tuple[str, int]]:
         """Every (variant, seed), seed by seed (the baseline first in each), the order runs are made in."""
@@ -105,7 +111,7 @@ def parse_study(data: Any, source: str) -> Study:
     """
     if not isinstance(data, dict):
         raise StudyError(f"{source}: a study file is a mapping (command:, config:, variants:, seeds:, ...)")
-    known = {"command", "config", "variants", "seeds", "baseline", "overrides", "bootstrap", "checkpoints"}
+    known = {"command", "config", "variants", "seeds", "baseline", "overrides", "bootstrap", "checkpoints", "selection"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise StudyError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")
@@ -160,14 +166,15 @@ def parse_study(data: Any, source: str) -> Study:
         if not _names_each_seed(checkpoints):
             raise StudyError(f"{source}: checkpoints: an infer study names each seed's, e.g. runs/x/seed{{seed}}")
         items = [*overrides, *(o for v in variants.values() for o in v)]
-        other = sorted({o.split("=")[0] for o in items if not o.startswith("infer.")})
+        other = sorted({o.split("=")[0] for o in items if not o.startswith(INFER_KEYS)})
         if other:
             raise StudyError(
-                f"{source}: an infer study's overrides and variants may set infer.* keys only (its models are "
-                f"trained): {other}"
+                f"{source}: an infer study's overrides and variants may set infer.* and teacher.window_rule, "
+                f"teacher.stride, teacher.mapping only (its models are trained): {other}"
             )
     elif checkpoints:
         raise StudyError(f"{source}: checkpoints: only an infer study (command: infer) names trained checkpoints")
+    selection = _selection(data.get("selection"), source)
     study = Study(
         command,
         data["config"],
@@ -178,6 +185,7 @@ def parse_study(data: Any, source: str) -> Study:
         bootstrap,
         checkpoints,
         variant_checkpoints,
+        selection,
     )
     for v in variants:
         study.run_config(v, seeds[0])
@@ -187,6 +195,21 @@ def parse_study(data: Any, source: str) -> Study:
         if absent:
             raise StudyError(f"{source}: checkpoints: no checkpoint at {absent[:3]}")
     return study
+
+
+def _selection(given: Any, source: str) -> dict[str, Any]:
+    """The study file's ``selection:`` (``{scheme: halves|folds, repeats: N, folds: K}``) over the defaults."""
+    if given is None:
+        return dict(SELECTION)
+    if not isinstance(given, dict) or set(given) - set(SELECTION):
+        raise StudyError(f"{source}: selection: a mapping of {sorted(SELECTION)}, got {given!r}")
+    out = {**SELECTION, **given}
+    if out["scheme"] not in ("halves", "folds"):
+        raise StudyError(f"{source}: selection.scheme: halves or folds, got {out['scheme']!r}")
+    for key, low in (("repeats", 10), ("folds", 2)):
+        if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < low:
+            raise StudyError(f"{source}: selection.{key}: an integer ≥ {low}, got {out[key]!r}")
+    return out
 
 
 def load_study(path: str | Path) -> Study:

@@ -165,6 +165,85 @@ def seed_difference(
     return _record(variant, seeds, diff_of, ci, [None, None], [None, None], ci, "seeds only")
 
 
+def select_out_of_sample(
+    study: Study, preds: Predictions, seeds: list[int], rng: np.random.Generator
+) -> dict[str, Any] | None:
+    """Choose, then score elsewhere: pick the variant with the best mean AUC over `seeds` on one part of the labelled
+    soundscapes and score that choice on the rest, over many splits (``study.selection``: ``halves``, repeated
+    random halvings; or ``folds``, K folds over whole soundscapes, the held-out fold of each taking the variant
+    chosen on the others, repeated). A tie goes to the baseline, then to the variant listed first.
+
+    So that no reported figure is the one a setting was chosen on, this gives: how often each variant was chosen,
+    the chosen variant's AUC on soundscapes it was not chosen on (``oos_auc``, the figure to report for "the best
+    variant"), the baseline's AUC on the same soundscapes, the gain (the choice minus the baseline, mean and 2.5–97.5 %
+    range over the splits — a spread, not a confidence interval: splits overlap), the share of splits where the
+    choice beat the baseline, and (halves) the optimism, its AUC where it was chosen minus where it was scored.
+
+    Returns:
+        None with fewer than 2 variants that have every seed's predictions, or fewer than 4 soundscapes.
+    """
+    names = [study.baseline, *(v for v in study.variants if v != study.baseline)]
+    names = [v for v in names if all((v, s) in preds.scores for s in seeds)]
+    n_groups = len(preds.groups)
+    if len(names) < 2 or names[0] != study.baseline or n_groups < 4 or not seeds:
+        return None
+    sel = study.selection
+    stack = {v: [preds.scores[(v, s)] for s in seeds] for v in names}
+
+    def auc(v: str, rows: np.ndarray) -> float:
+        y = preds.y[rows]
+        return float(np.nanmean([fast_macro_auc(y, a[rows]) for a in stack[v]]))
+
+    def choose(rows: np.ndarray) -> tuple[str, float]:
+        inside = {v: auc(v, rows) for v in names}
+        best = max(names, key=lambda v: (np.nan_to_num(inside[v], nan=-1.0), -names.index(v)))
+        return best, inside[best]
+
+    def rows_of(groups: np.ndarray) -> np.ndarray:
+        return np.concatenate([preds.groups[g] for g in groups])
+
+    counts = dict.fromkeys(names, 0)
+    oos, base, optimism = [], [], []
+    if sel["scheme"] == "halves":
+        for _ in range(sel["repeats"]):
+            perm = rng.permutation(n_groups)
+            a, b = rows_of(perm[: n_groups // 2]), rows_of(perm[n_groups // 2 :])
+            best, inside = choose(a)
+            counts[best] += 1
+            oos.append(auc(best, b))
+            base.append(auc(study.baseline, b))
+            optimism.append(inside - oos[-1])
+    else:
+        k = min(sel["folds"], n_groups)
+        whole = np.arange(len(preds.y))
+        for _ in range(max(1, sel["repeats"] // k)):
+            assembled = [np.zeros_like(x) for x in stack[study.baseline]]
+            for part in np.array_split(rng.permutation(n_groups), k):
+                held = rows_of(part)
+                best, _ = choose(np.setdiff1d(whole, held))
+                counts[best] += 1
+                for i in range(len(seeds)):
+                    assembled[i][held] = stack[best][i][held]
+            oos.append(float(np.nanmean([fast_macro_auc(preds.y, x) for x in assembled])))
+            base.append(auc(study.baseline, whole))
+    splits = sum(counts.values())
+    gain = np.array(oos) - np.array(base)
+    return {
+        "scheme": sel["scheme"],
+        "splits": splits,
+        "soundscapes": n_groups,
+        "seeds": list(seeds),
+        "chosen": {v: round(c / splits, 4) for v, c in counts.items()},
+        "most_chosen": max(names, key=lambda v: (counts[v], -names.index(v))),
+        "oos_auc": float(np.mean(oos)),
+        "baseline_auc": float(np.mean(base)),
+        "gain": float(gain.mean()),
+        "gain_range": _interval(gain),
+        "share_better": float((gain > 0).mean()),
+        "optimism": float(np.mean(optimism)) if optimism else None,
+    }
+
+
 def _stats(values: pd.Series) -> dict[str, float | None]:
     v = pd.to_numeric(values, errors="coerce").dropna()
     return {
@@ -188,12 +267,16 @@ def summarize(study: Study, table: pd.DataFrame, seed: int = 0) -> dict[str, Any
         variants.append(entry)
     differences: dict[str, list[dict[str, Any]]] = {}
     soundscapes = 0
+    selection = None
     for figure, (key, column) in FIGURES.items():
         differences[figure] = []
         if figure == "last" and study.command == "infer":  # an infer run has one figure: its checkpoint's
             continue
         preds = read_predictions(table, column) if column in table else None
         soundscapes = max(soundscapes, len(preds.groups) if preds is not None else 0)
+        if figure == "chosen" and preds is not None:
+            base_seeds = [s for s in study.seeds if (study.baseline, s) in preds.scores]
+            selection = select_out_of_sample(study, preds, base_seeds, np.random.default_rng(seed))
         for v in study.variants:
             if v == study.baseline:
                 continue
@@ -214,6 +297,7 @@ def summarize(study: Study, table: pd.DataFrame, seed: int = 0) -> dict[str, Any
         "differences_last": differences["last"],
         "missing": table.loc[table["state"] != "finished", ["variant", "seed", "state"]].to_dict("records"),
         "soundscapes": soundscapes,
+        "selection": selection,
     }
 
 
@@ -240,6 +324,7 @@ def summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
             last_ci = dl.get("ci_seeds", [None, None])
         row["ci_last_low"], row["ci_last_high"] = last_ci
         row["verdict_last"] = dl.get("verdict", "")
+        row["chosen_out_of_sample"] = (summary.get("selection") or {}).get("chosen", {}).get(e["variant"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -259,6 +344,20 @@ def summary_lines(summary: dict[str, Any]) -> Sequence[str]:
         if e["variant"] == summary["baseline"]:
             text += "  (baseline)"
         lines.append(text)
+    sel = summary.get("selection")
+    if sel:
+        shares = ", ".join(f"{v} {share:.0%}" for v, share in sorted(sel["chosen"].items(), key=lambda x: -x[1]))
+        how = "halvings" if sel["scheme"] == "halves" else "fold assignments × folds"
+        lo, hi = sel["gain_range"]
+        text = (
+            f"chosen on part of the {sel['soundscapes']} soundscapes, scored on the rest ({sel['splits']} {how}): "
+            f"{shares}; the choice scores {sel['oos_auc']:.4f} out of sample, the baseline "
+            f"{sel['baseline_auc']:.4f} "
+            f"(Δ {sel['gain']:+.4f}, range [{lo:+.4f}, {hi:+.4f}], better in {sel['share_better']:.0%} of splits"
+        )
+        if sel["optimism"] is not None:
+            text += f"; optimism {sel['optimism']:+.4f}"
+        lines.append(text + ")")
     return lines
 
 

@@ -54,6 +54,16 @@ class AgileModel:
     coef: np.ndarray
     intercept: np.ndarray
     info: dict = field(default_factory=dict)
+    blend: np.ndarray | None = None  # (C,) bool: the gate (:func:`gate_classes`); None for a model without one
+
+    def blend_mask(self, mode: str) -> np.ndarray:
+        """(C,) bool: the classes BirdNET knows that the agile model is blended into, by ``infer.agile_classes``:
+        ``gated`` (the model's gate; none for a model fitted without one), ``lacking`` (none) or ``all``."""
+        if mode == "all":
+            return np.ones(len(self.classes), dtype=bool)
+        if mode == "gated" and self.blend is not None:
+            return self.blend.astype(bool)
+        return np.zeros(len(self.classes), dtype=bool)
 
     @property
     def known(self) -> np.ndarray:
@@ -72,14 +82,78 @@ class AgileModel:
         from birdsed.outputs import atomic_path
 
         with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+            blend = {} if self.blend is None else {"blend": self.blend.astype(bool)}
             np.savez(f, classes=np.array(self.classes, dtype=str), mean=self.mean, scale=self.scale, coef=self.coef,
-                     intercept=self.intercept, info=np.array(json.dumps(self.info)))  # fmt: skip
+                     intercept=self.intercept, info=np.array(json.dumps(self.info)), **blend)  # fmt: skip
 
 
-def with_agile(teacher: np.ndarray, agile: np.ndarray, weight: float) -> np.ndarray:
+def with_agile(teacher: np.ndarray, agile: np.ndarray, weight: float, blend: np.ndarray | None = None) -> np.ndarray:
     """The teacher with an agile model blended in: ``a·agile + (1-a)·teacher`` (a = `weight`, ``infer.agile_weight``)
-    where both have an opinion, either alone where only one does, NaN where neither. Shapes (N, C) → (N, C)."""
+    where both have an opinion and the class is in `blend` ((C,) bool; default every class), the teacher alone where
+    it has an opinion on a class outside `blend`, the agile model alone where only it has one, NaN where neither.
+    Shapes (N, C) → (N, C)."""
+    if blend is not None:
+        agile = np.where(~blend[None, :] & np.isfinite(teacher), np.nan, agile)
     return blend_teacher(agile, teacher, 1 - weight)
+
+
+def gate_classes(
+    x: np.ndarray,
+    y: np.ndarray,
+    positives: np.ndarray,
+    teacher: np.ndarray,
+    groups: np.ndarray,
+    classes: list[str],
+    c: float,
+    weight: float,
+    folds: int = 5,
+    margin: float = 0.01,
+) -> tuple[np.ndarray, dict[str, dict]]:
+    """The gate: for each class the teacher knows, whether blending the agile model into it helps, judged on
+    evidence the scored soundscapes never see — ``train_audio`` windows held out by recording.
+
+    The agile model is fitted `folds` times, each time without one fold of recordings (grouped, so no window is
+    judged by a model that saw its recording), and its held-out predictions are blended into the teacher as
+    :func:`with_agile` would. A class is blended only where the blend's ROC-AUC over the held-out windows (positives:
+    windows of recordings labelled with it) beats the teacher's own by at least `margin`; a class with fewer than 2
+    positive recordings is not (too little evidence).
+
+    Args:
+        x: (N, D) embeddings, y: (N, C) targets to fit, positives: (N, C) bool, the windows of recordings labelled
+            with a class (what the held-out figures are judged on), teacher: (N, C) teacher scores (NaN where it has
+            no opinion), groups: (N,) the recording of each window.
+
+    Returns:
+        (C,) bool, and per class the figures it was judged on (``teacher_auc``, ``blend_auc``, ``positive_recordings``).
+    """
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupKFold
+
+    n_groups = len(np.unique(groups))
+    oof = np.full(y.shape, np.nan)
+    if n_groups >= 2:
+        for fit_rows, held in GroupKFold(n_splits=min(folds, n_groups)).split(x, groups=groups):
+            model = fit_agile(x[fit_rows], y[fit_rows], np.ones_like(y[fit_rows], dtype=bool), classes, c, quiet=True)
+            oof[held] = model.predict(x[held])
+    blended = with_agile(teacher, oof, weight)
+    gate = np.zeros(len(classes), dtype=bool)
+    figures: dict[str, dict] = {}
+    for k, name in enumerate(classes):
+        known = np.isfinite(teacher[:, k])
+        if not known.any():
+            continue  # BirdNET lacks the class: the agile model fills it whatever the gate says
+        pos = positives[:, k]
+        recordings = len(np.unique(groups[pos & known]))
+        rows = known & np.isfinite(blended[:, k])
+        entry: dict = {"positive_recordings": recordings, "teacher_auc": None, "blend_auc": None}
+        if recordings >= 2 and 0 < pos[rows].sum() < rows.sum():
+            t_auc = float(roc_auc_score(pos[rows], teacher[rows, k]))
+            b_auc = float(roc_auc_score(pos[rows], blended[rows, k]))
+            entry |= {"teacher_auc": round(t_auc, 4), "blend_auc": round(b_auc, 4)}
+            gate[k] = b_auc - t_auc >= margin
+        entry["blend"] = bool(gate[k])
+        figures[name] = entry
+    return gate, figures
 
 
 def load_agile(path: str | Path) -> AgileModel:
@@ -94,6 +168,7 @@ def load_agile(path: str | Path) -> AgileModel:
             model = AgileModel(
                 classes=z["classes"].tolist(), mean=z["mean"], scale=z["scale"], coef=z["coef"],
                 intercept=z["intercept"], info=json.loads(str(z["info"])),
+                blend=z["blend"].astype(bool) if "blend" in z.files else None,
             )  # fmt: skip
     except (OSError, KeyError, ValueError) as err:
         raise AgileError(f"{path}: not an agile model ({err})") from None
@@ -141,7 +216,13 @@ def clip_targets(data: BirdCLEFData, ids: pd.Index, secondary_value: float) -> n
 
 
 def fit_agile(
-    x: np.ndarray, y: np.ndarray, mask: np.ndarray, classes: list[str], c: float = 0.1, max_iter: int = 2000
+    x: np.ndarray,
+    y: np.ndarray,
+    mask: np.ndarray,
+    classes: list[str],
+    c: float = 0.1,
+    max_iter: int = 2000,
+    quiet: bool = False,
 ) -> AgileModel:
     """One logistic regression per class.
 
@@ -161,7 +242,8 @@ def fit_agile(
         pos, neg = t.sum(), (1 - t).sum()
         if pos < 1e-6 or neg < 1e-6:
             lacking = "positive" if neg else "negative"
-            log.info("agile: %s has no %s in its training windows: no model", classes[k], lacking)
+            say = log.debug if quiet else log.info
+            say("agile: %s has no %s in its training windows: no model", classes[k], lacking)
             continue
         xs = np.concatenate([z[rows], z[rows]])
         labels = np.r_[np.ones(len(t)), np.zeros(len(t))]
@@ -199,25 +281,56 @@ def training_windows(
     return x, y, mask, counts
 
 
+def _teacher_scores(path: Path, classes: list[str], ids: pd.Index) -> np.ndarray:
+    """(N, C) the teacher CSV's scores of the embedding rows `ids`.
+
+    Raises:
+        AgileError: the CSV is missing or lacks some of the rows.
+    """
+    if not path.is_file():
+        raise AgileError(
+            f"{path}: the gate compares the agile model with the teacher on train_audio; run `birdsed teacher ... "
+            "--folders train_audio --embeddings` (it writes this file beside the embeddings)"
+        )
+    table = read_teacher(path, classes)
+    missing = ids.difference(table.index)
+    if len(missing):
+        raise AgileError(f"{path}: lacks {len(missing)} row(s) of the train_audio embeddings, e.g. {list(missing[:3])}")
+    return table.loc[ids, classes].to_numpy(dtype=np.float64)
+
+
 def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileModel:
     """``birdsed agile``: fit on `teacher_dir`'s embeddings with ``cfg.agile``'s settings; write ``OUT/agile.npz``,
     ``OUT/agile.json`` and, for each soundscape folder with embeddings there, two CSVs in the teacher layout:
     ``<folder>.agile.csv`` (the agile model alone) and ``<folder>.csv`` (the teacher with the agile model blended
-    in as ``infer.teacher=birdnet infer.agile=OUT`` would: ``a·agile + (1-a)·teacher`` where both know a class,
-    either alone where only one does; a = ``infer.agile_weight``)."""
+    in as ``infer.teacher=birdnet infer.agile=OUT`` would: ``a·agile + (1-a)·teacher`` where both know a class and
+    ``infer.agile_classes`` blends it (by default where the gate, :func:`gate_classes`, says it helps), the teacher
+    alone where it knows a class otherwise, the agile model alone where only it does; a = ``infer.agile_weight``)."""
     from birdsed.outputs import atomic_path, atomic_write, check_dir_output
 
     teacher_dir = Path(teacher_dir)
     data = load_birdclef(cfg.data.root)
     if Path(out).resolve() == teacher_dir.resolve():
         raise AgileError(f"--out {out}: is the teacher folder; its <folder>.csv files would be replaced")
-    out = check_dir_output(out)
+    out = check_dir_output(out, kind="agile", inputs=(data.root,))
     pool, c = cfg.agile.pool, cfg.agile.c
     x, y, mask, counts = training_windows(cfg, data, teacher_dir, pool)
     model = fit_agile(x, y, mask, data.classes, c)
     lacking = [k for k, ok in zip(data.classes, model.known, strict=True) if not ok]
-    model.info = {"teacher": str(teacher_dir), "pool": pool, "teacher_targets": cfg.agile.teacher_targets, "C": c,
-                  **counts, "classes_without_model": lacking, "agile_weight": cfg.infer.agile_weight}  # fmt: skip
+    n = counts["train_audio_windows"]  # the train_audio windows come first
+    ids, _ = read_embeddings(teacher_dir / f"train_audio{EMBEDDINGS_SUFFIX}")
+    labels = clip_targets(data, ids, cfg.data.secondary_label_value) > 0
+    teacher = _teacher_scores(teacher_dir / "train_audio.csv", data.classes, ids)
+    a = cfg.agile
+    model.blend, gate = gate_classes(x[:n], y[:n], labels, teacher, split_row_ids(pd.Series(ids))[0].to_numpy(),
+                                     data.classes, c, cfg.infer.agile_weight, a.gate_folds, a.gate_margin)  # fmt: skip
+    blended = [k for k, g in zip(data.classes, model.blend, strict=True) if g]
+    log.info("agile gate: blended into %d of %d classes BirdNET knows (%s)", len(blended), len(gate),
+             ", ".join(blended) or "none")  # fmt: skip
+    gate_info = {"folds": a.gate_folds, "margin": a.gate_margin, "blended": blended, "classes": gate}
+    model.info = {"teacher": str(teacher_dir), "pool": pool, "teacher_targets": a.teacher_targets, "C": c,
+                  **counts, "classes_without_model": lacking, "agile_weight": cfg.infer.agile_weight,
+                  "gate": gate_info}  # fmt: skip
     model.save(out / "agile.npz")
     for folder in ("train_soundscapes", "test_soundscapes"):
         path = teacher_dir / f"{folder}{EMBEDDINGS_SUFFIX}"
@@ -228,7 +341,8 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
         tables = {f"{folder}.agile.csv": ours}
         if (teacher_dir / f"{folder}.csv").is_file():
             teacher = read_teacher(teacher_dir / f"{folder}.csv", data.classes).reindex(ids)[data.classes]
-            tables[f"{folder}.csv"] = with_agile(teacher.to_numpy(), ours, cfg.infer.agile_weight)
+            mask_c = model.blend_mask(cfg.infer.agile_classes)
+            tables[f"{folder}.csv"] = with_agile(teacher.to_numpy(), ours, cfg.infer.agile_weight, mask_c)
         for name, values in tables.items():
             table = pd.DataFrame(values.astype(np.float32), columns=data.classes)
             table.insert(0, "row_id", ids)

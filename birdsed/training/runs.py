@@ -10,14 +10,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +124,48 @@ def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
             "config.yaml with run.json or rounds.csv); remove it yourself or choose another --out"
         )
     check_dir_output(run_dir.parent)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir`'s lock for the whole run, so two commands never write one run folder (two ``train --overwrite
+    --out SAME`` would leave the config of one beside the weights of the other).
+
+    The lock is an ``flock`` on ``.<name>.lock`` beside the folder (not inside it: ``--overwrite`` removes the
+    folder); the kernel releases it when the process ends, however it ends. Only the first process of a
+    distributed run (``RANK``/``LOCAL_RANK`` 0) takes it: the others write nothing of their own.
+
+    Raises:
+        RunExistsError: another process holds the lock (its pid is named).
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
+        yield
+        return
+    check_dir_output(run_dir.parent)
+    lock = run_dir.parent / f".{run_dir.name}.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise OutputError(f"{lock}: cannot create the run folder's lock ({err.strerror or err})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise RunExistsError(
+                f"{run_dir}: another birdsed command (pid {holder}) is writing this run folder; wait for it to end "
+                "or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def open_run_dir(run_dir: Path, overwrite: bool, resume: bool, kind: str) -> Path:
@@ -330,9 +375,16 @@ class RunRecorder(L.Callback):
         """Lightning's full training state (weights, optimiser, scheduler, loops, this callback), atomically."""
         self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.ckpt_path.with_name(self.ckpt_path.name + ".part")
-        trainer.save_checkpoint(str(tmp), weights_only=False)  # the full state: optimiser, scheduler, loops
-        if trainer.is_global_zero:
-            tmp.replace(self.ckpt_path)
+        try:
+            trainer.save_checkpoint(str(tmp), weights_only=False)  # the full state: optimiser, scheduler, loops
+            if trainer.is_global_zero:
+                tmp.replace(self.ckpt_path)
+        except (OSError, RuntimeError) as err:  # torch.save's RuntimeError on a full disk names no file
+            tmp.unlink(missing_ok=True)
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else "write failed"
+            raise OutputError(
+                f"{self.ckpt_path}: cannot write the resumable checkpoint ({reason}; is the disk full?)"
+            ) from None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:

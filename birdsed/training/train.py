@@ -49,7 +49,7 @@ from birdsed.data.folder import (
 )
 from birdsed.data.prepare import ensure_cache
 from birdsed.errors import BirdsedError, Stopped
-from birdsed.models.build import build_model, init_from_checkpoint
+from birdsed.models.build import build_model, check_forward, init_from_checkpoint
 from birdsed.outputs import show_bars
 from birdsed.scoring.metrics import macro_auc
 from birdsed.training import tracking
@@ -63,6 +63,7 @@ from birdsed.training.runs import (
     check_run_dir,
     open_run_dir,
     read_summary,
+    run_lock,
 )
 
 log = logging.getLogger(__name__)
@@ -481,6 +482,12 @@ def fit(
         the run summary: ``{"run_dir", "best_epoch", "val_auc", "soundscape_auc", ...}``.
     """
     run_dir = Path(out) if out else Path("runs") / cfg.name
+    with run_lock(run_dir):
+        return _fit(cfg, run_dir, overwrite, resume, pseudo)
+
+
+def _fit(cfg: Config, run_dir: Path, overwrite: bool, resume: bool, pseudo: PseudoChunks | None) -> dict:
+    """:func:`fit` under the run folder's lock."""
     check_run_dir(run_dir, overwrite, resume)
     if resume:
         check_resume_config(run_dir, cfg)
@@ -500,6 +507,7 @@ def fit(
     split = split_recordings(cfg, data, store)
     dm = BirdDataModule(cfg, data, store, split, soundscapes, pseudo)
     module = SEDModule(cfg, data.classes, split.targets[split.val_idx], soundscapes, dm.val_roles, dm.train_keys)
+    check_forward(module.model, cfg, cfg.data.crop_seconds)
     held_out = data.train.iloc[split.val_idx][["filename", "primary_label"]].reset_index(drop=True)
     held_out["fold"] = split.folds[split.val_idx] if cfg.data.fold >= 0 else -1
     facts = RunFacts(
