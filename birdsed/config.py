@@ -18,16 +18,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from birdsed.errors import ConfigError
 from birdsed.rules import (
-    OWN_BACKBONES,
     at_least,
-    check_backbone_name,
-    check_fields,
     choice,
     non_negative,
-    parse_window_rule,
     positive,
     registered,
     unit,
+    validate,
 )
 
 
@@ -358,94 +355,6 @@ class Config:
         if self.data.cache_dir:
             return Path(self.data.cache_dir)
         return Path("cache") / f"{Path(self.data.root).resolve().name}-{self.audio.sample_rate}hz"
-
-
-def _check_devices(devices: str) -> None:
-    text = devices.strip()
-    if text == "auto" or text == "-1" or text.isdigit():
-        return
-    ids = [s.strip() for s in text.strip("[]").split(",") if s.strip()]
-    if not ids or not all(s.isdigit() for s in ids):
-        raise ConfigError(
-            f"train.devices: {devices!r} is not 'auto', a device count (-1: all) or device ids such as '0,1'"
-        )
-
-
-def validate(cfg: Config) -> None:
-    """Check each field's own rules (choices, ranges, finite numbers), then the rules that join fields.
-
-    Raises:
-        ConfigError: naming the key, the value and what is allowed.
-    """
-    check_fields(cfg)
-    a, d, i, ps = cfg.audio, cfg.data, cfg.infer, cfg.pseudo
-    if not a.fmin < a.fmax <= a.sample_rate / 2:
-        raise ConfigError(
-            f"audio.fmin/audio.fmax: need 0 <= fmin < fmax <= sample_rate/2 = {a.sample_rate / 2:g}, "
-            f"got fmin={a.fmin:g}, fmax={a.fmax:g}"
-        )
-    if a.hop_length > a.n_fft:
-        raise ConfigError(f"audio.hop_length: {a.hop_length} is larger than audio.n_fft={a.n_fft}")
-    if d.holdout_seconds > 0 and d.fold >= 0:
-        raise ConfigError("data.holdout_seconds: needs data.fold=-1 (hold out either recordings or their tails)")
-    if d.fold >= d.n_folds:
-        raise ConfigError(f"data.fold: {d.fold} is outside -1..{d.n_folds - 1} (data.n_folds={d.n_folds})")
-    if d.crop_mode == "first_random" and d.first_seconds < d.crop_seconds:
-        raise ConfigError(
-            f"data.first_seconds: {d.first_seconds:g} is shorter than data.crop_seconds={d.crop_seconds:g}"
-        )
-    if len(cfg.augment.background_snr_db) != 2 or cfg.augment.background_snr_db[0] > cfg.augment.background_snr_db[1]:
-        raise ConfigError(f"augment.background_snr_db: need [low, high], got {cfg.augment.background_snr_db!r}")
-    if cfg.augment.background_prob > 0 and not cfg.augment.background_dir:
-        raise ConfigError("augment.background_prob: > 0 needs augment.background_dir")
-    if cfg.train.min_lr > cfg.train.lr:
-        raise ConfigError(f"train.min_lr: must be in [0, train.lr], got {cfg.train.min_lr!r}")
-    _check_devices(cfg.train.devices)
-    for key, epochs in (("train.epochs", cfg.train.epochs), ("pseudo.epochs", ps.epochs)):
-        if epochs % cfg.train.val_every:
-            raise ConfigError(
-                f"train.val_every: {key}={epochs} is not a multiple of {cfg.train.val_every}; the last epoch must be "
-                "validated"
-            )
-    if i.context_seconds < i.window_seconds:
-        raise ConfigError(f"infer.context_seconds: {i.context_seconds:g} is shorter than infer.window_seconds")
-    if not i.tta_shifts:
-        raise ConfigError("infer.tta_shifts: give at least one shift (0 for no TTA)")
-    if any(abs(s) >= i.window_seconds for s in i.tta_shifts):
-        raise ConfigError(f"infer.tta_shifts: shifts must be shorter than a window, got {i.tta_shifts}")
-    if i.smoothing and (len(i.smoothing) % 2 == 0 or min(i.smoothing) < 0 or sum(i.smoothing) <= 0):
-        raise ConfigError(f"infer.smoothing: need an odd number of non-negative weights, got {i.smoothing}")
-    if any(w < 0 for w in i.weights):
-        raise ConfigError(f"infer.weights: must be >= 0, got {i.weights}")
-    if i.precision == "bf16" and i.runtime == "onnx":
-        raise ConfigError("infer.precision: bf16 needs infer.runtime=torch or openvino (ONNX Runtime's CPU is f32)")
-    if cfg.teacher.stride > i.window_seconds - 3.0:
-        raise ConfigError(
-            f"teacher.stride: {cfg.teacher.stride:g} s leaves some {i.window_seconds:g}-s windows without a whole 3-s "
-            f"chunk; use at most {i.window_seconds - 3.0:g} s"
-        )
-    kind, x = parse_window_rule(cfg.teacher.window_rule)
-    if kind == "overlap" and x > min(3.0, i.window_seconds):
-        raise ConfigError(f"teacher.window_rule: an overlap of {x:g} s is longer than a 3-s chunk")
-    if ps.oof_folds == 1:
-        raise ConfigError(f"pseudo.oof_folds: 0 (off) or at least 2, got {ps.oof_folds}")
-    if not ps.power or min(ps.power) <= 0:
-        raise ConfigError(f"pseudo.power: need positive powers, got {ps.power}")
-    check_backbone_name(cfg.model.backbone)
-    m = cfg.model
-    if m.backbone in OWN_BACKBONES:
-        if m.pretrained_weights:
-            raise ConfigError(
-                f"model.pretrained_weights: {m.backbone} starts from BirdNET's own weights; leave it empty"
-            )
-        if cfg.augment.spec_on == "loader":
-            raise ConfigError(f"augment.spec_on: loader makes log-mels; {m.backbone} has its own front-end (device)")
-    elif m.freeze == "front":
-        raise ConfigError(
-            f"model.freeze: front needs a backbone with a stem of its own (birdnet_v24), not {m.backbone}"
-        )
-    if cfg.train.layer_decay <= 0:
-        raise ConfigError(f"train.layer_decay: must be in (0, 1], got {cfg.train.layer_decay}")
 
 
 def _error_text(err: OmegaConfBaseException, source: str) -> str:

@@ -632,3 +632,33 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tiny_root, trained_ru
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
     assert re.search(r"error: \S+(last|best)\.(pt|ckpt): cannot write", done.stderr), done.stderr[-800:]
     assert not list(out.rglob("*.part"))
+
+
+def test_ctrl_c_in_prepare_leaves_no_half_written_cache_file(data, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while workers are writing: exit 130, and
+    no `.f16.part` file is left behind — the message says nothing half-written was kept, and that is true."""
+    long = tone(440, 300, 44100)  # 5 min at 44.1 kHz: seconds of decoding and resampling per file
+    for i in range(2):
+        write(data / "train_audio" / "synbrd01" / f"long{i}.flac", long, 44100)
+    rows = [{"primary_label": "synbrd01", "secondary_labels": "['']", "filename": f"synbrd01/long{i}.flac"}
+            for i in range(2)]  # fmt: skip
+    _edit_train(data, lambda t: pd.concat([pd.DataFrame(rows), t], ignore_index=True).fillna(""))
+    cache = tmp_path / "cache"
+    args = ["prepare", *_cfg_args(data, cache, "data.prepare_workers=2"), "--no-progress"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "birdsed", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the SIGINT below reaches it and its workers, not pytest
+    )
+    deadline = time.time() + 120
+    while not list(cache.rglob("*.f16.part")):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() < deadline, "no cache file was ever being written"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "nothing half-written was kept" in err and "Traceback" not in err, err[-2000:]
+    assert not list(cache.rglob("*.part"))

@@ -10,16 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+from birdsed.config import config_from_dict, load_config
 from birdsed.data.cache import WaveStore
 from birdsed.data.datasets import oversample, sampling_weights
 from birdsed.data.folder import load_birdclef
 from birdsed.data.prepare import ensure_cache
-
-from birdsed.config import config_from_dict, load_config
 from birdsed.models import load_checkpoint
 from birdsed.scoring.metrics import score_files
+from birdsed.training.data import BirdDataModule, split_recordings
 from birdsed.training.runs import RunExistsError
-from birdsed.training.train import BirdDataModule, SEDModule, fit, lr_factor, split_recordings
+from birdsed.training.train import SEDModule, fit, lr_factor
 from tests.conftest import tiny_cfg
 
 
