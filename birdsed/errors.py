@@ -24,3 +24,8 @@ class Stopped(BirdsedError):
     `exit_code` (128 + the signal, 143 for SIGTERM) so that the scheduler reads it as a stop, not a success."""
 
     exit_code = 143
+
+
+class DamagedFileError(BirdsedError, ValueError):
+    """A file birdsed wrote earlier (a cache index, a run's metrics, a study's record) cannot be read back: a disk
+    that filled, a job killed mid-copy, a hand edit. The message names the file and what to do."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -18,8 +19,9 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from birdsed.errors import OutputError
+from birdsed.errors import DamagedFileError, OutputError
 
 
 def show_bars(wanted: bool = True) -> bool:
@@ -40,6 +42,38 @@ def die_with_parent(parent: int) -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before the line above: go now
         os._exit(1)
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file birdsed wrote (cache index, run metrics, markers, study records), read through one error path.
+
+    Raises:
+        DamagedFileError: the file is missing, unreadable or not valid JSON, naming it.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        what = _reason(err) if isinstance(err, OSError) else f"not valid JSON: {str(err)[:120]}"
+        raise DamagedFileError(
+            f"{path}: birdsed's own file cannot be read back ({what}); it was cut short or changed — remove it (or "
+            "its folder) and run the command that writes it again"
+        ) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file birdsed wrote (a run's config.yaml), read through the same error path as :func:`read_json`."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        what = _reason(err) if isinstance(err, OSError) else f"not valid YAML: {str(err).splitlines()[0][:120]}"
+        raise DamagedFileError(
+            f"{path}: birdsed's own file cannot be read back ({what}); it was cut short or changed — remove it (or "
+            "its folder) and run the command that writes it again"
+        ) from None
 
 
 def _reason(err: OSError) -> str:

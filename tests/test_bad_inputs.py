@@ -662,3 +662,28 @@ def test_ctrl_c_in_prepare_leaves_no_half_written_cache_file(data, tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "nothing half-written was kept" in err and "Traceback" not in err, err[-2000:]
     assert not list(cache.rglob("*.part"))
+
+
+def test_birdsed_s_own_files_cut_short_are_named_or_rebuilt(trained_run, tiny_root, tmp_path, capsys):
+    """Files birdsed wrote and reads back — a cache index, a run's metrics.json, a study's record — cut in half (a
+    disk that filled, a copy cut short): the cache index is rebuilt by prepare; the others are one line naming the
+    file, never a JSONDecodeError traceback."""
+    cfg, _, run_dir = trained_run
+    cache = Path(shutil.copytree(cfg.cache_path, tmp_path / "cache"))
+    index = cache / "index.json"
+    index.write_text(index.read_text()[: index.stat().st_size // 2])
+    assert _main(["prepare", *_cfg_args(tiny_root, cache), "--no-progress"]) == 0
+    assert json.loads(index.read_text())["files"]  # whole again
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    metrics = run / "metrics.json"
+    metrics.write_text(metrics.read_text()[:100])
+    line = cli_error(capsys, ["report", run, "--out", tmp_path / "r.html"])
+    assert f"{metrics}: birdsed's own file cannot be read back (not valid JSON" in line
+    line = cli_error(capsys, ["train", run / "config.yaml", "--out", run, "--resume"])
+    assert "metrics.json: birdsed's own file cannot be read back" in line
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "study.json").write_text('{"command": "tr')
+    assert "study.json: birdsed's own file cannot be read back" in cli_error(
+        capsys, ["report", study, "--out", tmp_path / "s.html"]
+    )

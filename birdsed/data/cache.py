@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from birdsed.data.audio import AudioError, crop_start, iter_blocks, pad_to
 from birdsed.data.folder import DataError
-from birdsed.errors import OutputError
-from birdsed.outputs import atomic_write, die_with_parent, show_bars
+from birdsed.errors import DamagedFileError, OutputError
+from birdsed.outputs import atomic_write, die_with_parent, read_json, show_bars
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class WaveStore:
         index_path = self.root / INDEX
         if not index_path.is_file():
             raise DataError(f"{index_path}: no waveform cache here; run `birdsed prepare` first")
-        index = json.loads(index_path.read_text())
+        index = read_json(index_path)
         self.sample_rate: int = index["sample_rate"]
         self.files: dict[str, dict] = index["files"]
         self._maps: dict[str, np.memmap] = {}
@@ -193,11 +193,16 @@ def _write_index(root: Path, sample_rate: int, files: dict[str, dict]) -> None:
 
 
 def _read_index(root: Path, sample_rate: int) -> dict[str, dict]:
-    """The files of the cache's index at `sample_rate` (empty if there is none, or it is at another rate)."""
+    """The files of the cache's index at `sample_rate` (empty if there is none, it is at another rate, or it is
+    damaged: a cache is rebuilt, never trusted half-read)."""
     if not (root / INDEX).is_file():
         return {}
-    old = json.loads((root / INDEX).read_text())
-    return old["files"] if old.get("sample_rate") == sample_rate else {}
+    try:
+        old = read_json(root / INDEX)
+        return dict(old["files"]) if old.get("sample_rate") == sample_rate else {}
+    except (DamagedFileError, KeyError, TypeError, AttributeError):
+        log.warning("%s: the cache index is damaged; every file is decoded again", root / INDEX)
+        return {}
 
 
 def _whole(path: Path, entry: dict) -> bool:

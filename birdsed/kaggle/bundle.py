@@ -38,7 +38,7 @@ from birdsed import __version__
 from birdsed.config import Config, ConfigError, config_to_dict, load_config
 from birdsed.errors import BirdsedError
 from birdsed.kaggle.image import IMAGE, NOTEBOOK_NEEDS, PLATFORM, PYTHON, RUNTIME_NEEDS, TEACHER_NEEDS
-from birdsed.outputs import atomic_write, check_dir_output, mark_output, staged_dir
+from birdsed.outputs import atomic_write, check_dir_output, mark_output, read_json, staged_dir
 
 if TYPE_CHECKING:
     from birdsed.inference.ensemble import Member
@@ -166,7 +166,7 @@ def load_bundle(models_dir: str | Path, overrides: Sequence[str] = (), taxonomy:
     path = models_dir / ENSEMBLE_FILE
     if not path.is_file():
         raise ConfigError(f"{path}: not found; is {models_dir} the models folder of a birdsed bundle?")
-    meta = json.loads(path.read_text())
+    meta = read_json(path)
     settings = meta["config"]
     for section, key in (("infer", "agile"), ("teacher", "mapping")):
         if settings[section][key]:
@@ -334,8 +334,8 @@ def make_bundle(
 def _sample_root(sample_data: str | Path | None, models: Path) -> Path:
     """A BirdCLEF folder to take sample soundscapes from: given, else the first member's training data."""
     if sample_data is None:
-        first = json.loads((models / ENSEMBLE_FILE).read_text())["members"][0]
-        sample_data = json.loads((models / first / "model.json").read_text())["config"]["data"]["root"]
+        first = read_json(models / ENSEMBLE_FILE)["members"][0]
+        sample_data = read_json(models / first / "model.json")["config"]["data"]["root"]
     root = Path(sample_data)
     if not (root / "sample_submission.csv").is_file():
         raise ConfigError(

@@ -29,7 +29,7 @@ from birdsed.errors import BirdsedError
 from birdsed.inference.ensemble import load_member
 from birdsed.inference.submit import infer_folder
 from birdsed.models.build import read_checkpoint, resolve_checkpoint
-from birdsed.outputs import atomic_path, atomic_write
+from birdsed.outputs import atomic_path, atomic_write, read_json
 from birdsed.scoring.metrics import macro_auc, read_aligned
 from birdsed.teacher.birdnet import read_teacher
 from birdsed.teacher.blend import blend_teacher
@@ -324,7 +324,7 @@ def _pool_labels(cfg: Config, data: BirdCLEFData, r: int, prev: list[str], rdir:
     else labelled now."""
     meta_path, csv_path = rdir / "pseudo_meta.json", rdir / "pseudo.csv"
     if meta_path.is_file() and csv_path.is_file():
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path)
         if meta.get("models") == [str(resolve_checkpoint(m)) for m in prev] and meta.get("kept"):
             log.info("round %d: reusing the pool labels of the earlier attempt (%s)", r, csv_path)
             return read_kept(csv_path)
@@ -358,7 +358,7 @@ def _given_round(models: list[str]) -> Round:
     row: dict = {"round": 0, "kind": "given", "run_dir": ";".join(models)}
     metrics = Path(models[0]).parent / "metrics.json"
     if metrics.is_file():
-        best = json.loads(metrics.read_text()).get("best", {})
+        best = read_json(metrics).get("best", {})
         row |= {k: best.get(k) for k in ("val_auc", "soundscape_auc")}
     return Round(models, [], [row])
 
@@ -436,7 +436,7 @@ def _run_pseudo(cfg: Config, root: Path, overwrite: bool, resume: bool) -> Pseud
     for r in range(cfg.pseudo.rounds + 1):
         rdir = root / f"round_{r}"
         if (rdir / "DONE").is_file():
-            done = json.loads((rdir / "DONE").read_text())
+            done = read_json(rdir / "DONE")
             prev = Round(done["models"], done.get("control_models", []), [])
             log.info("round %d already finished", r)
             continue
@@ -473,7 +473,7 @@ def _track_round(cfg: Config, parent: str, r: int, this: Round) -> None:
             record = Path(run_dir) / tracking.RUN_ID_FILE
             if record.is_file():
                 counts = {k: row.get(k) for k in ("kept_chunks", "pseudo_chunks")}
-                tracking.log_metrics(uri, json.loads(record.read_text())["run_id"], counts, step=r)
+                tracking.log_metrics(uri, read_json(record)["run_id"], counts, step=r)
 
 
 def rounds_table(df: pd.DataFrame) -> str:

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from birdsed.config import solution_path
 from birdsed.data.folder import BirdCLEFData, DataError, load_birdclef
 from birdsed.errors import BirdsedError
+from birdsed.outputs import read_json, read_yaml
 from birdsed.reports.listen import Window, listen
 from birdsed.scoring.metrics import Score, json_safe, read_aligned, score_arrays
 from birdsed.study.runner import MARKER as STUDY_MARKER
@@ -138,7 +138,7 @@ def _flatten(d: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
 
 def _read_config(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "config.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
+    return read_yaml(path) if path.is_file() else None
 
 
 def _run_solution(config: dict[str, Any] | None) -> Path | None:
@@ -217,7 +217,7 @@ def run_entry(run_dir: Path, name: str, kind: str, solution: Path | None, thresh
     if not metrics.is_file():
         raise ReportError(f"{run_dir}: not a run folder (no metrics.json)")
     try:
-        m = json.loads(metrics.read_text())
+        m = read_json(metrics)
     except json.JSONDecodeError as err:
         raise ReportError(f"{metrics}: not valid JSON ({err})") from None
     entry = Entry(name, kind, run_dir, _read_config(run_dir), m.get("history", []), m.get("best", {}))
@@ -281,7 +281,7 @@ def pseudo_entries(root: Path, solution: Path | None, threshold: float) -> tuple
 def pseudo_note(meta_path: Path) -> str:
     """A round's ``pseudo_meta.json`` as one readable line: who labelled the pool, with what, and what was kept."""
     try:
-        m = json.loads(meta_path.read_text())
+        m = read_json(meta_path)
     except (OSError, json.JSONDecodeError) as err:
         return f"pseudo labels: {meta_path} unreadable ({err})"
     runs = [Path(x).parent if Path(x).suffix == ".pt" else Path(x) for x in m.get("models", [])]

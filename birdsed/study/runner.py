@@ -31,7 +31,7 @@ import pandas as pd
 import yaml
 
 from birdsed.config import Config, config_from_dict, config_to_dict
-from birdsed.outputs import atomic_path, atomic_write, check_dir_output, die_with_parent
+from birdsed.outputs import atomic_path, atomic_write, check_dir_output, die_with_parent, read_json, read_yaml
 from birdsed.study.spec import Study, StudyError
 from birdsed.study.stats import summarize, summary_frame
 from birdsed.training.runs import MARKER as RUN_MARKER
@@ -67,10 +67,10 @@ def run_state(run_dir: Path, command: str) -> str:
         return "started"
     if command in ("train", "infer"):
         path = run_dir / "metrics.json"
-        done = path.is_file() and json.loads(path.read_text()).get("finished", False)
+        done = path.is_file() and read_json(path).get("finished", False)
     else:
         cfg_path = run_dir / "config.yaml"
-        rounds = config_from_dict(yaml.safe_load(cfg_path.read_text())).pseudo.rounds if cfg_path.is_file() else -1
+        rounds = config_from_dict(read_yaml(cfg_path)).pseudo.rounds if cfg_path.is_file() else -1
         done = rounds >= 0 and (run_dir / f"round_{rounds}" / "DONE").is_file()
     return "finished" if done else "unfinished"
 
@@ -81,7 +81,7 @@ def check_run(run_dir: Path, cfg: Config, command: str) -> None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise StudyError(f"{run_dir}: exists without config.yaml; remove it or choose another --out")
-    have = _comparable(config_from_dict(yaml.safe_load(path.read_text())), command)
+    have = _comparable(config_from_dict(read_yaml(path)), command)
     want = _comparable(cfg, command)
     if have != want:
         diff = [
@@ -105,7 +105,7 @@ def execute_run(study: Study, variant: str, seed: int, run_dir: str, threads: in
     if state in ("unfinished", "finished"):
         check_run(path, cfg, study.command)
     if state == "finished" and study.command == "infer":
-        made_by = json.loads((path / "metrics.json").read_text())["summary"]["checkpoint"]
+        made_by = read_json(path / "metrics.json")["summary"]["checkpoint"]
         if Path(made_by).resolve() != study.checkpoint(seed, variant).resolve():
             raise StudyError(f"{path}: predicted by {made_by}, not by the study's {study.checkpoint(seed, variant)}")
     if state == "finished":
@@ -195,7 +195,7 @@ def prepare_out(study: Study, out: Path, resume: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not marker.is_file():
             raise StudyError(f"{out}: exists and is not a study folder (no {MARKER}); choose another --out")
-        old = asdict(Study(**json.loads(marker.read_text())))  # fields added since, at their defaults
+        old = asdict(Study(**read_json(marker)))  # fields added since, at their defaults
         if old != json.loads(record) and not _grows(old, asdict(study)):
             raise StudyError(
                 f"{out}: holds another study ({marker} differs from this study file beyond added variants or seeds)"
@@ -289,12 +289,12 @@ def collect(study: Study, out: Path) -> pd.DataFrame:
         row["state"] = run_state(run_dir, study.command)
         if row["state"] == "finished":
             final, given = _final_run(run_dir, study.command)
-            metrics = json.loads((final / "metrics.json").read_text())
+            metrics = read_json(final / "metrics.json")
             summary = metrics["summary"]
             minutes = summary.get("minutes")
             if study.command == "pseudo":  # every round's training time, a given round 0's included
                 paths = [*([given / "metrics.json"] if given else []), *sorted(run_dir.glob("*_*/**/metrics.json"))]
-                runs = [json.loads(p.read_text()) for p in paths]
+                runs = [read_json(p) for p in paths]
                 minutes = sum(m["summary"].get("minutes", 0.0) for m in runs if m.get("finished"))
             row |= {
                 "best_epoch": summary.get("best_epoch"),
@@ -332,6 +332,6 @@ def read_study_dir(out: str | Path) -> tuple[Study, pd.DataFrame, dict[str, Any]
     out = Path(out)
     if not (out / MARKER).is_file():
         raise StudyError(f"{out}: not a study folder (no {MARKER})")
-    study = Study(**json.loads((out / MARKER).read_text()))
+    study = Study(**read_json(out / MARKER))
     table = write_tables(study, out)
-    return study, table, json.loads((out / "summary.json").read_text())
+    return study, table, read_json(out / "summary.json")

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy.stats import rankdata
 
 from birdsed.config import solution_path
 from birdsed.data.folder import split_row_ids
+from birdsed.outputs import read_yaml
 from birdsed.scoring.metrics import read_aligned
 from birdsed.study.spec import Study, StudyError
 
@@ -63,7 +63,7 @@ def read_predictions(table: pd.DataFrame, column: str = "predictions") -> Predic
         if row.state != "finished" or not isinstance(path, str) or not path:
             continue
         final = Path(path).parent
-        cfg = yaml.safe_load((final / "config.yaml").read_text())
+        cfg = read_yaml(final / "config.yaml")
         sol = solution_path(cfg["data"]["root"], cfg["data"]["solution"])
         if sol is None:
             continue

@@ -34,7 +34,7 @@ from birdsed import __version__
 from birdsed.config import Config, ConfigError, config_to_dict, load_config, save_config
 from birdsed.errors import BirdsedError, OutputError
 from birdsed.models.build import save_checkpoint
-from birdsed.outputs import atomic_path, atomic_write, check_dir_output
+from birdsed.outputs import atomic_path, atomic_write, check_dir_output, read_json
 from birdsed.training.averaging import kept_model
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
-    metrics = json.loads(path.read_text())
+    metrics = read_json(path)
     return metrics.get("summary") if metrics.get("finished") else None
 
 
@@ -306,7 +306,7 @@ class RunRecorder(L.Callback):
             "monitor": self.monitor or "last epoch (nothing held out)",
         }
         if self.history:  # resumed from checkpoints/last.ckpt
-            old = json.loads((self.run_dir / "run.json").read_text()) if (self.run_dir / "run.json").is_file() else {}
+            old = read_json(self.run_dir / "run.json") if (self.run_dir / "run.json").is_file() else {}
             info = {**old, "resumed": [*old.get("resumed", []), {"at": info["started"], "after_epoch": self.epoch}]}
             self._elapsed0 = float(self.history[-1]["elapsed_s"])
             self._repair(kept_model(trainer, pl_module), pl_module)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from birdsed.errors import BirdsedError
-from birdsed.outputs import atomic_write
+from birdsed.outputs import atomic_write, read_json
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def start_run(uri: str, experiment: str, run_dir: Path, name: str, kind: str, pa
     (nested under `parent` when given). Returns its id."""
     path = Path(run_dir) / RUN_ID_FILE
     if path.is_file():
-        return json.loads(path.read_text())["run_id"]
+        return read_json(path)["run_id"]
     tags = {"birdsed.kind": kind, "birdsed.run_dir": str(Path(run_dir).resolve())}
     if parent:
         tags["mlflow.parentRunId"] = parent
