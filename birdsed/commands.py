@@ -145,7 +145,7 @@ def cmd_budget(args: argparse.Namespace) -> str:
 def cmd_export(args: argparse.Namespace) -> str:
     from birdsed.inference.export import export
 
-    check_dir_output(args.out, kind="export", inputs=(args.checkpoint,))
+    check_dir_output(args.out, kind="export", inputs=(args.checkpoint,), create=False)
     out = export(args.checkpoint, args.out, args.format)
     return f"exported {args.checkpoint} as {args.format} to {out}"
 

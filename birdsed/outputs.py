@@ -36,10 +36,13 @@ def show_bars(wanted: bool = True) -> bool:
 def die_with_parent(parent: int) -> None:
     """A worker process's initializer (``ProcessPoolExecutor(initializer=die_with_parent, initargs=(os.getpid(),))``):
     on Linux the kernel sends it SIGKILL when `parent` dies, even by ``kill -9``, so no worker (hundreds of MB each)
-    lives on for minutes after its command. Elsewhere a no-op."""
+    lives on for minutes after its command (elsewhere that part is a no-op); on Ctrl-C it exits quietly."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    # Ctrl-C reaches the whole process group: a worker leaves at once and quietly (no traceback of its own), the
+    # parent reports the interrupt and removes what the workers left half-written
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
     if os.getppid() != parent:  # the parent died before the line above: go now
         os._exit(1)
 
@@ -160,13 +163,18 @@ def folder_kind(path: Path) -> str:
 
 
 def check_dir_output(
-    path: str | Path, kind: str = "", inputs: tuple[str | Path | None, ...] = (), overwrite: bool = True
+    path: str | Path,
+    kind: str = "",
+    inputs: tuple[str | Path | None, ...] = (),
+    overwrite: bool = True,
+    create: bool = True,
 ) -> Path:
     """Check that `path` can be used as an output folder (created if missing); with `kind` (``export``,
     ``bundle``, ``teacher``, ``agile``) also that it holds nothing birdsed did not write: an existing non-empty
     folder must be that kind of output (and, unless `overwrite`, is refused too), and no input of the command may be
     the folder or lie inside it — with or without ``--overwrite``, a run, a dataset or a user's notes are never
-    replaced by an output. A new folder gets the kind's marker file.
+    replaced by an output. A new folder gets the kind's marker file; with `create` False (an output written whole
+    beside it and renamed into place, :func:`staged_dir`) a missing folder is not made, only its parent proven.
 
     Raises:
         OutputError: naming the path and the reason.
@@ -190,6 +198,9 @@ def check_dir_output(
                 )
             if not overwrite:
                 raise OutputError(f"{path}: exists and is not empty; pass --overwrite to replace it")
+    if not create and not path.exists():
+        _probe_dir(path.parent, "output folder's parent")
+        return path
     _probe_dir(path, "output folder")
     if kind and not (path / OUTPUT_MARKER).is_file():
         mark_output(path, kind)

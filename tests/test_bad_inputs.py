@@ -600,7 +600,9 @@ def test_two_trainings_never_share_a_run_folder(trained_run, tiny_root, tmp_path
     with run_lock(run):
         for command in ("train", "pseudo"):
             line = cli_error(capsys, [command, *args])
-            assert f"{run}: another birdsed command (pid {os.getpid()}) is writing this run folder" in line
+            assert (
+                f"{run}: another birdsed command is writing this run folder (it holds {run.parent}/.run.lock)" in line
+            )
     assert snapshot(run) == before
     with run_lock(run):  # released when its holder ends: taken again at once
         pass

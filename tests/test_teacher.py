@@ -343,10 +343,20 @@ def test_infer_teacher_birdnet_with_an_agile_model(birdnet_clip, tmp_path):
     cfg = tiny_cfg(root, tmp_path / "cache", "infer.teacher=birdnet", f"infer.teacher_taxonomy={root / 'taxonomy.csv'}",
                    f"infer.agile={tmp_path / 'agile.npz'}", "infer.agile_weight=0.3",
                    f"teacher.mapping={REPO / 'configs' / 'teacher' / 'birdnet_mapping_mini.yaml'}")  # fmt: skip
+    # a model without a gate, infer.agile_classes=gated (the default): agile only fills the classes BirdNET lacks
     got = teacher_source(cfg, classes)(root / "test_soundscapes").loc[bn.index, classes].to_numpy()
     a, b = agile.predict(emb), bn.to_numpy()
-    expect = np.where(np.isfinite(a) & np.isfinite(b), 0.3 * a + 0.7 * b, np.where(np.isfinite(a), a, b))
-    np.testing.assert_allclose(got, expect, atol=1e-5)  # the CSV holds 5 decimals
+    np.testing.assert_allclose(got, np.where(np.isfinite(b), b, a), atol=1e-5)  # the CSV holds 5 decimals
+    agile.blend = np.array([c == "1122472" or c.startswith("a") for c in classes])  # a gate: these blended
+    agile.save(tmp_path / "agile.npz")
+    for mode, blend in (("gated", agile.blend), ("all", np.ones(len(classes), bool)), ("lacking", None)):
+        cfg.infer.agile_classes = mode
+        got = teacher_source(cfg, classes)(root / "test_soundscapes").loc[bn.index, classes].to_numpy()
+        mixed = np.where(np.isfinite(a) & np.isfinite(b), 0.3 * a + 0.7 * b, np.where(np.isfinite(a), a, b))
+        expect = (
+            np.where(np.isfinite(b), b, a) if blend is None else np.where(blend, mixed, np.where(np.isfinite(b), b, a))
+        )
+        np.testing.assert_allclose(got, expect, atol=1e-5, err_msg=mode)
     assert np.isnan(got[:, classes.index("amaumb1")]).all() and np.isfinite(got[:, classes.index("1122472")]).all()
     with pytest.raises(ConfigError, match=r"needs infer\.teacher=birdnet"):
         teacher_source(tiny_cfg(root, tmp_path / "cache", f"infer.agile={tmp_path / 'agile.npz'}"), classes)

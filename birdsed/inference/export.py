@@ -54,7 +54,7 @@ def export(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx", secon
     model, cfg, classes = load_checkpoint(checkpoint)
     model.channels_last = False  # a memory-format hint means nothing to an exporter
     model.backbone.to(memory_format=torch.contiguous_format)
-    out = check_dir_output(out_dir, kind="export", inputs=(checkpoint,))
+    out = check_dir_output(out_dir, kind="export", inputs=(checkpoint,), create=False)
     with staged_dir(out) as stage:  # a re-export replaces the whole folder: no file of the old one stays
         mark_output(stage, "export")
         _write_export(model, cfg, classes, payload, checkpoint, fmt, seconds, stage)

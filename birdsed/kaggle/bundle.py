@@ -290,7 +290,9 @@ def make_bundle(
             "--no-dry-run (the bundle is then not proven)"
         )
     out = Path(out)
-    check_dir_output(out, kind="bundle", inputs=(*checkpoints, sample_data, *find_links), overwrite=overwrite)
+    check_dir_output(
+        out, kind="bundle", inputs=(*checkpoints, sample_data, *find_links), overwrite=overwrite, create=False
+    )
     names = member_names(checkpoints)
     with staged_dir(out) as stage:
         mark_output(stage, "bundle")

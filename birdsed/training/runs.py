@@ -136,7 +136,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     distributed run (``RANK``/``LOCAL_RANK`` 0) takes it: the others write nothing of their own.
 
     Raises:
-        RunExistsError: another process holds the lock (its pid is named).
+        RunExistsError: another process holds the lock.
     """
     try:
         import fcntl
@@ -156,14 +156,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise RunExistsError(
-                f"{run_dir}: another birdsed command (pid {holder}) is writing this run folder; wait for it to end "
-                "or choose another --out"
+                f"{run_dir}: another birdsed command is writing this run folder (it holds {lock}); wait for it to "
+                "end or choose another --out"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        yield  # the file stays as it is (no pid written): a resumed run changes nothing beside its folder
     finally:
         os.close(fd)  # closing releases the lock
 
