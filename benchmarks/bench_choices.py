@@ -6,6 +6,14 @@ Usage:
     birdsed study configs/studies/birdnet_entry.yaml --out runs/studies/birdnet_entry
     python benchmarks/bench_choices.py runs/studies/birdnet_entry [more study folders] --teacher runs/teacher_mini
 
+    python benchmarks/bench_choices.py --teacher runs/teacher_mini \
+        --blend runs/studies/birdnet_infer/tta runs/studies/birdnet_entry/overlap
+
+`--blend STUDENT TEACHER`: two variant folders of studies (``seed<k>/soundscape_preds.csv``); TEACHER's predictions
+are the teacher as ``infer.teacher`` gives it (e.g. BirdNET + agile at ``teacher_weight`` 1), STUDENT's our model's;
+the entries ``(1-w)·student + w·teacher`` (as ``birdsed infer`` blends, over every class or over BirdNET's only) are
+compared with the teacher alone through the same out-of-sample choice, paired by seed.
+
 `--teacher`: a `birdsed teacher` folder whose ``test_soundscapes.csv`` says which classes BirdNET knows (its finite
 columns). Each variant's figure is the mean ± sd over the seeds on all 30 soundscapes (what a table would show,
 chosen-on-the-same-data for the winner); the selection line is the figure to report.
@@ -64,13 +72,64 @@ def bench_study(folder: Path, teacher: Path | None) -> None:
             )
 
 
+def bench_blend(student: Path, teacher_runs: Path, teacher: Path, weights: tuple[float, ...] = (0.75, 0.5)) -> None:
+    import pandas as pd
+
+    from birdsed.config import solution_path
+    from birdsed.outputs import read_yaml
+    from birdsed.scoring.metrics import read_aligned
+    from birdsed.study.spec import Study
+    from birdsed.teacher.blend import blend_teacher
+
+    seeds = sorted(int(p.name.removeprefix("seed")) for p in student.glob("seed*"))
+    cfg = read_yaml(student / f"seed{seeds[0]}" / "config.yaml")
+    sol = solution_path(cfg["data"]["root"], cfg["data"]["solution"])
+    classes = [c for c in pd.read_csv(sol, nrows=1).columns if c != "row_id"]
+    t_csv = read_teacher(teacher / "test_soundscapes.csv", classes)
+    known = np.isfinite(t_csv.to_numpy(float)).all(axis=0)
+    scores, y, groups = {}, None, []
+    for s in seeds:
+        y, ours, _ = read_aligned(sol, student / f"seed{s}" / "soundscape_preds.csv")
+        _, theirs, _ = read_aligned(sol, teacher_runs / f"seed{s}" / "soundscape_preds.csv")
+        scores[("teacher", s)] = theirs
+        scores[("student", s)] = ours
+        for w in weights:
+            scores[(f"w{w}_all", s)] = blend_teacher(ours, theirs, w)
+            scores[(f"w{w}_birdnet", s)] = np.where(known, blend_teacher(ours, theirs, w), theirs)
+    stems = pd.read_csv(sol, usecols=["row_id"], dtype=str)["row_id"].str.rsplit("_", n=1).str[0].to_numpy()
+    groups = [np.flatnonzero(stems == g) for g in dict.fromkeys(stems)]
+    names = ["teacher", "student", *(f"w{w}_{c}" for w in weights for c in ("birdnet", "all"))]
+    study = Study("infer", "", {n: [] for n in names}, seeds, "teacher")
+    preds = Predictions(y, scores, groups)
+    print(f"blends of {student} into {teacher_runs} ({len(seeds)} seeds; w = the teacher's share)")
+    for label, cols in (("all classes", np.arange(len(classes))), ("BirdNET's classes", np.flatnonzero(known))):
+        sub = on_columns(preds, cols)
+        print(f"  on {label} ({len(cols)}):")
+        for n in names:
+            vals = [fast_macro_auc(sub.y, sub.scores[(n, s)]) for s in seeds]
+            print(f"    {n:>16}  {np.mean(vals):.4f} ± {np.std(vals, ddof=1):.4f}")
+        sel = select_out_of_sample(study, sub, seeds, np.random.default_rng(0))
+        shares = ", ".join(f"{v} {x:.0%}" for v, x in sorted(sel["chosen"].items(), key=lambda x: -x[1]) if x)
+        lo, hi = sel["gain_range"]
+        print(
+            f"    out of sample ({sel['splits']} halvings): chosen {shares}; the choice {sel['oos_auc']:.4f}, the "
+            f"teacher alone {sel['baseline_auc']:.4f} (Δ {sel['gain']:+.4f}, range [{lo:+.4f}, {hi:+.4f}], better in "
+            f"{sel['share_better']:.0%}; optimism {sel['optimism']:+.4f})"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("studies", nargs="+", type=Path)
+    ap.add_argument("studies", nargs="*", type=Path)
+    ap.add_argument("--blend", nargs=2, type=Path, metavar=("STUDENT", "TEACHER"))
     ap.add_argument("--teacher", type=Path, help="a birdsed teacher folder: BirdNET's classes")
     args = ap.parse_args()
     for folder in args.studies:
         bench_study(folder, args.teacher)
+    if args.blend:
+        if args.teacher is None:
+            ap.error("--blend needs --teacher")
+        bench_blend(*args.blend, args.teacher)
 
 
 if __name__ == "__main__":

@@ -209,6 +209,10 @@ class InferConfig:
     # the train_audio windows says so: agile.npz's gate), lacking (never: it only fills the classes BirdNET lacks),
     # all (everywhere BirdNET knows the class)
     agile_classes: str = choice("gated", "lacking", "all")
+    # the teacher's share in the classes only the agile model knows (BirdNET lacks them): 1 = the agile model alone
+    # there, whatever infer.teacher_weight gives BirdNET's classes (with a student strong on BirdNET's classes and
+    # weak on the rest, 0.75 there and 1 here won out of sample; benchmarks/RESULTS.md)
+    agile_fill_weight: float = unit(1.0)
 
 
 @dataclass

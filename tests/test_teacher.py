@@ -17,7 +17,7 @@ import pytest
 
 from birdsed.config import ConfigError, load_config
 from birdsed.data.folder import load_birdclef, split_row_ids
-from birdsed.inference.submit import infer_folder, load_ensemble
+from birdsed.inference.submit import infer_folder, load_ensemble, with_teacher
 from birdsed.pseudo.rounds import PseudoError, label_pool, round_power
 from birdsed.scoring.metrics import SubmissionError
 from birdsed.teacher.agile import read_embeddings
@@ -358,6 +358,18 @@ def test_infer_teacher_birdnet_with_an_agile_model(birdnet_clip, tmp_path):
         )
         np.testing.assert_allclose(got, expect, atol=1e-5, err_msg=mode)
     assert np.isnan(got[:, classes.index("amaumb1")]).all() and np.isfinite(got[:, classes.index("1122472")]).all()
+    # our models blended in: at infer.teacher_weight where BirdNET knows a class, at infer.agile_fill_weight (1: the
+    # agile model alone) where only the agile model does
+    table = teacher_source(cfg, classes)(root / "test_soundscapes")
+    only = [c for k, c in enumerate(classes) if not np.isfinite(b[:, k]).any() and np.isfinite(a[:, k]).all()]
+    assert table.attrs["agile_only"] == only and "1122472" in only
+    ours = pd.DataFrame({"row_id": bn.index, **{c: np.full(len(bn), 0.5) for c in classes}})
+    cfg.infer.teacher_weight = 0.75
+    mixed = with_teacher(ours, table, cfg).set_index("row_id")[classes].to_numpy()
+    t = table.loc[bn.index, classes].to_numpy()
+    is_only = np.isin(classes, only)
+    expect = np.where(np.isfinite(t), np.where(is_only, t, 0.25 * 0.5 + 0.75 * t), 0.5)
+    np.testing.assert_allclose(mixed, np.clip(expect, 0, 1), atol=1e-6)
     with pytest.raises(ConfigError, match=r"needs infer\.teacher=birdnet"):
         teacher_source(tiny_cfg(root, tmp_path / "cache", f"infer.agile={tmp_path / 'agile.npz'}"), classes)
 

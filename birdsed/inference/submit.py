@@ -353,6 +353,7 @@ def teacher_source(
             window_rule=cfg.teacher.window_rule,
         )  # fmt: skip
         table = res.table.set_index("row_id").astype(float)
+        lacking = [c for c in columns if not table[c].notna().any()]  # classes BirdNET has no label for
         if agile is not None:
             table[columns] = with_agile(
                 table[columns].to_numpy(),
@@ -360,22 +361,27 @@ def teacher_source(
                 cfg.infer.agile_weight,
                 agile.blend_mask(cfg.infer.agile_classes),
             )
+            table.attrs["agile_only"] = [c for c in lacking if table[c].notna().any()]  # infer.agile_fill_weight's
         return table
 
     return predict
 
 
 def with_teacher(sub: pd.DataFrame, teacher: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """The submission with the teacher blended in (:func:`birdsed.teacher.blend.blend_teacher`); rows the teacher lacks
-    (e.g. unreadable files) keep our scores, with a count in the log."""
+    """The submission with the teacher blended in (:func:`birdsed.teacher.blend.blend_teacher`) at
+    ``infer.teacher_weight``, and at ``infer.agile_fill_weight`` in the classes only the agile model knows (the
+    teacher table's ``attrs["agile_only"]``); rows the teacher lacks (e.g. unreadable files) keep our scores, with a
+    count in the log."""
     columns = [c for c in sub.columns if c != "row_id"]
+    only = set(teacher.attrs.get("agile_only", ()))
+    weight = np.array([cfg.infer.agile_fill_weight if c in only else cfg.infer.teacher_weight for c in columns])
     aligned = teacher.reindex(sub["row_id"])[columns].to_numpy(dtype=np.float64)
     lacking = int((~np.isfinite(aligned).any(axis=1)).sum())
     if lacking:
         log.warning("the teacher has no opinion on %d of %d row(s); our models alone decide them", lacking, len(sub))
     ours = sub[columns].to_numpy(dtype=np.float64)
     out = sub.copy()
-    out[columns] = np.clip(blend_teacher(ours, aligned, cfg.infer.teacher_weight, cfg.infer.ensemble), 0, 1)
+    out[columns] = np.clip(blend_teacher(ours, aligned, weight, cfg.infer.ensemble), 0, 1)
     return out
 
 

@@ -6,13 +6,14 @@ import numpy as np
 from scipy.stats import rankdata
 
 
-def blend_teacher(ours: np.ndarray, teacher: np.ndarray, weight: float, mode: str = "mean") -> np.ndarray:
+def blend_teacher(ours: np.ndarray, teacher: np.ndarray, weight: float | np.ndarray, mode: str = "mean") -> np.ndarray:
     """Our ensemble's scores with a teacher's blended in where it has an opinion.
 
     Args:
         ours: (N, C) scores (NaN where no member knows a class).
         teacher: (N, C) teacher probabilities, NaN where it has no opinion (a class it cannot know, a row it lacks).
-        weight: the teacher's share w: (1 - w)·ours + w·teacher; where ours is NaN the teacher alone.
+        weight: the teacher's share w: (1 - w)·ours + w·teacher (a number, or (C,) one per class); where ours is
+            NaN the teacher alone.
         mode: ``mean`` of probabilities, or ``rank``: both columns turned into normalised ranks first.
 
     Returns:
