@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from birdsed.study.runner import read_study_dir
+from birdsed.study.spec import Study
 from birdsed.study.stats import Predictions, fast_macro_auc, read_predictions, select_out_of_sample
 from birdsed.teacher.birdnet import read_teacher
 
@@ -35,6 +36,23 @@ from birdsed.teacher.birdnet import read_teacher
 def on_columns(preds: Predictions, cols: np.ndarray) -> Predictions:
     """The predictions restricted to the classes `cols`."""
     return Predictions(preds.y[:, cols], {k: v[:, cols] for k, v in preds.scores.items()}, preds.groups)
+
+
+def show(study: Study, preds: Predictions, names: list[str], seeds: list[int]) -> None:
+    """Each variant's mean ± sd over `seeds` on all soundscapes (in sample), then the out-of-sample choice."""
+    for v in names:
+        vals = [fast_macro_auc(preds.y, preds.scores[(v, s)]) for s in seeds]
+        sd = f" ± {np.std(vals, ddof=1):.4f}" if len(vals) > 1 else ""
+        print(f"    {v:>16}  {np.mean(vals):.4f}{sd}  (per seed {', '.join(f'{x:.4f}' for x in vals)})")
+    sel = select_out_of_sample(study, preds, seeds, np.random.default_rng(0))
+    if sel:
+        shares = ", ".join(f"{v} {s:.0%}" for v, s in sorted(sel["chosen"].items(), key=lambda x: -x[1]) if s)
+        lo, hi = sel["gain_range"]
+        print(
+            f"    out of sample ({sel['splits']} halvings): chosen {shares}; the choice {sel['oos_auc']:.4f}, "
+            f"the baseline ({study.baseline}) {sel['baseline_auc']:.4f} on the same halves (Δ {sel['gain']:+.4f}, "
+            f"range [{lo:+.4f}, {hi:+.4f}], better in {sel['share_better']:.0%}; optimism {sel['optimism']:+.4f})"
+        )
 
 
 def bench_study(folder: Path, teacher: Path | None) -> None:
@@ -57,19 +75,7 @@ def bench_study(folder: Path, teacher: Path | None) -> None:
     for name, cols in sets.items():
         sub_preds = on_columns(preds, cols)
         print(f"  on {name} ({len(cols)}):")
-        for v in study.variants:
-            vals = [fast_macro_auc(sub_preds.y, sub_preds.scores[(v, s)]) for s in seeds]
-            sd = f" ± {np.std(vals, ddof=1):.4f}" if len(vals) > 1 else ""
-            print(f"    {v:>16}  {np.mean(vals):.4f}{sd}  (per seed {', '.join(f'{x:.4f}' for x in vals)})")
-        sel = select_out_of_sample(study, sub_preds, seeds, np.random.default_rng(0))
-        if sel:
-            shares = ", ".join(f"{v} {s:.0%}" for v, s in sorted(sel["chosen"].items(), key=lambda x: -x[1]) if s)
-            lo, hi = sel["gain_range"]
-            print(
-                f"    out of sample ({sel['splits']} halvings): chosen {shares}; the choice {sel['oos_auc']:.4f}, "
-                f"the baseline {sel['baseline_auc']:.4f} on the same halves (Δ {sel['gain']:+.4f}, range "
-                f"[{lo:+.4f}, {hi:+.4f}], better in {sel['share_better']:.0%}; optimism {sel['optimism']:+.4f})"
-            )
+        show(study, sub_preds, list(study.variants), seeds)
 
 
 def bench_blend(student: Path, teacher_runs: Path, teacher: Path, weights: tuple[float, ...] = (0.75, 0.5)) -> None:
@@ -78,7 +84,6 @@ def bench_blend(student: Path, teacher_runs: Path, teacher: Path, weights: tuple
     from birdsed.config import solution_path
     from birdsed.outputs import read_yaml
     from birdsed.scoring.metrics import read_aligned
-    from birdsed.study.spec import Study
     from birdsed.teacher.blend import blend_teacher
 
     seeds = sorted(int(p.name.removeprefix("seed")) for p in student.glob("seed*"))
@@ -105,17 +110,7 @@ def bench_blend(student: Path, teacher_runs: Path, teacher: Path, weights: tuple
     for label, cols in (("all classes", np.arange(len(classes))), ("BirdNET's classes", np.flatnonzero(known))):
         sub = on_columns(preds, cols)
         print(f"  on {label} ({len(cols)}):")
-        for n in names:
-            vals = [fast_macro_auc(sub.y, sub.scores[(n, s)]) for s in seeds]
-            print(f"    {n:>16}  {np.mean(vals):.4f} ± {np.std(vals, ddof=1):.4f}")
-        sel = select_out_of_sample(study, sub, seeds, np.random.default_rng(0))
-        shares = ", ".join(f"{v} {x:.0%}" for v, x in sorted(sel["chosen"].items(), key=lambda x: -x[1]) if x)
-        lo, hi = sel["gain_range"]
-        print(
-            f"    out of sample ({sel['splits']} halvings): chosen {shares}; the choice {sel['oos_auc']:.4f}, the "
-            f"teacher alone {sel['baseline_auc']:.4f} (Δ {sel['gain']:+.4f}, range [{lo:+.4f}, {hi:+.4f}], better in "
-            f"{sel['share_better']:.0%}; optimism {sel['optimism']:+.4f})"
-        )
+        show(study, sub, names, seeds)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from birdsed.data.folder import load_birdclef, split_row_ids
 from birdsed.inference.submit import infer_folder, load_ensemble, with_teacher
 from birdsed.pseudo.rounds import PseudoError, label_pool, round_power
 from birdsed.scoring.metrics import SubmissionError
-from birdsed.teacher.agile import read_embeddings
+from birdsed.teacher.agile import read_embeddings, with_agile
 from birdsed.teacher.birdnet import (
     EMBEDDINGS_SUFFIX,
     TeacherError,
@@ -343,24 +343,23 @@ def test_infer_teacher_birdnet_with_an_agile_model(birdnet_clip, tmp_path):
     cfg = tiny_cfg(root, tmp_path / "cache", "infer.teacher=birdnet", f"infer.teacher_taxonomy={root / 'taxonomy.csv'}",
                    f"infer.agile={tmp_path / 'agile.npz'}", "infer.agile_weight=0.3",
                    f"teacher.mapping={REPO / 'configs' / 'teacher' / 'birdnet_mapping_mini.yaml'}")  # fmt: skip
-    # a model without a gate, infer.agile_classes=gated (the default): agile only fills the classes BirdNET lacks
-    got = teacher_source(cfg, classes)(root / "test_soundscapes").loc[bn.index, classes].to_numpy()
     a, b = agile.predict(emb), bn.to_numpy()
-    np.testing.assert_allclose(got, np.where(np.isfinite(b), b, a), atol=1e-5)  # the CSV holds 5 decimals
+    # a model without a gate: infer.agile_classes=gated (the default) blends nothing, agile only fills
+    assert not agile.blend_mask("gated").any() and agile.blend_mask("all").all()
     agile.blend = np.array([c == "1122472" or c.startswith("a") for c in classes])  # a gate: these blended
     agile.save(tmp_path / "agile.npz")
-    for mode, blend in (("gated", agile.blend), ("all", np.ones(len(classes), bool)), ("lacking", None)):
-        cfg.infer.agile_classes = mode
-        got = teacher_source(cfg, classes)(root / "test_soundscapes").loc[bn.index, classes].to_numpy()
-        mixed = np.where(np.isfinite(a) & np.isfinite(b), 0.3 * a + 0.7 * b, np.where(np.isfinite(a), a, b))
-        expect = (
-            np.where(np.isfinite(b), b, a) if blend is None else np.where(blend, mixed, np.where(np.isfinite(b), b, a))
-        )
-        np.testing.assert_allclose(got, expect, atol=1e-5, err_msg=mode)
+    # one BirdNET pass (the default, gated): blended in the gate's classes, BirdNET alone in the others it knows,
+    # agile alone where BirdNET has no label
+    table = teacher_source(cfg, classes)(root / "test_soundscapes")
+    got = table.loc[bn.index, classes].to_numpy()
+    mixed = np.where(np.isfinite(a) & np.isfinite(b), 0.3 * a + 0.7 * b, np.where(np.isfinite(a), a, b))
+    alone = np.where(np.isfinite(b), b, a)
+    np.testing.assert_allclose(got, np.where(agile.blend, mixed, alone), atol=1e-5)  # the CSV holds 5 decimals
+    for mode, expect in (("all", mixed), ("lacking", alone)):  # the other modes, on the same arrays
+        np.testing.assert_allclose(with_agile(b, a, 0.3, agile.blend_mask(mode)), expect, atol=1e-9, err_msg=mode)
     assert np.isnan(got[:, classes.index("amaumb1")]).all() and np.isfinite(got[:, classes.index("1122472")]).all()
     # our models blended in: at infer.teacher_weight where BirdNET knows a class, at infer.agile_fill_weight (1: the
     # agile model alone) where only the agile model does
-    table = teacher_source(cfg, classes)(root / "test_soundscapes")
     only = [c for k, c in enumerate(classes) if not np.isfinite(b[:, k]).any() and np.isfinite(a[:, k]).all()]
     assert table.attrs["agile_only"] == only and "1122472" in only
     ours = pd.DataFrame({"row_id": bn.index, **{c: np.full(len(bn), 0.5) for c in classes}})
