@@ -12,7 +12,7 @@ from pathlib import Path
 
 from birdsed.config import Config, load_config
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.outputs import check_dir_output, check_file_output
+from birdsed.outputs import check_file_output
 
 log = logging.getLogger("birdsed")
 
@@ -145,8 +145,7 @@ def cmd_budget(args: argparse.Namespace) -> str:
 def cmd_export(args: argparse.Namespace) -> str:
     from birdsed.inference.export import export
 
-    check_dir_output(args.out, kind="export", inputs=(args.checkpoint,), create=False)
-    out = export(args.checkpoint, args.out, args.format)
+    out = export(args.checkpoint, args.out, args.format)  # checks --out before any work
     return f"exported {args.checkpoint} as {args.format} to {out}"
 
 

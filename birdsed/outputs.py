@@ -53,26 +53,23 @@ def read_json(path: str | Path) -> Any:
     Raises:
         DamagedFileError: the file is missing, unreadable or not valid JSON, naming it.
     """
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        what = _reason(err) if isinstance(err, OSError) else f"not valid JSON: {str(err)[:120]}"
-        raise DamagedFileError(
-            f"{path}: birdsed's own file cannot be read back ({what}); it was cut short or changed — remove it (or "
-            "its folder) and run the command that writes it again"
-        ) from None
+    return _read_own(path, json.loads, "JSON", ValueError)
 
 
 def read_yaml(path: str | Path) -> Any:
     """A YAML file birdsed wrote (a run's config.yaml), read through the same error path as :func:`read_json`."""
     import yaml
 
+    return _read_own(path, yaml.safe_load, "YAML", yaml.YAMLError)
+
+
+def _read_own(path: str | Path, parse: Any, fmt: str, bad: type[Exception]) -> Any:
+    """`parse` of the text of `path`, a file birdsed wrote; any failure is a DamagedFileError naming the file."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        what = _reason(err) if isinstance(err, OSError) else f"not valid YAML: {str(err).splitlines()[0][:120]}"
+        return parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, bad) as err:
+        what = _reason(err) if isinstance(err, OSError) else f"not valid {fmt}: {str(err).splitlines()[0][:120]}"
         raise DamagedFileError(
             f"{path}: birdsed's own file cannot be read back ({what}); it was cut short or changed — remove it (or "
             "its folder) and run the command that writes it again"

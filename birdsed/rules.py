@@ -126,9 +126,6 @@ def check_backbone_name(name: str) -> None:
     raise ConfigError(f"model.backbone: unknown timm model {name!r}{hint}")
 
 
-WINDOW_RULES = ("inside", "centre", "overlap:X")
-
-
 def parse_window_rule(rule: str) -> tuple[str, float]:
     """``teacher.window_rule`` as (kind, seconds): ``inside`` (the chunks lying entirely inside a window),
     ``centre`` (the chunks whose centre lies in it) or ``overlap:X`` (the chunks overlapping it by at least X s).

@@ -50,11 +50,11 @@ def export(checkpoint: str | Path, out_dir: str | Path, fmt: str = "onnx", secon
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    out = check_dir_output(out_dir, kind="export", inputs=(checkpoint,), create=False)  # before seconds of loading
     payload = read_checkpoint(checkpoint)
     model, cfg, classes = load_checkpoint(checkpoint)
     model.channels_last = False  # a memory-format hint means nothing to an exporter
     model.backbone.to(memory_format=torch.contiguous_format)
-    out = check_dir_output(out_dir, kind="export", inputs=(checkpoint,), create=False)
     with staged_dir(out) as stage:  # a re-export replaces the whole folder: no file of the old one stays
         mark_output(stage, "export")
         _write_export(model, cfg, classes, payload, checkpoint, fmt, seconds, stage)

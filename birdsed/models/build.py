@@ -69,23 +69,24 @@ def check_forward(model: SEDModel, cfg: Config, seconds: float) -> None:
     Raises:
         ConfigError: naming ``model.backbone`` and what went wrong.
     """
-    name = cfg.model.backbone
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
-            mel = model.frontend(torch.zeros(2, cfg.seconds_to_samples(seconds)))
-            feats = model.backbone.forward_features(mel)
-            if feats.ndim != 4 or feats.shape[1] != int(model.backbone.num_features):
-                raise ValueError(f"its features are {tuple(feats.shape)}, not (B, {model.backbone.num_features}, F, T)")
-            model.forward_mel(mel)
-    except Exception as err:  # any failure of a foreign model on our input is a config problem to report
-        what = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ConfigError(
-            f"model.backbone: {name} cannot take a {tuple(mel.shape[1:]) if 'mel' in locals() else 'mel'} "
-            f"spectrogram of {seconds:g} s ({type(err).__name__}: {what}); SED needs a convolutional backbone that "
-            "takes any input size"
-        ) from None
+            mel = model.frontend(torch.zeros(2, cfg.seconds_to_samples(seconds)))  # our own front-end: not checked
+            try:
+                feats = model.backbone.forward_features(mel)
+                if feats.ndim != 4 or feats.shape[1] != int(model.backbone.num_features):
+                    features = model.backbone.num_features
+                    raise ValueError(f"its features are {tuple(feats.shape)}, not (B, {features}, F, T)")
+                model.forward_mel(mel)
+            except Exception as err:  # any failure of a foreign model on our input is a config problem to report
+                what = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                raise ConfigError(
+                    f"model.backbone: {cfg.model.backbone} cannot take a {tuple(mel.shape[1:])} spectrogram of "
+                    f"{seconds:g} s ({type(err).__name__}: {what}); SED needs a convolutional backbone that takes any "
+                    "input size"
+                ) from None
     finally:
         model.train(was)
 

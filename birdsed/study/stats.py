@@ -216,6 +216,7 @@ def select_out_of_sample(
     else:
         k = min(sel["folds"], n_groups)
         whole = np.arange(len(preds.y))
+        base_whole = auc(study.baseline, whole)
         for _ in range(max(1, sel["repeats"] // k)):
             assembled = [np.zeros_like(x) for x in stack[study.baseline]]
             for part in np.array_split(rng.permutation(n_groups), k):
@@ -225,7 +226,7 @@ def select_out_of_sample(
                 for i in range(len(seeds)):
                     assembled[i][held] = stack[best][i][held]
             oos.append(float(np.nanmean([fast_macro_auc(preds.y, x) for x in assembled])))
-            base.append(auc(study.baseline, whole))
+            base.append(base_whole)
     splits = sum(counts.values())
     gain = np.array(oos) - np.array(base)
     return {

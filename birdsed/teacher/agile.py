@@ -257,8 +257,9 @@ def fit_agile(
 
 def training_windows(
     cfg: Config, data: BirdCLEFData, teacher_dir: Path, pool: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """The windows to fit on: (N, D) embeddings, (N, C) targets, (N, C) mask, and counts for ``agile.json``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, pd.Index]:
+    """The windows to fit on: (N, D) embeddings, (N, C) targets, (N, C) mask, counts for ``agile.json``, and the
+    row ids of the ``train_audio`` windows (the first rows)."""
     ids, x = read_embeddings(teacher_dir / f"train_audio{EMBEDDINGS_SUFFIX}")
     y = clip_targets(data, ids, cfg.data.secondary_label_value)
     mask = np.ones_like(y, dtype=bool)
@@ -278,7 +279,7 @@ def training_windows(
         x, y = np.concatenate([x, px]), np.concatenate([y, np.nan_to_num(py)])
         mask = np.concatenate([mask, np.isfinite(py)])
         counts["pool_windows"] = len(pids)
-    return x, y, mask, counts
+    return x, y, mask, counts, ids
 
 
 def _teacher_scores(path: Path, classes: list[str], ids: pd.Index) -> np.ndarray:
@@ -314,11 +315,10 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
         raise AgileError(f"--out {out}: is the teacher folder; its <folder>.csv files would be replaced")
     out = check_dir_output(out, kind="agile", inputs=(data.root,))
     pool, c = cfg.agile.pool, cfg.agile.c
-    x, y, mask, counts = training_windows(cfg, data, teacher_dir, pool)
+    x, y, mask, counts, ids = training_windows(cfg, data, teacher_dir, pool)
     model = fit_agile(x, y, mask, data.classes, c)
     lacking = [k for k, ok in zip(data.classes, model.known, strict=True) if not ok]
-    n = counts["train_audio_windows"]  # the train_audio windows come first
-    ids, _ = read_embeddings(teacher_dir / f"train_audio{EMBEDDINGS_SUFFIX}")
+    n = len(ids)  # the train_audio windows come first
     labels = clip_targets(data, ids, cfg.data.secondary_label_value) > 0
     teacher = _teacher_scores(teacher_dir / "train_audio.csv", data.classes, ids)
     a = cfg.agile
