@@ -24,15 +24,27 @@ CONFIG = REPO / "configs" / "demo.yaml"
 
 
 def _overrides(root: Path, cache: Path) -> list[str]:
-    # one thread: the killed, resumed and reference runs compute bit for bit alike
+    # one thread: the killed, resumed and reference runs compute bit for bit alike, and two of them run side by side
+    # on two cores as fast as one alone
     return [*tiny_overrides(root, cache), "train.epochs=3", "train.samples_per_epoch=32", "train.threads=1"]
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    """``birdsed ARGS`` started in a fresh process (stderr kept, as bytes)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "birdsed", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait for a process of :func:`_start` and fail with its stderr unless it exits 0."""
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err.decode()[-2000:]
 
 
 def _kill_when(args: list[str], metrics: Path, epochs: int, timeout: float = 240) -> None:
     """Start ``birdsed ARGS`` and SIGKILL it as soon as `metrics` lists `epochs` finished epochs."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "birdsed", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    proc = _start(args)
     kill_after_epochs(proc, metrics, epochs, timeout)
     assert proc.returncode == -signal.SIGKILL
 
@@ -53,8 +65,9 @@ def test_train_killed_mid_run_resumes_like_an_uninterrupted_run(tiny_root, tmp_p
     # the optimiser all travel in the checkpoint across the kill (the pseudo test below resumes without averaging)
     over = [*_overrides(tiny_root, tmp_path / "cache"), "train.averaging=swa", "train.swa_epochs=2"]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    assert cli_run(["train", CONFIG, *over, "--out", ref]).returncode == 0
+    reference = _start(["train", CONFIG, *over, "--out", ref])  # beside the run that is killed
     _kill_when(["train", CONFIG, *over, "--out", killed], killed / "metrics.json", epochs=1)
+    _finish(reference)
     assert not json.loads((killed / "metrics.json").read_text())["finished"]
     done = cli_run(["train", CONFIG, *over, "--out", killed, "--resume"])
     assert done.returncode == 0, done.stderr[-2000:]
@@ -84,8 +97,9 @@ def test_pseudo_killed_inside_a_round_resumes_in_that_round(trained_run, tiny_ro
         "pseudo.min_max_prob=0.05",
     ]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    assert cli_run(["pseudo", CONFIG, *over, "--out", ref]).returncode == 0
+    reference = _start(["pseudo", CONFIG, *over, "--out", ref])
     _kill_when(["pseudo", CONFIG, *over, "--out", killed], killed / "round_1" / "run" / "metrics.json", epochs=1)
+    _finish(reference)
     assert not (killed / "round_1" / "DONE").exists()
     labels = (killed / "round_1" / "pseudo.csv").stat().st_mtime_ns
     done = cli_run(["pseudo", CONFIG, *over, "--out", killed, "--resume"])
@@ -115,27 +129,44 @@ def test_resume_refuses_a_changed_config_naming_the_keys(trained_run, tmp_path, 
     assert main(["train", str(run / "config.yaml"), "train.progress=true", "--out", str(run), "--resume"]) == 0
 
 
-def _signal_when(args: list[str], metrics: Path, epochs: int, sig: int) -> subprocess.CompletedProcess:
-    """Start ``birdsed ARGS``, send `sig` once `metrics` lists `epochs` finished epochs, and wait for the exit."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "birdsed", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+def _signal_when(runs: dict[int, tuple[list[str], Path]], epochs: int) -> dict[int, subprocess.CompletedProcess]:
+    """Start ``birdsed ARGS`` for every ``{signal: (ARGS, metrics.json)}`` side by side, send each its signal once
+    its `metrics` lists `epochs` finished epochs, and wait for the exits."""
+    procs = {
+        sig: subprocess.Popen(
+            [sys.executable, "-m", "birdsed", *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for sig, (args, _) in runs.items()
+    }
     deadline = time.time() + 240
-    while finished_epochs(metrics) < epochs:
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        assert time.time() < deadline, "the run never reached the epoch to signal it at"
+    waiting = set(procs)
+    while waiting:
+        for sig in list(waiting):
+            if finished_epochs(runs[sig][1]) >= epochs:
+                procs[sig].send_signal(sig)
+                waiting.discard(sig)
+            else:
+                assert procs[sig].poll() is None, procs[sig].stderr.read()[-2000:]
+        assert time.time() < deadline, "a run never reached the epoch to signal it at"
         time.sleep(0.02)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    outputs = {sig: proc.communicate(timeout=120) for sig, proc in procs.items()}
+    return {sig: subprocess.CompletedProcess(procs[sig].args, procs[sig].returncode, *outputs[sig]) for sig in procs}
 
 
 def test_sigterm_and_ctrl_c_stop_training_with_the_codes_a_scheduler_reads(tiny_root, tmp_path):
     """SIGTERM (SLURM's and Kubernetes' first word) stops at a clean point, says where and how to go on, and exits
     143; `--resume` then finishes the run. Ctrl-C exits 130 (Lightning alone would exit 1)."""
     over = [*_overrides(tiny_root, tmp_path / "cache"), "train.epochs=3"]
-    run = tmp_path / "run"
-    done = _signal_when(["train", CONFIG, *over, "--out", run], run / "metrics.json", 1, signal.SIGTERM)
+    run, other = tmp_path / "run", tmp_path / "other"
+    runs = {
+        sig: (["train", CONFIG, *over, "--out", out], out / "metrics.json")
+        for sig, out in ((signal.SIGTERM, run), (signal.SIGINT, other))
+    }
+    stopped = _signal_when(runs, epochs=1)
+    done = stopped[signal.SIGTERM]
     assert done.returncode == 143, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert re.search(r"error: \S+run: stopped by SIGTERM at epoch [12] of 3; --resume continues", done.stderr)
@@ -143,7 +174,6 @@ def test_sigterm_and_ctrl_c_stop_training_with_the_codes_a_scheduler_reads(tiny_
     resumed = cli_run(["train", CONFIG, *over, "--out", run, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert [h["epoch"] for h in _history(run)] == [0, 1, 2]
-    other = tmp_path / "other"
-    done = _signal_when(["train", CONFIG, *over, "--out", other], other / "metrics.json", 1, signal.SIGINT)
+    done = stopped[signal.SIGINT]
     assert done.returncode == 130, done.stderr[-2000:]
     assert "interrupted" in done.stderr and "Traceback" not in done.stderr

@@ -99,8 +99,11 @@ def _names_each_seed(checkpoints: Any) -> bool:
 
 
 def _override(key: str, value: Any) -> str:
-    """A dotted override from a YAML key and value (lists and strings as YAML, which OmegaConf parses back)."""
-    return f"{key}={json.dumps(value)}" if not isinstance(value, str) else f"{key}={value}"
+    """A dotted override from a YAML key and value (lists and strings as YAML, which OmegaConf parses back; an empty
+    string stays one: ``key=`` would be null)."""
+    if not isinstance(value, str):
+        return f"{key}={json.dumps(value)}"
+    return f"{key}={value}" if value else f"{key}=''"
 
 
 def parse_study(data: Any, source: str) -> Study:
