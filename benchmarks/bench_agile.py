@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from birdsed.data.folder import split_row_ids
 from scipy.stats import rankdata
 
 from birdsed.config import load_config
+from birdsed.data.folder import split_row_ids
 from birdsed.scoring.metrics import per_class_auc
 from birdsed.teacher.agile import run_agile
 from birdsed.teacher.birdnet import read_teacher
@@ -99,7 +99,6 @@ def fmt(t: tuple[float, float, float]) -> str:
 def embedding_cost(reps: int = 3) -> None:
     """BirdNET with and without reading its embeddings, one thread, one minute of real audio, interleaved."""
     from birdsed.data.audio import list_audio, load_audio
-
     from birdsed.teacher.birdnet import BirdNET, window_outputs
 
     wave = load_audio(list_audio(MINI / "test_soundscapes")[0], BirdNET.sample_rate)

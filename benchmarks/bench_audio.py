@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from birdsed.data.audio import MelFrontend, load_audio
 from birdsed.data.cache import WaveStore, prepare_cache
 from birdsed.data.folder import load_birdclef

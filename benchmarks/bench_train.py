@@ -23,10 +23,10 @@ import time
 
 import lightning as L
 import torch
-from birdsed.data.augment import mixup, spec_augment
 from torch.utils.data import DataLoader, Dataset
 
 from birdsed.config import load_config
+from birdsed.data.augment import mixup, spec_augment
 from birdsed.training.train import SEDModule, cpu_has_bf16, trainer_kwargs
 
 

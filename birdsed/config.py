@@ -27,6 +27,9 @@ from birdsed.rules import (
     validate,
 )
 
+# BirdCLEF+ 2026 soundscape names: BC2026_(Train|Test)_<n>_S<site>_<yyyymmdd>_<hhmmss>
+NAME_PATTERN = r"^BC\d{4}_(?:Train|Test)_(?P<number>\d+)_(?P<site>S\d+)_(?P<date>\d{8})_(?P<time>\d{6})$"
+
 
 @dataclass
 class AudioConfig:
@@ -74,6 +77,19 @@ class DataConfig:
     # labelled soundscape windows scored after every epoch, for reporting only (never for choosing a checkpoint):
     # auto = ROOT/test_solution.csv if present; none; or a path. Its soundscapes are ROOT/test_soundscapes/<stem>.*
     solution: str = "auto"
+    # BirdCLEF+ 2026's labelled training soundscapes (birdsed/data/soundscapes.py): auto = ROOT/
+    # train_soundscapes_labels.csv if present; none (ignore them); or a path. Their listed 5-s windows train beside
+    # the focal crops (soundscape_share of each epoch's draws) except fold `soundscape_fold`, which is validation
+    soundscape_labels: str = "auto"
+    # share of the training draws that are labelled soundscape windows (0: they only validate). 0.2 is the winners'
+    # range (3rd place 2026: focal 0.7 / soundscape 0.1 / pseudo 0.2), not a value tuned here
+    soundscape_share: float = unit(0.2)
+    soundscape_folds: int = at_least(5, 2)  # folds over the labelled soundscapes, grouped by `val_group`
+    soundscape_fold: int = at_least(0, -1)  # the held-out fold (reported as labelled_auc); -1 trains on all of them
+    val_group: str = choice("file", "site")  # what a fold keeps together: a soundscape file, or a recording site
+    # the fields a soundscape's file stem carries (named groups; `site` is used by val_group=site); a name that does
+    # not match has none
+    name_pattern: str = NAME_PATTERN
 
 
 @dataclass
@@ -106,6 +122,7 @@ class AugmentConfig:
     mixup_alpha: float = positive(0.4)  # weight ~ Beta(alpha, alpha) ...
     mixup_weight: float = unit(0.0)  # ... unless > 0: a constant weight of the partner (1st place: 0.5)
     mixup_targets: str = choice("max", "sum_clip", "weighted")
+    mixup_soundscapes: bool = True  # labelled soundscape windows may be MixUp partners (false: never mixed)
     gain_db: float = non_negative(6.0)  # random gain in [-gain_db, +gain_db]
     time_shift_prob: float = unit(0.5)  # circular time shift of the crop
     # background noise mixed into training crops: a folder of audio (cached on first use), e.g. a no-call set
@@ -139,6 +156,10 @@ class TrainConfig:
     focal_weight: float = non_negative(1.0)  # focal_bce = focal_weight * focal + bce_weight * bce
     bce_weight: float = non_negative(1.0)
     label_smoothing: float = unit(0.0)
+    # a class with no positive anywhere in the training data (no focal recording, no labelled window, no pseudo
+    # label) is left out of the loss rather than trained towards zero: its row keeps its start (BirdNET's classifier
+    # row with model.birdnet_head)
+    mask_absent_classes: bool = True
     sample_weight_power: float = -0.5  # sampling weight (count/sum)^power per recording; 0: uniform
     min_class_samples: int = non_negative(0)  # rare classes are repeated until they have this many per epoch
     grad_clip: float = non_negative(5.0)

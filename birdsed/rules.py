@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import field, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
@@ -179,6 +180,15 @@ def validate(cfg: Config) -> None:  # the config module calls it on every config
         raise ConfigError("data.holdout_seconds: needs data.fold=-1 (hold out either recordings or their tails)")
     if d.fold >= d.n_folds:
         raise ConfigError(f"data.fold: {d.fold} is outside -1..{d.n_folds - 1} (data.n_folds={d.n_folds})")
+    if d.soundscape_fold >= d.soundscape_folds:
+        raise ConfigError(
+            f"data.soundscape_fold: {d.soundscape_fold} is outside -1..{d.soundscape_folds - 1} "
+            f"(data.soundscape_folds={d.soundscape_folds})"
+        )
+    try:
+        re.compile(d.name_pattern)
+    except re.error as err:
+        raise ConfigError(f"data.name_pattern: not a regular expression ({err})") from None
     if d.crop_mode == "first_random" and d.first_seconds < d.crop_seconds:
         raise ConfigError(
             f"data.first_seconds: {d.first_seconds:g} is shorter than data.crop_seconds={d.crop_seconds:g}"

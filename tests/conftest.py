@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,8 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
+
 from birdsed.data.synth import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +37,32 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         soundscape_seconds=30.0,
         workers=2,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_root26(tiny_root, tmp_path_factory) -> Path:
+    """The tiny synthetic set in the 2026 layout: its labelled test soundscapes become labelled *training*
+    soundscapes (every row twice, HH:MM:SS, every third window unlisted), and the first class loses its focal
+    recordings (a soundscape-only class)."""
+    root = tmp_path_factory.mktemp("synth26") / "tiny26"
+    shutil.copytree(tiny_root, root)
+    sol = pd.read_csv(root / "test_solution.csv", dtype={"row_id": str})
+    classes = list(sol.columns[1:])
+    rows = []
+    for i, r in sol.iterrows():
+        if i % 3 == 2:
+            continue
+        stem, end = r["row_id"].rsplit("_", 1)
+        labels = ";".join(c for c in classes if r[c] == 1)
+        start = int(end) - 5
+        rows += [f"{stem}.ogg,00:00:{start:02d},00:00:{int(end):02d},{labels}"] * 2
+    for f in (root / "test_soundscapes").iterdir():
+        shutil.copy(f, root / "train_soundscapes" / f.name)
+    (root / "train_soundscapes_labels.csv").write_text("filename,start,end,primary_label\n" + "\n".join(rows) + "\n")
+    train = pd.read_csv(root / "train.csv", dtype=str, keep_default_na=False)
+    train = train[train["primary_label"] != classes[0]].assign(secondary_labels="[]")  # nor as a secondary label
+    train.to_csv(root / "train.csv", index=False)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -143,3 +143,50 @@ def test_birdsed_agile_on_the_synthetic_set(tiny_root, tmp_path, capsys):
     (teacher / f"train_audio{EMBEDDINGS_SUFFIX}").unlink()
     line = cli_error(capsys, ["agile", f"data.root={tiny_root}", "--teacher", teacher, "--out", out])
     assert f"train_audio{EMBEDDINGS_SUFFIX}" in line and "--embeddings" in line
+
+
+def test_agile_fits_on_labelled_soundscape_windows_and_the_gate_judges_on_them(tiny_root26, tmp_path):
+    """BirdCLEF+ 2026: the labelled training soundscape windows are fitted on (the soundscape-only class gets a model
+    from them alone) and are the gate's evidence where they hold enough positives — a teacher near perfect on
+    train_audio but guessing on the soundscapes is blended there, though train_audio alone would keep it out."""
+    from birdsed.data.soundscapes import read_labelled_windows
+
+    rng = np.random.default_rng(5)
+    root = tiny_root26
+    data = load_birdclef(root)
+    only = data.soundscape_only
+    assert only == [data.classes[0]]
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    y_rec = np.repeat(data.targets(0.5), 3, axis=0)
+    stems = data.train["filename"].str.rsplit(".", n=1).str[0]
+    ids = [f"{s}_{5 * (w + 1)}" for s in stems for w in range(3)]
+    _write_embeddings(teacher, "train_audio", ids, _embed(y_rec, rng, signal=4.0))
+    # the teacher on train_audio: near perfect on every class it knows (the first it lacks)
+    t_audio = np.clip(y_rec * 0.9 + rng.random(y_rec.shape) * 0.1, 0, 1)
+    t_audio[:, 0] = np.nan
+    pd.DataFrame(t_audio, columns=data.classes).assign(row_id=ids)[["row_id", *data.classes]].to_csv(
+        teacher / "train_audio.csv", index=False
+    )
+    lw = read_labelled_windows(root / "train_soundscapes_labels.csv", root / "train_soundscapes", data.classes)
+    # train_soundscapes: the labelled windows' embeddings carry their labels; the teacher guesses on them
+    sids = lw.table["row_id"].tolist()
+    _write_embeddings(teacher, "train_soundscapes", sids, _embed(lw.targets, rng, signal=4.0))
+    t_scape = rng.random(lw.targets.shape)
+    t_scape[:, 0] = np.nan
+    pd.DataFrame(t_scape, columns=data.classes).assign(row_id=sids)[["row_id", *data.classes]].to_csv(
+        teacher / "train_soundscapes.csv", index=False
+    )
+    out = tmp_path / "agile"
+    assert main(["agile", f"data.root={root}", "--teacher", str(teacher), "--out", str(out)]) == 0
+    info = json.loads((out / "agile.json").read_text())
+    assert info["labelled_windows"] == len(lw) and only[0] not in info["classes_without_model"]
+    model = load_agile(out)
+    assert model.known[0]  # the soundscape-only class: learnt from the labelled windows alone
+    judged = {c: g for c, g in info["gate"]["classes"].items() if g["evidence"] == "soundscapes"}
+    assert judged and all(g["blend"] for g in judged.values()), info["gate"]["classes"]
+    # without the labelled windows the same teacher is never blended: train_audio says it is near perfect
+    args = ["agile", f"data.root={root}", "data.soundscape_labels=none", "--teacher", str(teacher)]
+    assert main([*args, "--out", str(tmp_path / "a2")]) == 0
+    assert json.loads((tmp_path / "a2" / "agile.json").read_text())["gate"]["blended"] == []
+    assert not load_agile(tmp_path / "a2").known[0]

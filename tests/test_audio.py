@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from birdsed.data.audio import AudioError, MelFrontend, crop_start, iter_blocks, load_audio, pad_to
 
+from birdsed.data.audio import AudioError, MelFrontend, crop_start, iter_blocks, load_audio, pad_to
 from tests.conftest import tone, write
 
 

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
-from birdsed.data.augment import add_background, loader_spec_transform, mixup, random_gain, spec_augment
 
 from birdsed.config import AugmentConfig
+from birdsed.data.augment import add_background, loader_spec_transform, mixup, random_gain, spec_augment
 
 
 def batch():

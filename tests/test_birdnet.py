@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from birdsed.data.audio import load_audio
 
 from birdsed.config import load_config
+from birdsed.data.audio import load_audio
 from birdsed.models.birdnet import BirdNetError, BirdNetV24, birdnet_files, load_birdnet
 from birdsed.models.build import build_model, load_checkpoint
 from birdsed.models.tflite_graph import GraphError

@@ -4,6 +4,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+
 from birdsed.data.folder import DataError, assign_folds, load_birdclef, parse_label_list
 
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from birdsed.data.folder import DataError, row_ids
 
 from birdsed.cli import main
 from birdsed.config import ConfigError, InferConfig
+from birdsed.data.folder import DataError, row_ids
 from birdsed.inference.ensemble import Member, combine, load_member, torch_runner
 from birdsed.inference.export import export, openvino_model, runtime_runner
 from birdsed.inference.infer import InMemoryAudio, StreamingAudio, WindowSpec, predict_group, read_audio, smooth

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from birdsed.data.datasets import ClipDataset, PseudoChunks, PseudoMixDataset
-from birdsed.data.folder import load_birdclef
 
 from birdsed.cli import main
+from birdsed.data.datasets import ClipDataset, PseudoChunks, PseudoMixDataset
+from birdsed.data.folder import load_birdclef
 from birdsed.inference.ensemble import load_member
 from birdsed.inference.submit import infer_folder
 from birdsed.pseudo.rounds import (

@@ -3,6 +3,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 import torch
+
 from birdsed.data.audio import MelFrontend, load_audio
 from birdsed.data.folder import load_birdclef
 from birdsed.data.synth import make_classes, make_dataset

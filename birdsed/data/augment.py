@@ -42,6 +42,7 @@ def mixup(
     weights: torch.Tensor,
     cfg: AugmentConfig,
     generator: torch.Generator | None = None,
+    alone: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MixUp inside a batch: each sample, with probability ``mixup_prob``, is mixed with a random partner.
 
@@ -52,6 +53,7 @@ def mixup(
         wave: (B, N) waveforms (or (B, 1, M, T) spectrograms in the loader-side mode).
         targets: (B, C) in [0, 1].
         weights: (B,) per-sample loss weights.
+        alone: (B,) bool, samples that are neither mixed nor a partner (``augment.mixup_soundscapes=false``).
 
     Returns:
         mixed wave, targets, weights with the input shapes.
@@ -67,7 +69,11 @@ def mixup(
     else:
         lam = torch.distributions.Beta(cfg.mixup_alpha, cfg.mixup_alpha).sample((b,)).to(dev)
         share = torch.minimum(lam, 1 - lam)
-    share = torch.where(on & (perm != torch.arange(b, device=dev)), share, torch.zeros_like(share))
+    on = on & (perm != torch.arange(b, device=dev))
+    if alone is not None:
+        alone = alone.to(dev)
+        on = on & ~alone & ~alone[perm]
+    share = torch.where(on, share, torch.zeros_like(share))
     s = share.view(-1, *([1] * (wave.dim() - 1))).to(wave.dtype)
     wave = (1 - s) * wave + s * wave[perm]
     partner = targets[perm]

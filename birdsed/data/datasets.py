@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from birdsed.config import Config
+from birdsed.config import AugmentConfig, Config
 from birdsed.data.augment import add_background, random_gain, time_shift
 from birdsed.data.cache import WaveStore
 
@@ -116,30 +116,99 @@ class ClipDataset(Dataset):
         return len(self.keys)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        cfg, aug = self.cfg, self.cfg.augment
+        cfg = self.cfg
         rng = _rng()
         mode = cfg.data.crop_mode if self.train else ("full" if cfg.data.crop_mode == "full" else "first")
         wave = self.store.crop(
             self.keys[i], cfg.crop_samples, mode, rng, cfg.first_samples, cfg.data.pad_mode, self.spans[i]
         )
         if self.train:
-            wave = random_gain(wave, rng, aug.gain_db)
-            if rng.random() < aug.time_shift_prob:
-                wave = time_shift(wave, rng)
-            if self.backgrounds and rng.random() < aug.background_prob:
-                key = self.backgrounds[int(rng.integers(0, len(self.backgrounds)))]
-                noise = self.store.crop(key, len(wave), "random", rng, pad_mode="loop")
-                wave = add_background(wave, noise, float(rng.uniform(*aug.background_snr_db)))
-        item = {
-            "target": torch.from_numpy(self.targets[i]),
-            "weight": torch.tensor(self.weights[i]),
-            "index": torch.tensor(i),
-        }
-        if self.spec_fn is not None:
-            item["mel"] = torch.from_numpy(self.spec_fn(wave))
+            wave = augment_wave(wave, rng, cfg.augment, self.store, self.backgrounds)
+        return make_item(wave, self.targets[i], self.weights[i], i, False, self.spec_fn)
+
+
+def augment_wave(
+    wave: np.ndarray, rng: np.random.Generator, aug: AugmentConfig, store: WaveStore, backgrounds: Sequence[str]
+) -> np.ndarray:
+    """The loader's waveform augmentation of a training crop (N,): random gain, circular time shift, background
+    noise from `backgrounds` (cache keys) — the same for focal crops and labelled soundscape windows."""
+    wave = random_gain(wave, rng, aug.gain_db)
+    if rng.random() < aug.time_shift_prob:
+        wave = time_shift(wave, rng)
+    if backgrounds and rng.random() < aug.background_prob:
+        key = backgrounds[int(rng.integers(0, len(backgrounds)))]
+        noise = store.crop(key, len(wave), "random", rng, pad_mode="loop")
+        wave = add_background(wave, noise, float(rng.uniform(*aug.background_snr_db)))
+    return wave
+
+
+def make_item(
+    wave: np.ndarray,
+    target: np.ndarray,
+    weight: float,
+    index: int,
+    soundscape: bool,
+    spec_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> dict[str, torch.Tensor]:
+    """A training item: ``wave`` (N,) (or ``mel`` (1, M, T) with `spec_fn`), ``target`` (C,), ``weight`` (),
+    ``index`` () and ``soundscape`` () (a labelled soundscape window: ``augment.mixup_soundscapes`` reads it)."""
+    item = {
+        "target": torch.from_numpy(np.asarray(target, dtype=np.float32)),
+        "weight": torch.tensor(np.float32(weight)),
+        "index": torch.tensor(index),
+        "soundscape": torch.tensor(soundscape),
+    }
+    if spec_fn is not None:
+        item["mel"] = torch.from_numpy(spec_fn(wave))
+    else:
+        item["wave"] = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    return item
+
+
+class LabelledWindowDataset(Dataset):
+    """Labelled soundscape windows as training items (like :class:`ClipDataset`'s, ``soundscape`` True).
+
+    A crop shorter than the window is drawn at random inside it; a longer one is centred on it (the soundscape's
+    own audio around it, zero-padded at the file's edges). The same augmentation as the focal crops follows.
+
+    Args:
+        store: the waveform cache.
+        keys: cache key per window; starts: (n,) first sample of each window; window: its length in samples.
+        targets: (n, C) 0/1.
+        cfg: crop and augmentation settings.
+        offset: the index of the first item in the training set (to name the files of a failing batch).
+    """
+
+    def __init__(
+        self,
+        store: WaveStore,
+        keys: Sequence[str],
+        starts: np.ndarray,
+        window: int,
+        targets: np.ndarray,
+        cfg: Config,
+        offset: int,
+        backgrounds: Sequence[str] = (),
+        spec_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.store, self.keys, self.starts, self.window = store, list(keys), np.asarray(starts, np.int64), window
+        self.targets, self.cfg, self.offset = targets.astype(np.float32), cfg, offset
+        self.backgrounds, self.spec_fn = list(backgrounds), spec_fn
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, j: int) -> dict[str, torch.Tensor]:
+        rng = _rng()
+        length = self.cfg.crop_samples
+        start = int(self.starts[j])
+        if length <= self.window:
+            start += int(rng.integers(0, self.window - length + 1))
         else:
-            item["wave"] = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
-        return item
+            start += self.window // 2 - length // 2
+        wave = read_padded(self.store, self.keys[j], start, length)
+        wave = augment_wave(wave, rng, self.cfg.augment, self.store, self.backgrounds)
+        return make_item(wave, self.targets[j], 1.0, self.offset + j, True, self.spec_fn)
 
 
 class WindowDataset(Dataset):
@@ -162,6 +231,14 @@ class WindowDataset(Dataset):
         if len(wave) < self.window:
             wave = np.pad(wave, (0, self.window - len(wave)))
         return {"wave": torch.from_numpy(wave), "index": torch.tensor(i)}
+
+
+def read_padded(store: WaveStore, key: str, start: int, length: int) -> np.ndarray:
+    """Samples [start, start + length) of a cached file, exactly `length` long: zeros before its start and after
+    its end."""
+    lo = max(start, 0)
+    out = store.read(key, lo, length - (lo - start))
+    return np.pad(out, (lo - start, length - (lo - start) - len(out)))
 
 
 def sampling_weights(labels: Sequence[str], power: float) -> np.ndarray:
@@ -211,10 +288,7 @@ class PseudoChunks:
 
     def wave(self, j: int, length: int) -> np.ndarray:
         """Samples of chunk `j`, exactly `length` long (a longer crop is centred on the chunk, zero-padded)."""
-        start = int(self.starts[j]) + self.window // 2 - length // 2
-        lo = max(start, 0)
-        out = self.store.read(self.keys[j], lo, length - (lo - start))
-        return np.pad(out, (lo - start, length - (lo - start) - len(out)))
+        return read_padded(self.store, self.keys[j], int(self.starts[j]) + self.window // 2 - length // 2, length)
 
     def draw(self, rng: np.random.Generator) -> int:
         """A chunk index, drawn by the chunks' sampling weights."""
@@ -257,9 +331,5 @@ class PseudoExtraDataset(Dataset):
         return len(self.pseudo)
 
     def __getitem__(self, j: int) -> dict[str, torch.Tensor]:
-        return {
-            "wave": torch.from_numpy(self.pseudo.wave(j, self.length)),
-            "target": torch.from_numpy(self.pseudo.targets[j]),
-            "weight": torch.tensor(np.float32(self.loss_weight)),
-            "index": torch.tensor(self.offset + j),
-        }
+        wave = self.pseudo.wave(j, self.length)
+        return make_item(wave, self.pseudo.targets[j], self.loss_weight, self.offset + j, False)

@@ -9,6 +9,8 @@ Layout (BirdCLEF 2025)::
     ROOT/test_soundscapes/*.ogg
     ROOT/sample_submission.csv
     ROOT/test_solution.csv      optional: 0/1 labels of the test windows (local scoring)
+    ROOT/train_soundscapes_labels.csv  BirdCLEF+ 2026: labelled windows of some training soundscapes
+                                (:mod:`birdsed.data.soundscapes`); those files never join the pseudo-label pool
 
 Labels are strings even when numeric (``1139490`` is an insect in 2025): every CSV is read with ``dtype=str``.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import ast
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
@@ -28,6 +31,8 @@ from birdsed.errors import BirdsedError
 from birdsed.scoring.metrics import SubmissionError, solution_labels
 
 log = logging.getLogger(__name__)
+
+LABELS_FILE = "train_soundscapes_labels.csv"  # BirdCLEF+ 2026's labelled training soundscapes
 
 
 class DataError(BirdsedError, ValueError):
@@ -101,6 +106,26 @@ class BirdCLEFData:
     @property
     def train_soundscapes(self) -> list[Path]:
         return list_audio(self.root / "train_soundscapes")
+
+    @property
+    def unlabelled_soundscapes(self) -> list[Path]:
+        """``train_soundscapes`` less those listed in ``train_soundscapes_labels.csv``: the pseudo-label pool."""
+        return [p for p in self.train_soundscapes if p.name not in self.labelled_files]
+
+    @cached_property
+    def labelled_files(self) -> set[str]:
+        """File names listed in ``ROOT/train_soundscapes_labels.csv`` (empty without one)."""
+        path = self.root / LABELS_FILE
+        if not path.is_file():
+            return set()
+        names = _read_csv(path, ("filename",))["filename"].str.strip()
+        return set(names)
+
+    @property
+    def soundscape_only(self) -> list[str]:
+        """Classes without a focal recording (BirdCLEF+ 2026: 28 of 234), in taxonomy order."""
+        counts = self.class_counts()
+        return counts[counts == 0].index.tolist()
 
     @property
     def test_soundscapes(self) -> list[Path]:
@@ -203,10 +228,14 @@ def load_birdclef(root: str | Path, check_files: bool = True, min_rating: float 
             )
 
     data = BirdCLEFData(root=root, classes=classes, taxonomy=tax, train=train.reset_index(drop=True))
-    empty = data.class_counts()
-    empty = empty[empty == 0].index.tolist()
+    empty = data.soundscape_only
     if empty:
-        log.warning("%s: %d class(es) have no training recording: %s", train_path, len(empty), empty[:20])
+        covered = (
+            f"; they are learnt from {LABELS_FILE} (or a teacher)"
+            if (root / LABELS_FILE).is_file()
+            else f"; without {LABELS_FILE} only a teacher covers them"
+        )
+        log.warning("%s: %d class(es) have no focal recording: %s%s", train_path, len(empty), empty[:20], covered)
     return data
 
 

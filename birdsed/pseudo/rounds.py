@@ -108,9 +108,9 @@ def label_pool(
             raise PseudoError(f"{m.name}: its classes differ from {data.root}'s taxonomy; rounds need one class set")
     oof = folds is not None and len(members) == max(folds.values()) + 1 and len(members) > 1
     groups = (
-        [([f for f in data.train_soundscapes if folds[f.name] == k], [m]) for k, m in enumerate(members)]
+        [([f for f in data.unlabelled_soundscapes if folds[f.name] == k], [m]) for k, m in enumerate(members)]
         if oof
-        else [(data.train_soundscapes, members)]
+        else [(data.unlabelled_soundscapes, members)]
     )
     subs, bad = [], set()
     for files, group in groups:
@@ -126,7 +126,7 @@ def label_pool(
     probs, taught = with_teacher(cfg, r, sub, data.classes)
     probs = power_transform(probs, c, cfg.pseudo.power_normalize)
     keep, trimmed = filter_chunks(probs, cfg.pseudo.min_max_prob, cfg.pseudo.trim_prob)
-    files = {p.stem: p.name for p in data.train_soundscapes}
+    files = {p.stem: p.name for p in data.unlabelled_soundscapes}
     table = pd.DataFrame(
         {
             "row_id": sub["row_id"],
@@ -204,12 +204,12 @@ def with_teacher(cfg: Config, r: int, sub: pd.DataFrame, classes: list[str]) -> 
 def check_pool(cfg: Config, data: BirdCLEFData) -> None:
     """The pool must hold soundscapes, none of them labelled for reporting (the leak guard)."""
     pool = data.root / "train_soundscapes"
-    if not data.train_soundscapes:
+    if not data.unlabelled_soundscapes:
         raise PseudoError(f"{pool}: no unlabelled soundscapes to pseudo-label")
     solution = cfg.solution_path
     if solution is not None:
         stems = set(split_row_ids(pd.read_csv(solution, usecols=["row_id"])["row_id"])[0])
-        leaked = sorted(stems & {p.stem for p in data.train_soundscapes})
+        leaked = sorted(stems & {p.stem for p in data.unlabelled_soundscapes})
         if leaked:
             raise PseudoError(f"{pool}: {len(leaked)} soundscape(s) also labelled in {solution}: {leaked[:5]}")
 
@@ -415,7 +415,7 @@ def _run_pseudo(cfg: Config, root: Path, overwrite: bool, resume: bool) -> Pseud
             raise PseudoError(f"{m}: pseudo.init_checkpoints must share {data.root}'s class set")
     if cfg.pseudo.teacher:  # a bad teacher file fails now, not after round 0's training
         stems = set(split_row_ids(read_teacher(cfg.pseudo.teacher, data.classes).index.to_series())[0])
-        uncovered = sorted({p.stem for p in data.train_soundscapes} - stems)
+        uncovered = sorted({p.stem for p in data.unlabelled_soundscapes} - stems)
         if uncovered:
             raise PseudoError(f"{cfg.pseudo.teacher}: no teacher rows for pool soundscape(s) {uncovered[:5]}")
     ensure_cache(cfg, data, soundscapes=cfg.solution_path is not None)
@@ -431,7 +431,7 @@ def _run_pseudo(cfg: Config, root: Path, overwrite: bool, resume: bool) -> Pseud
     rows = pd.read_csv(rows_path).to_dict("records") if resume and rows_path.is_file() else []
 
     k_folds = cfg.pseudo.oof_folds
-    folds = soundscape_folds(data.train_soundscapes, k_folds, cfg.data.seed) if k_folds else None
+    folds = soundscape_folds(data.unlabelled_soundscapes, k_folds, cfg.data.seed) if k_folds else None
     prev = Round([], [], [])
     for r in range(cfg.pseudo.rounds + 1):
         rdir = root / f"round_{r}"

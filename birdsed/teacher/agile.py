@@ -9,7 +9,10 @@ Training windows (``birdsed teacher --embeddings`` writes them, one row per 5-s 
 - with ``teacher_targets=True``, a ``train_audio`` window's target for a class its recording is not labelled with
   is the teacher's probability (soft) where the teacher knows the class, instead of 0;
 - with ``pool=True``, the ``train_soundscapes`` windows too, a class's target there the teacher's probability of it
-  (soft), for the classes the teacher knows only — a class it cannot know has no target in the pool (masked, not 0).
+  (soft), for the classes the teacher knows only — a class it cannot know has no target in the pool (masked, not 0);
+- BirdCLEF+ 2026's labelled training soundscape windows (``train_soundscapes_labels.csv``) wherever the folder has
+  them, their labels as targets: the only examples of soundscape-only classes and the closest to the test domain.
+  The gate (:func:`gate_classes`) judges a class on them first.
 
 Each class gets one L2-regularised logistic regression on standardised features; a soft target t is the usual
 pair of samples (label 1 with weight t, label 0 with weight 1 − t), and positives and negatives get equal total
@@ -30,6 +33,7 @@ from sklearn.linear_model import LogisticRegression
 
 from birdsed.config import Config
 from birdsed.data.folder import BirdCLEFData, load_birdclef, split_row_ids
+from birdsed.data.soundscapes import read_if_present
 from birdsed.errors import BirdsedError
 from birdsed.teacher.birdnet import EMBEDDINGS_SUFFIX, read_teacher
 from birdsed.teacher.blend import blend_teacher
@@ -108,6 +112,7 @@ def gate_classes(
     weight: float,
     folds: int = 5,
     margin: float = 0.01,
+    evidence: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, dict]]:
     """The gate: for each class the teacher knows, whether blending the agile model into it helps, judged on
     evidence the scored soundscapes never see — ``train_audio`` windows held out by recording.
@@ -118,10 +123,15 @@ def gate_classes(
     windows of recordings labelled with it) beats the teacher's own by at least `margin`; a class with fewer than 2
     positive recordings is not (too little evidence).
 
+    With `evidence` (the labelled soundscape windows of BirdCLEF+ 2026, the closest to the test domain), a class is
+    judged on those rows alone wherever they hold positives of at least 2 files (groups) and a negative; elsewhere on
+    the other rows, as without them.
+
     Args:
         x: (N, D) embeddings, y: (N, C) targets to fit, positives: (N, C) bool, the windows of recordings labelled
             with a class (what the held-out figures are judged on), teacher: (N, C) teacher scores (NaN where it has
-            no opinion), groups: (N,) the recording of each window.
+            no opinion), groups: (N,) the recording (or soundscape) of each window; evidence: (N,) bool, the rows
+            judged first (see above).
 
     Returns:
         (C,) bool, and per class the figures it was judged on (``teacher_auc``, ``blend_auc``, ``positive_recordings``).
@@ -138,14 +148,20 @@ def gate_classes(
     blended = with_agile(teacher, oof, weight)
     gate = np.zeros(len(classes), dtype=bool)
     figures: dict[str, dict] = {}
+    soundscape = np.zeros(len(y), dtype=bool) if evidence is None else evidence.astype(bool)
     for k, name in enumerate(classes):
         known = np.isfinite(teacher[:, k])
         if not known.any():
             continue  # BirdNET lacks the class: the agile model fills it whatever the gate says
         pos = positives[:, k]
-        recordings = len(np.unique(groups[pos & known]))
-        rows = known & np.isfinite(blended[:, k])
+        on = soundscape
+        if len(np.unique(groups[pos & known & on])) < 2 or not (known & on & ~pos).any():
+            on = ~soundscape  # too little soundscape evidence for this class: the recordings judge it
+        recordings = len(np.unique(groups[pos & known & on]))
+        rows = known & np.isfinite(blended[:, k]) & on
         entry: dict = {"positive_recordings": recordings, "teacher_auc": None, "blend_auc": None}
+        if evidence is not None:
+            entry["evidence"] = "soundscapes" if on is soundscape else "train_audio"
         if recordings >= 2 and 0 < pos[rows].sum() < rows.sum():
             t_auc = float(roc_auc_score(pos[rows], teacher[rows, k]))
             b_auc = float(roc_auc_score(pos[rows], blended[rows, k]))
@@ -271,6 +287,8 @@ def training_windows(
         counts["teacher_targets"] = int((off & (t >= 0.5)).sum())
     if pool:
         pids, px = read_embeddings(teacher_dir / f"train_soundscapes{EMBEDDINGS_SUFFIX}")
+        unlabelled = ~split_row_ids(pids.to_series())[0].isin({Path(f).stem for f in data.labelled_files}).to_numpy()
+        pids, px = pids[unlabelled], px[unlabelled]  # the labelled soundscapes have labels of their own
         table = read_teacher(teacher_dir / "train_soundscapes.csv", data.classes)
         missing = pids.difference(table.index)
         if len(missing):
@@ -282,7 +300,35 @@ def training_windows(
     return x, y, mask, counts, ids
 
 
-def _teacher_scores(path: Path, classes: list[str], ids: pd.Index) -> np.ndarray:
+def labelled_rows(
+    cfg: Config, data: BirdCLEFData, teacher_dir: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """BirdCLEF+ 2026's labelled training soundscape windows as agile rows: (M, D) embeddings, (M, C) targets, (M, C)
+    teacher scores and (M,) groups (``soundscape:<file or site>``); None for a folder without them.
+
+    Raises:
+        AgileError: the teacher folder has no embeddings or scores of some labelled window.
+    """
+    d = cfg.data
+    found = read_if_present(
+        data.root, data.classes, d.soundscape_labels, cfg.infer.window_seconds, d.val_group, d.soundscape_folds,
+        d.name_pattern,
+    )  # fmt: skip
+    if found is None:
+        return None
+    path = teacher_dir / f"train_soundscapes{EMBEDDINGS_SUFFIX}"
+    ids, x = read_embeddings(path)
+    where = pd.Series(np.arange(len(ids)), index=ids)
+    missing = pd.Index(found.table["row_id"]).difference(ids)
+    if len(missing):
+        raise AgileError(f"{path}: no embeddings of {len(missing)} labelled window(s), e.g. {list(missing[:3])}")
+    rows = where.loc[found.table["row_id"]].to_numpy()
+    teacher = _teacher_scores(teacher_dir / "train_soundscapes.csv", data.classes, ids[rows], "train_soundscapes")
+    groups = ("soundscape:" + found.table["group"]).to_numpy()
+    return x[rows], found.targets.astype(np.float64), teacher, groups
+
+
+def _teacher_scores(path: Path, classes: list[str], ids: pd.Index, folder: str = "train_audio") -> np.ndarray:
     """(N, C) the teacher CSV's scores of the embedding rows `ids`.
 
     Raises:
@@ -290,13 +336,13 @@ def _teacher_scores(path: Path, classes: list[str], ids: pd.Index) -> np.ndarray
     """
     if not path.is_file():
         raise AgileError(
-            f"{path}: the gate compares the agile model with the teacher on train_audio; run `birdsed teacher ... "
-            "--folders train_audio --embeddings` (it writes this file beside the embeddings)"
+            f"{path}: the gate compares the agile model with the teacher on {folder}; run `birdsed teacher ... "
+            f"--folders {folder} --embeddings` (it writes this file beside the embeddings)"
         )
     table = read_teacher(path, classes)
     missing = ids.difference(table.index)
     if len(missing):
-        raise AgileError(f"{path}: lacks {len(missing)} row(s) of the train_audio embeddings, e.g. {list(missing[:3])}")
+        raise AgileError(f"{path}: lacks {len(missing)} row(s) of the {folder} embeddings, e.g. {list(missing[:3])}")
     return table.loc[ids, classes].to_numpy(dtype=np.float64)
 
 
@@ -316,14 +362,25 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
     out = check_dir_output(out, kind="agile", inputs=(data.root,))
     pool, c = cfg.agile.pool, cfg.agile.c
     x, y, mask, counts, ids = training_windows(cfg, data, teacher_dir, pool)
+    n = len(ids)  # the train_audio windows come first
+    gx, gy = x[:n], y[:n]
+    positives = clip_targets(data, ids, cfg.data.secondary_label_value) > 0
+    teacher = _teacher_scores(teacher_dir / "train_audio.csv", data.classes, ids)
+    groups = split_row_ids(pd.Series(ids))[0].to_numpy()
+    evidence = None
+    labelled = labelled_rows(cfg, data, teacher_dir)
+    if labelled is not None:  # the labelled soundscape windows: fitted on, and the gate's first evidence
+        lx, ly, lt, lg = labelled
+        x, y, mask = np.concatenate([x, lx]), np.concatenate([y, ly]), np.concatenate([mask, np.ones_like(ly, bool)])
+        gx, gy, positives = np.concatenate([gx, lx]), np.concatenate([gy, ly]), np.concatenate([positives, ly > 0])
+        teacher, groups = np.concatenate([teacher, lt]), np.concatenate([groups, lg])
+        evidence = np.r_[np.zeros(n, dtype=bool), np.ones(len(ly), dtype=bool)]
+        counts["labelled_windows"] = len(ly)
     model = fit_agile(x, y, mask, data.classes, c)
     lacking = [k for k, ok in zip(data.classes, model.known, strict=True) if not ok]
-    n = len(ids)  # the train_audio windows come first
-    labels = clip_targets(data, ids, cfg.data.secondary_label_value) > 0
-    teacher = _teacher_scores(teacher_dir / "train_audio.csv", data.classes, ids)
     a = cfg.agile
-    model.blend, gate = gate_classes(x[:n], y[:n], labels, teacher, split_row_ids(pd.Series(ids))[0].to_numpy(),
-                                     data.classes, c, cfg.infer.agile_weight, a.gate_folds, a.gate_margin)  # fmt: skip
+    model.blend, gate = gate_classes(gx, gy, positives, teacher, groups, data.classes, c, cfg.infer.agile_weight,
+                                     a.gate_folds, a.gate_margin, evidence)  # fmt: skip
     blended = [k for k, g in zip(data.classes, model.blend, strict=True) if g]
     log.info("agile gate: blended into %d of %d classes BirdNET knows (%s)", len(blended), len(gate),
              ", ".join(blended) or "none")  # fmt: skip

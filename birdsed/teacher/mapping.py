@@ -3,6 +3,7 @@ scientific name, common name, a split species or a near miss, or a hand-fixed ov
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ import pandas as pd
 
 from birdsed.config import parse_yaml
 from birdsed.errors import BirdsedError
+
+log = logging.getLogger(__name__)
 
 
 class TeacherError(BirdsedError, ValueError):
@@ -134,8 +137,10 @@ def map_classes(
     Flycatcher`` → ``Royal Flycatcher``). Several matches make a class ambiguous; an override names the label
     outright.
 
+    Pairs for classes the taxonomy lacks are skipped with a warning (a pairs file may serve several competitions).
+
     Raises:
-        TeacherError: an override names a class or a teacher label that does not exist.
+        TeacherError: an override names a teacher label that does not exist.
     """
     overrides = overrides or {}
     sci = [normalise(lab.split("_", 1)[0]) for lab in teacher_labels]
@@ -150,8 +155,9 @@ def map_classes(
         by_com.setdefault(c, []).append(i)
     classes = taxonomy["primary_label"].tolist()
     unknown = sorted(set(overrides) - set(classes))
-    if unknown:
-        raise TeacherError(f"mapping override: class(es) not in taxonomy.csv: {unknown[:10]}")
+    if unknown:  # a pairs file written for another competition's taxonomy: its other pairs still hold
+        log.warning("mapping override: %d pair(s) for classes not in taxonomy.csv skipped: %s", len(unknown), unknown)
+        overrides = {k: v for k, v in overrides.items() if k in set(classes)}
     mapping = ClassMapping(classes, {}, {}, list(teacher_labels))
     cols = {c: taxonomy[c].fillna("").astype(str).tolist() if c in taxonomy else [""] * len(classes) for c in
             ("scientific_name", "common_name")}  # fmt: skip

@@ -22,6 +22,7 @@ from birdsed.data.cache import WaveStore
 from birdsed.data.datasets import (
     ClipDataset,
     EpochSampler,
+    LabelledWindowDataset,
     PseudoChunks,
     PseudoExtraDataset,
     PseudoMixDataset,
@@ -31,6 +32,7 @@ from birdsed.data.datasets import (
     sampling_weights,
 )
 from birdsed.data.folder import BirdCLEFData, DataError, SoundscapeLabels, assign_folds
+from birdsed.data.soundscapes import LabelledWindows
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +105,42 @@ class BirdDataModule(L.LightningDataModule):
         split: Split,
         soundscapes: SoundscapeLabels | None,
         pseudo: PseudoChunks | None = None,
+        labelled: LabelledWindows | None = None,
     ):
         super().__init__()
         self.cfg, self.data, self.store, self.split = cfg, data, store, split
         self.soundscapes, self.pseudo = soundscapes, pseudo
         if pseudo is not None and cfg.augment.spec_on != "device":
             raise DataError("pseudo-labelled training needs augment.spec_on=device")
-        # what each validation loader holds, in order: the held-out clips and/or the labelled soundscapes
-        self.val_roles = (["fold"] if len(split.val_idx) else []) + (["soundscape"] if soundscapes else [])
+        d = cfg.data
+        # the labelled training soundscapes: fold `soundscape_fold` validates, the others train (at a share > 0)
+        self.labelled, self.labelled_val, self.labelled_rows = labelled, None, np.zeros(0, dtype=np.int64)
+        if labelled is not None:
+            self.labelled_val = labelled.as_solution(labelled.rows(d.soundscape_fold, True), data.classes)
+            if d.soundscape_share > 0:
+                self.labelled_rows = labelled.rows(d.soundscape_fold, False)
+        # what each validation loader holds, in order: held-out clips, the test soundscapes' labelled windows, the
+        # held-out labelled training windows
+        self.val_roles = (
+            (["fold"] if len(split.val_idx) else [])
+            + (["soundscape"] if soundscapes else [])
+            + (["labelled"] if self.labelled_val else [])
+        )
         keys = data.train["key"].to_numpy()
         self.train_keys = list(keys[split.order])  # item → file, to name the files of a failing batch
+        if len(self.labelled_rows):
+            table = labelled.table.iloc[self.labelled_rows]
+            self.train_keys += [f"{k}@{s:g}s" for k, s in zip(table["key"], table["start"], strict=True)]
         if pseudo is not None and cfg.pseudo.mode == "extra":
             self.train_keys += [f"{k}@{s}" for k, s in zip(pseudo.keys, pseudo.starts, strict=True)]
         self.train_set: torch.utils.data.Dataset | None = None
+
+    def trained_targets(self) -> np.ndarray:
+        """Every hard target the model trains on (focal recordings, labelled windows): (n, C)."""
+        parts = [self.split.targets[self.split.train_idx]]
+        if len(self.labelled_rows):
+            parts.append(self.labelled.targets[self.labelled_rows])
+        return np.concatenate(parts)
 
     def setup(self, stage: str) -> None:
         if self.train_set is not None:
@@ -137,8 +162,13 @@ class BirdDataModule(L.LightningDataModule):
             spec_fn,
             [sp.spans[i] for i in sp.order],
         )
-        if self.pseudo is not None:
-            self._add_pseudo(self.pseudo)
+        if self.pseudo is not None and self.cfg.pseudo.mode == "mixup":  # pseudo chunks go into the focal crops only
+            ps = self.cfg.pseudo
+            self.train_set = PseudoMixDataset(self.train_set, self.pseudo, ps.mix_weight, ps.mix_targets)
+        if len(self.labelled_rows):
+            self._add_labelled(backgrounds, spec_fn)
+        if self.pseudo is not None and self.cfg.pseudo.mode == "extra":
+            self._add_pseudo_extra(self.pseudo)
         val_spec = LoaderSpectrogram(cfg, augment=False) if spec_fn is not None else None
         self.val_set = ClipDataset(
             self.store,
@@ -150,12 +180,25 @@ class BirdDataModule(L.LightningDataModule):
             spans=[sp.val_spans[i] for i in sp.val_idx],
         )
 
-    def _add_pseudo(self, pseudo: PseudoChunks) -> None:
-        """Mix pseudo-labelled soundscape chunks into training (``pseudo.mode``)."""
+    def _add_labelled(self, backgrounds: list[str], spec_fn) -> None:
+        """Labelled soundscape windows beside the focal crops: ``data.soundscape_share`` of the draws, uniform over
+        the windows."""
+        table = self.labelled.table.iloc[self.labelled_rows]
+        window = self.cfg.seconds_to_samples(self.labelled.window)
+        starts = [self.cfg.seconds_to_samples(s) for s in table["start"]]
+        targets = self.labelled.targets[self.labelled_rows]
+        windows = LabelledWindowDataset(
+            self.store, table["key"].tolist(), np.array(starts), window, targets, self.cfg, len(self.train_set),
+            backgrounds, spec_fn,
+        )  # fmt: skip
+        share = self.cfg.data.soundscape_share
+        focal = self.sample_weights / self.sample_weights.sum() * (1 - share)
+        self.train_set = ConcatDataset([self.train_set, windows])
+        self.sample_weights = np.concatenate([focal, np.full(len(windows), share / len(windows))])
+
+    def _add_pseudo_extra(self, pseudo: PseudoChunks) -> None:
+        """Pseudo-labelled soundscape chunks as added training items (``pseudo.mode=extra``)."""
         ps = self.cfg.pseudo
-        if ps.mode == "mixup":
-            self.train_set = PseudoMixDataset(self.train_set, pseudo, ps.mix_weight, ps.mix_targets)
-            return
         extra = PseudoExtraDataset(pseudo, self.cfg.crop_samples, ps.loss_weight, offset=len(self.train_set))
         labelled = self.sample_weights / self.sample_weights.sum() * (1 - ps.extra_fraction)
         chunks = pseudo.weights / pseudo.weights.sum() * ps.extra_fraction
@@ -188,6 +231,10 @@ class BirdDataModule(L.LightningDataModule):
                 self.soundscapes.n_windows,
             )
             loaders.append(self._loader(windows))
+        if self.labelled_val is not None:
+            lv = self.labelled_val
+            window = self.cfg.seconds_to_samples(self.labelled.window)
+            loaders.append(self._loader(WindowDataset(self.store, lv.keys, window, lv.n_windows)))
         return loaders
 
 

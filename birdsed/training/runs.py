@@ -321,7 +321,7 @@ class RunRecorder(L.Callback):
         save_checkpoint(self.run_dir / "last.pt", model, self.cfg, self.facts.classes, **extra)
         if self.best.get("epoch") == self.epoch:
             save_checkpoint(self.run_dir / "best.pt", model, self.cfg, self.facts.classes, **extra)
-        self._write_predictions(pl_module.soundscapes)
+        self._write_predictions(pl_module.soundscapes, pl_module.labelled)
         self._write_soundscapes("soundscape_preds_last.csv", self.last_soundscape, pl_module.soundscapes)
         self._write_metrics()
 
@@ -360,11 +360,13 @@ class RunRecorder(L.Callback):
         save_checkpoint(self.run_dir / "last.pt", model, self.cfg, classes, **extra)
         if is_best:
             save_checkpoint(self.run_dir / "best.pt", model, self.cfg, classes, **extra)
-            self._write_predictions(pl_module.soundscapes)
+            self._write_predictions(pl_module.soundscapes, pl_module.labelled)
         self._write_soundscapes("soundscape_preds_last.csv", self.last_soundscape, pl_module.soundscapes)
         self._write_metrics()
         shown = " ".join(
-            f"{k}={v:.4f}" for k, v in entry.items() if k in ("train_loss", "val_auc", "soundscape_auc") and v
+            f"{k}={v:.4f}"
+            for k, v in entry.items()
+            if k in ("train_loss", "val_auc", "soundscape_auc", "labelled_auc") and v
         )
         log.info("epoch %d: %s (%.0f s)", entry["epoch"], shown, entry["elapsed_s"])
 
@@ -393,7 +395,7 @@ class RunRecorder(L.Callback):
             metrics["summary"] = self.summary()
         atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=1))
 
-    def _write_predictions(self, soundscapes: Any) -> None:
+    def _write_predictions(self, soundscapes: Any, labelled: Any = None) -> None:
         classes = self.facts.classes
         fold = self.best_probs.get("fold")
         if fold is not None and len(fold):
@@ -401,6 +403,8 @@ class RunRecorder(L.Callback):
             with atomic_path(self.run_dir / "oof.csv") as tmp:
                 oof.to_csv(tmp, index=False)
         self._write_soundscapes("soundscape_preds.csv", self.best_probs.get("soundscape"), soundscapes)
+        # the held-out labelled training windows: out-of-fold predictions to choose an entry on
+        self._write_soundscapes("labelled_preds.csv", self.best_probs.get("labelled"), labelled)
 
     def _write_soundscapes(self, name: str, probs: np.ndarray | None, soundscapes: Any) -> None:
         """Soundscape probabilities (solution rows × classes) as a submission-shaped CSV."""
@@ -421,5 +425,6 @@ class RunRecorder(L.Callback):
             "val_auc": self.best.get("val_auc"),
             "soundscape_auc": self.best.get("soundscape_auc"),
             "last_soundscape_auc": last.get("soundscape_auc"),
+            "labelled_auc": self.best.get("labelled_auc"),
             "minutes": round(float(last.get("elapsed_s", 0.0)) / 60, 2),
         }

@@ -28,11 +28,13 @@ from birdsed.data.datasets import (
     epoch_seed,
 )
 from birdsed.data.folder import (
+    BirdCLEFData,
     SoundscapeLabels,
     load_birdclef,
     read_soundscape_labels,
 )
 from birdsed.data.prepare import ensure_cache
+from birdsed.data.soundscapes import LabelledWindows, class_groups, read_if_present
 from birdsed.errors import BirdsedError, Stopped
 from birdsed.models.build import build_model, check_forward, init_from_checkpoint
 from birdsed.outputs import show_bars
@@ -102,6 +104,9 @@ def window_scores(out: dict[str, torch.Tensor], loss: str, clip_weight: float) -
     return clip_weight * clip + (1.0 - clip_weight) * frame
 
 
+VAL_ROLES = ("fold", "soundscape", "labelled")  # held-out clips, test soundscapes, held-out labelled windows
+
+
 class SEDModule(L.LightningModule):
     """Training and validation of an SED model (the model itself has no Lightning in it).
 
@@ -111,8 +116,12 @@ class SEDModule(L.LightningModule):
         val_targets: labels of the held-out clips, shape (n_val, C), in validation order.
         soundscapes: labelled soundscape windows scored after every validated epoch (reported, never used to
             choose), with ``infer.clip_weight``'s clip/frame blend as ``birdsed infer`` would score them.
-        val_roles: what each validation loader holds, in order: ``"fold"`` | ``"soundscape"``.
+        val_roles: what each validation loader holds, in order: ``"fold"`` | ``"soundscape"`` | ``"labelled"``.
         batch_keys: the training item keys, to name the files of a batch whose loss is not finite.
+        labelled: the held-out labelled training soundscape windows (``labelled_auc``), scored like `soundscapes`.
+        groups: class indices per reporting group (birds, insects, soundscape_only, ...): each soundscape figure is
+            also given per group (``soundscape_auc_insects``).
+        trained_classes: (C,) bool, the classes the loss sees (the others have no positive in the training data).
     """
 
     def __init__(
@@ -123,9 +132,15 @@ class SEDModule(L.LightningModule):
         soundscapes: SoundscapeLabels | None = None,
         val_roles: list[str] | None = None,
         batch_keys: list[str] | None = None,
+        labelled: SoundscapeLabels | None = None,
+        groups: dict[str, np.ndarray] | None = None,
+        trained_classes: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.cfg, self.classes = cfg, classes
+        self.labelled, self.groups = labelled, dict(groups or {})
+        # the classes the loss sees (train.mask_absent_classes); None: all
+        self.trained = None if trained_classes is None or trained_classes.all() else torch.from_numpy(trained_classes)
         self.model = build_model(cfg, len(classes))
         if cfg.model.init_from:
             init_from_checkpoint(self.model, cfg.model.init_from, classes)
@@ -134,7 +149,7 @@ class SEDModule(L.LightningModule):
         self.val_targets, self.soundscapes = val_targets, soundscapes
         self.val_roles = list(val_roles or [])
         self.batch_keys = list(batch_keys or [])
-        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"fold": [], "soundscape": []}
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {r: [] for r in VAL_ROLES}
         self.last_val: dict[str, float] = {}
         self.val_probs: dict[str, np.ndarray] = {}
 
@@ -150,14 +165,19 @@ class SEDModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         y, w, aug = batch["target"], batch["weight"], self.cfg.augment
+        alone = None if aug.mixup_soundscapes else batch["soundscape"]  # never mixed, never a partner
         if "mel" in batch:  # loader-side front-end: masks were applied by albumentations
-            x, y, w = mixup(batch["mel"], y, w, aug)
+            x, y, w = mixup(batch["mel"], y, w, aug, alone=alone)
             out = self.model.forward_mel(x)
         else:
-            wave, y, w = mixup(batch["wave"], y, w, aug)
+            wave, y, w = mixup(batch["wave"], y, w, aug, alone=alone)
             mel = spec_augment(self.model.frontend(wave), aug)  # (B, 1, M, T)
             out = self.model.forward_mel(mel)
-        loss = self.loss_fn(out["clip_logits"], y, w)
+        logits = out["clip_logits"]
+        if self.trained is not None:  # classes without a positive anywhere are not trained towards zero
+            keep = self.trained.to(logits.device)
+            logits, y = logits[:, keep], y[:, keep]
+        loss = self.loss_fn(logits, y, w)
         if not torch.isfinite(loss):
             files = [self.batch_keys[i] for i in batch["index"].tolist()] if self.batch_keys else []
             raise TrainingError(
@@ -196,11 +216,15 @@ class SEDModule(L.LightningModule):
             probs = self._collect("fold", len(self.val_targets))
             self.val_probs["fold"] = probs
             metrics["val_auc"] = macro_auc(self.val_targets > 0, probs)
-        if self.soundscapes is not None:
-            probs = self._collect("soundscape", int(sum(self.soundscapes.n_windows)))[self.soundscapes.row_item]
-            self.val_probs["soundscape"] = probs
-            y = self.soundscapes.solution[self.classes].to_numpy()
-            metrics["soundscape_auc"] = macro_auc(y, probs)
+        for role, labels in (("soundscape", self.soundscapes), ("labelled", self.labelled)):
+            if labels is None:
+                continue
+            probs = self._collect(role, int(sum(labels.n_windows)))[labels.row_item]
+            self.val_probs[role] = probs
+            y = labels.solution[self.classes].to_numpy()
+            metrics[f"{role}_auc"] = macro_auc(y, probs)
+            for group, idx in self.groups.items():
+                metrics[f"{role}_auc_{group}"] = macro_auc(y[:, idx], probs[:, idx])
         for key, value in metrics.items():
             self.log(key, float(value) if np.isfinite(value) else float("nan"), prog_bar=True, sync_dist=False)
         self.last_val = metrics
@@ -301,6 +325,44 @@ def fit(
         return _fit(cfg, run_dir, overwrite, resume, pseudo)
 
 
+def labelled_windows(cfg: Config, data: BirdCLEFData) -> LabelledWindows | None:
+    """The folder's labelled training soundscapes (``data.soundscape_*``), with a line on how they are used."""
+    d = cfg.data
+    found = read_if_present(
+        data.root, data.classes, d.soundscape_labels, cfg.infer.window_seconds, d.val_group, d.soundscape_folds,
+        d.name_pattern,
+    )  # fmt: skip
+    if found is None:
+        return None
+    held = found.rows(d.soundscape_fold, True)
+    rest = f"train at a share of {d.soundscape_share:g}" if d.soundscape_share > 0 else "do not train (share 0)"
+    log.info(
+        "labelled soundscapes: %d windows in %d files; fold %d (%d windows, grouped by %s) validates, the rest %s",
+        len(found), len(found.files), d.soundscape_fold, len(held), d.val_group,
+        rest,
+    )  # fmt: skip
+    return found
+
+
+def trained_classes(
+    cfg: Config, classes: list[str], dm: BirdDataModule, pseudo: PseudoChunks | None
+) -> np.ndarray | None:
+    """(C,) bool: the classes with a positive somewhere in the training data (``train.mask_absent_classes``)."""
+    if not cfg.train.mask_absent_classes:
+        return None
+    seen = (dm.trained_targets() > 0).any(axis=0)
+    if pseudo is not None:
+        seen |= (pseudo.targets > 0).any(axis=0)
+    if not seen.all():
+        absent = [c for c, s in zip(classes, seen, strict=True) if not s]
+        log.warning(
+            "%d class(es) have no positive in the training data and are left out of the loss "
+            "(train.mask_absent_classes): %s",
+            len(absent), absent[:20],
+        )  # fmt: skip
+    return seen
+
+
 def _fit(cfg: Config, run_dir: Path, overwrite: bool, resume: bool, pseudo: PseudoChunks | None) -> dict:
     """:func:`fit` under the run folder's lock."""
     check_run_dir(run_dir, overwrite, resume)
@@ -319,9 +381,20 @@ def _fit(cfg: Config, run_dir: Path, overwrite: bool, resume: bool, pseudo: Pseu
     soundscapes = None
     if sol_path:
         soundscapes = read_soundscape_labels(sol_path, data.root, data.classes, cfg.infer.window_seconds)
+    labelled = labelled_windows(cfg, data)
     split = split_recordings(cfg, data, store)
-    dm = BirdDataModule(cfg, data, store, split, soundscapes, pseudo)
-    module = SEDModule(cfg, data.classes, split.targets[split.val_idx], soundscapes, dm.val_roles, dm.train_keys)
+    dm = BirdDataModule(cfg, data, store, split, soundscapes, pseudo, labelled)
+    module = SEDModule(
+        cfg,
+        data.classes,
+        split.targets[split.val_idx],
+        soundscapes,
+        dm.val_roles,
+        dm.train_keys,
+        labelled=dm.labelled_val,
+        groups=class_groups(data.taxonomy, data.soundscape_only),
+        trained_classes=trained_classes(cfg, data.classes, dm, pseudo),
+    )
     check_forward(module.model, cfg, cfg.data.crop_seconds)
     held_out = data.train.iloc[split.val_idx][["filename", "primary_label"]].reset_index(drop=True)
     held_out["fold"] = split.folds[split.val_idx] if cfg.data.fold >= 0 else -1
