@@ -172,6 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder for agile.npz, agile.json and <folder>.csv")
     p.set_defaults(func=commands.cmd_agile)
 
+    p = sub.add_parser(
+        "choose",
+        parents=[cfg_parent],
+        help="choose the teacher's shares in the entry on the folder's labelled soundscapes, out of fold",
+    )
+    p.add_argument("--teacher", required=True, type=Path, help="a `birdsed teacher --embeddings` folder")
+    p.add_argument(
+        "--runs", nargs="+", required=True, type=Path, help="run folders trained with data.soundscape_fold=k"
+    )
+    p.add_argument("--out", required=True, type=Path, help="the config with the chosen shares (for infer --config)")
+    p.set_defaults(func=commands.cmd_choose)
+
     p = sub.add_parser("study", help="variants × seeds of a recipe as run folders, compared with paired statistics")
     p.add_argument("study", type=Path, help="a study YAML (command, config, variants, seeds, baseline)")
     p.add_argument("--out", type=Path, help="study folder (default runs/studies/<study file name>)")

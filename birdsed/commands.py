@@ -236,6 +236,18 @@ def cmd_agile(args: argparse.Namespace) -> str:
     )
 
 
+def cmd_choose(args: argparse.Namespace) -> str:
+    from birdsed.study.choose import run_choose
+
+    cfg = config_from_args(args.config_and_overrides)
+    c = run_choose(cfg, args.teacher, args.runs, args.out)
+    return (
+        f"choose: {args.out}: infer.teacher_weight={c.teacher_weight:g} infer.agile_fill_weight="
+        f"{c.agile_fill_weight:g}; out of fold on {c.windows} labelled windows {c.oof_auc:.4f} (BirdNET + agile "
+        f"{c.baseline_auc:.4f}, the student alone {c.student_auc:.4f})"
+    )
+
+
 def cmd_study(args: argparse.Namespace) -> str:
     from birdsed.study.runner import read_study_dir, run_study
     from birdsed.study.spec import load_study, parse_shard

@@ -102,6 +102,8 @@ _KINDS = {
     "score": ("a `birdsed score --json` file", lambda head: head.lstrip().startswith(b'{\n  "macro_auc"')),
     "report": ("a `birdsed report` page", lambda head: b"<title>birdsed validation report</title>" in head),
     "report-json": ("a `birdsed report` JSON", lambda head: head.lstrip().startswith(b'{\n "threshold"')),
+    "entry": ("a `birdsed choose` entry", lambda head: head.startswith(b"# birdsed choose")),
+    "entry-json": ("a `birdsed choose` record", lambda head: head.startswith(b'{\n "birdsed": "choose"')),
 }
 
 

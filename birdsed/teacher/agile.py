@@ -346,6 +346,41 @@ def _teacher_scores(path: Path, classes: list[str], ids: pd.Index, folder: str =
     return table.loc[ids, classes].to_numpy(dtype=np.float64)
 
 
+def fit_gated(
+    cfg: Config, data: BirdCLEFData, teacher_dir: Path, held_out: np.ndarray | None = None, quiet: bool = False
+) -> tuple[AgileModel, dict, dict[str, dict]]:
+    """The agile model of ``cfg.agile`` on `teacher_dir`'s embeddings, with its gate (:func:`gate_classes`).
+
+    Args:
+        held_out: (M,) bool over the folder's labelled soundscape windows: those left out of the fit and the gate
+            (an outer validation fold, ``birdsed choose``).
+
+    Returns:
+        the model (``blend`` set), the window counts, and the gate's figures per class.
+    """
+    x, y, mask, counts, ids = training_windows(cfg, data, teacher_dir, cfg.agile.pool)
+    n = len(ids)  # the train_audio windows come first
+    gx, gy = x[:n], y[:n]
+    positives = clip_targets(data, ids, cfg.data.secondary_label_value) > 0
+    teacher = _teacher_scores(teacher_dir / "train_audio.csv", data.classes, ids)
+    groups = split_row_ids(pd.Series(ids))[0].to_numpy()
+    evidence = None
+    labelled = labelled_rows(cfg, data, teacher_dir)
+    if labelled is not None:  # the labelled soundscape windows: fitted on, and the gate's first evidence
+        keep = np.ones(len(labelled[0]), dtype=bool) if held_out is None else ~held_out
+        lx, ly, lt, lg = (part[keep] for part in labelled)
+        x, y, mask = np.concatenate([x, lx]), np.concatenate([y, ly]), np.concatenate([mask, np.ones_like(ly, bool)])
+        gx, gy, positives = np.concatenate([gx, lx]), np.concatenate([gy, ly]), np.concatenate([positives, ly > 0])
+        teacher, groups = np.concatenate([teacher, lt]), np.concatenate([groups, lg])
+        evidence = np.r_[np.zeros(n, dtype=bool), np.ones(len(ly), dtype=bool)]
+        counts["labelled_windows"] = len(ly)
+    a = cfg.agile
+    model = fit_agile(x, y, mask, data.classes, a.c, quiet=quiet)
+    model.blend, gate = gate_classes(gx, gy, positives, teacher, groups, data.classes, a.c, cfg.infer.agile_weight,
+                                     a.gate_folds, a.gate_margin, evidence)  # fmt: skip
+    return model, counts, gate
+
+
 def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileModel:
     """``birdsed agile``: fit on `teacher_dir`'s embeddings with ``cfg.agile``'s settings; write ``OUT/agile.npz``,
     ``OUT/agile.json`` and, for each soundscape folder with embeddings there, two CSVs in the teacher layout:
@@ -361,26 +396,9 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
         raise AgileError(f"--out {out}: is the teacher folder; its <folder>.csv files would be replaced")
     out = check_dir_output(out, kind="agile", inputs=(data.root,))
     pool, c = cfg.agile.pool, cfg.agile.c
-    x, y, mask, counts, ids = training_windows(cfg, data, teacher_dir, pool)
-    n = len(ids)  # the train_audio windows come first
-    gx, gy = x[:n], y[:n]
-    positives = clip_targets(data, ids, cfg.data.secondary_label_value) > 0
-    teacher = _teacher_scores(teacher_dir / "train_audio.csv", data.classes, ids)
-    groups = split_row_ids(pd.Series(ids))[0].to_numpy()
-    evidence = None
-    labelled = labelled_rows(cfg, data, teacher_dir)
-    if labelled is not None:  # the labelled soundscape windows: fitted on, and the gate's first evidence
-        lx, ly, lt, lg = labelled
-        x, y, mask = np.concatenate([x, lx]), np.concatenate([y, ly]), np.concatenate([mask, np.ones_like(ly, bool)])
-        gx, gy, positives = np.concatenate([gx, lx]), np.concatenate([gy, ly]), np.concatenate([positives, ly > 0])
-        teacher, groups = np.concatenate([teacher, lt]), np.concatenate([groups, lg])
-        evidence = np.r_[np.zeros(n, dtype=bool), np.ones(len(ly), dtype=bool)]
-        counts["labelled_windows"] = len(ly)
-    model = fit_agile(x, y, mask, data.classes, c)
+    model, counts, gate = fit_gated(cfg, data, teacher_dir)
     lacking = [k for k, ok in zip(data.classes, model.known, strict=True) if not ok]
     a = cfg.agile
-    model.blend, gate = gate_classes(gx, gy, positives, teacher, groups, data.classes, c, cfg.infer.agile_weight,
-                                     a.gate_folds, a.gate_margin, evidence)  # fmt: skip
     blended = [k for k, g in zip(data.classes, model.blend, strict=True) if g]
     log.info("agile gate: blended into %d of %d classes BirdNET knows (%s)", len(blended), len(gate),
              ", ".join(blended) or "none")  # fmt: skip

@@ -1,0 +1,203 @@
+"""``birdsed choose``: the entry chosen on the competition folder's own labelled soundscapes, out of fold.
+
+BirdCLEF+ 2026 ships labelled *training* soundscapes (``train_soundscapes_labels.csv``): the only labels of the
+competition's own domain. A share of the student in the blend that wins on one dataset lost on another three times,
+so the share is chosen here, on the user's folder, and never shipped as a constant:
+
+- **BirdNET** (the teacher CSV of ``train_soundscapes``) never trained on those windows;
+- **the agile model** is refitted once per fold of the labelled windows (``data.soundscape_folds`` grouped by
+  ``data.val_group``), without that fold, gate included (:func:`birdsed.teacher.agile.fit_gated`), and blended into
+  BirdNET as ``birdsed infer`` blends it;
+- **the student** is what runs trained with ``data.soundscape_fold=k`` predicted for their held-out fold k
+  (``labelled_preds.csv``); runs of one fold are averaged (an ensemble of seeds).
+
+Two shares are chosen from a grid, as ``birdsed infer`` uses them: ``infer.teacher_weight`` (the teacher's share in
+the classes BirdNET knows) and ``infer.agile_fill_weight`` (its share where only the agile model knows a class); the
+student alone decides a class neither knows. The choice is scored by nested cross-validation — for each fold, the
+shares that win on the other folds are applied to it — so the reported figure is never the one it was chosen on; it
+stands beside BirdNET + agile's (both shares 1) on the same windows. Ties go to the larger teacher share (the safe
+side). The final shares, chosen on every fold, are written into the config that ``birdsed infer --config`` and
+``birdsed bundle --config`` read.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from birdsed.config import Config, to_yaml
+from birdsed.data.folder import BirdCLEFData, load_birdclef
+from birdsed.data.soundscapes import LabelledWindows, read_if_present
+from birdsed.errors import BirdsedError
+from birdsed.outputs import atomic_write, check_file_output
+from birdsed.scoring.metrics import macro_auc
+from birdsed.teacher.agile import fit_gated, read_embeddings, with_agile
+from birdsed.teacher.birdnet import EMBEDDINGS_SUFFIX, read_teacher
+from birdsed.teacher.blend import blend_teacher
+
+log = logging.getLogger(__name__)
+
+GRID = (1.0, 0.75, 0.5, 0.25, 0.0)  # teacher shares, the safe side first: a tie keeps the larger share
+MARKER = "# birdsed choose"  # the first line of every entry file it writes (and the only ones it replaces)
+
+
+class ChooseError(BirdsedError, ValueError):
+    """The entry cannot be chosen: no labelled soundscapes, or predictions that do not cover them."""
+
+
+@dataclass
+class Choice:
+    """The chosen shares and their figures on the labelled windows."""
+
+    teacher_weight: float
+    agile_fill_weight: float
+    oof_auc: float  # the choice procedure, nested: each fold blended with the shares chosen on the others
+    baseline_auc: float  # BirdNET + agile (both shares 1) on the same windows
+    student_auc: float  # the student alone
+    windows: int
+    folds: list[dict] = field(default_factory=list)
+
+
+def teacher_on_windows(
+    cfg: Config, data: BirdCLEFData, teacher_dir: Path, lw: LabelledWindows
+) -> tuple[np.ndarray, np.ndarray]:
+    """(M, C) BirdNET + agile on the labelled windows, the agile model refitted without each window's fold (NaN
+    where neither knows a class), and (C,) bool the classes only the agile model knows. Without ``train_audio``
+    embeddings in `teacher_dir`, BirdNET alone."""
+    ids = lw.table["row_id"]
+    birdnet = read_teacher(teacher_dir / "train_soundscapes.csv", data.classes)
+    missing = pd.Index(ids).difference(birdnet.index)
+    if len(missing):
+        raise ChooseError(
+            f"{teacher_dir / 'train_soundscapes.csv'}: no rows for {len(missing)} labelled window(s), e.g. "
+            f"{list(missing[:3])}; run `birdsed teacher` on train_soundscapes"
+        )
+    scores = birdnet.loc[ids, data.classes].to_numpy(dtype=np.float64)
+    if not (teacher_dir / f"train_audio{EMBEDDINGS_SUFFIX}").is_file():
+        log.info("choose: no train_audio embeddings in %s: BirdNET alone, no agile model", teacher_dir)
+        return scores, np.zeros(len(data.classes), dtype=bool)
+    eids, x = read_embeddings(teacher_dir / f"train_soundscapes{EMBEDDINGS_SUFFIX}")
+    rows = pd.Series(np.arange(len(eids)), index=eids).loc[ids].to_numpy()
+    out = np.full_like(scores, np.nan)
+    folds = lw.table["fold"].to_numpy()
+    for k in np.unique(folds):
+        held = folds == k
+        model, _, _ = fit_gated(cfg, data, teacher_dir, held_out=held, quiet=True)
+        mask = model.blend_mask(cfg.infer.agile_classes)
+        out[held] = with_agile(scores[held], model.predict(x[rows[held]]), cfg.infer.agile_weight, mask)
+    return out, ~np.isfinite(scores).any(axis=0) & np.isfinite(out).any(axis=0)
+
+
+def student_on_windows(runs: list[Path], lw: LabelledWindows, classes: list[str]) -> np.ndarray:
+    """(M, C) the mean of the runs' held-out predictions (``labelled_preds.csv``); NaN rows where no run held the
+    window out.
+
+    Raises:
+        ChooseError: a run without ``labelled_preds.csv``, or one whose rows are not one held-out fold of these folds
+            (it trained with other ``data.soundscape_*`` settings: its predictions would not be out of fold here).
+    """
+    index = pd.Series(np.arange(len(lw)), index=lw.table["row_id"])
+    total, count = np.zeros((len(lw), len(classes))), np.zeros(len(lw))
+    for run in runs:
+        path = Path(run) / "labelled_preds.csv"
+        if not path.is_file():
+            raise ChooseError(f"{path}: not found; train with data.soundscape_fold=k (k >= 0) to hold a fold out")
+        preds = read_teacher(path, classes)
+        unknown = preds.index.difference(index.index)
+        if len(unknown):
+            raise ChooseError(f"{path}: rows that are not labelled windows of this folder, e.g. {list(unknown[:3])}")
+        rows = index.loc[preds.index].to_numpy()
+        if len(np.unique(lw.table["fold"].to_numpy()[rows])) != 1:
+            raise ChooseError(f"{path}: its rows span several folds here; use the run's data.soundscape_* settings")
+        total[rows] += preds[classes].to_numpy(dtype=np.float64)
+        count[rows] += 1
+    out = np.full_like(total, np.nan)
+    out[count > 0] = total[count > 0] / count[count > 0, None]
+    return out
+
+
+def blend(student: np.ndarray, teacher: np.ndarray, weight: float, fill: float, agile_only: np.ndarray) -> np.ndarray:
+    """As ``birdsed infer`` blends: the teacher's share `weight` in the classes BirdNET knows, `fill` in those only
+    the agile model knows (`agile_only`, (C,) bool), the student alone where the teacher has no opinion. (M, C)."""
+    shares = np.where(agile_only, fill, weight)
+    return blend_teacher(student, teacher, shares)
+
+
+def _best(y: np.ndarray, student: np.ndarray, teacher: np.ndarray, agile_only: np.ndarray) -> tuple[float, float]:
+    scores = {(w, f): macro_auc(y, blend(student, teacher, w, f, agile_only)) for w, f in product(GRID, GRID)}
+    best = max(scores.values())
+    return next(k for k, v in scores.items() if v >= best - 1e-12)  # GRID's order: the larger teacher share first
+
+
+def choose_shares(
+    y: np.ndarray, student: np.ndarray, teacher: np.ndarray, agile_only: np.ndarray, folds: np.ndarray
+) -> Choice:
+    """The shares, chosen on all windows; their nested out-of-fold figure and the baselines'. Shapes: y, student,
+    teacher (M, C); agile_only (C,) bool; folds (M,)."""
+    oof = np.full_like(student, np.nan)
+    per_fold = []
+    for k in np.unique(folds):
+        held = folds == k
+        w, f = _best(y[~held], student[~held], teacher[~held], agile_only)
+        oof[held] = blend(student[held], teacher[held], w, f, agile_only)
+        per_fold.append({"fold": int(k), "windows": int(held.sum()), "teacher_weight": w, "agile_fill_weight": f})
+    w, f = _best(y, student, teacher, agile_only)
+    return Choice(
+        teacher_weight=w,
+        agile_fill_weight=f,
+        oof_auc=macro_auc(y, oof),
+        baseline_auc=macro_auc(y, blend(student, teacher, 1.0, 1.0, agile_only)),
+        student_auc=macro_auc(y, student),
+        windows=len(y),
+        folds=per_fold,
+    )
+
+
+def run_choose(cfg: Config, teacher_dir: str | Path, runs: list[str | Path], out: str | Path) -> Choice:
+    """``birdsed choose``: choose ``infer.teacher_weight`` and ``infer.agile_fill_weight`` on the folder's labelled
+    soundscapes (see the module's text); write `out` (the config with the chosen shares, for ``infer --config``)
+    and ``<out>.json`` (the figures)."""
+    out = check_file_output(out, kind="entry")
+    record = check_file_output(Path(f"{out}.json"), kind="entry-json")
+    data = load_birdclef(cfg.data.root)
+    d = cfg.data
+    lw = read_if_present(
+        data.root, data.classes, d.soundscape_labels, cfg.infer.window_seconds, d.val_group, d.soundscape_folds,
+        d.name_pattern,
+    )  # fmt: skip
+    if lw is None:
+        raise ChooseError(
+            f"{data.root}: no labelled soundscapes (train_soundscapes_labels.csv) to choose on; keep the safe "
+            "defaults (infer.teacher_weight=1, infer.agile_fill_weight=1)"
+        )
+    teacher, agile_only = teacher_on_windows(cfg, data, Path(teacher_dir), lw)
+    student = student_on_windows([Path(r) for r in runs], lw, data.classes)
+    covered = np.isfinite(student).all(axis=1)
+    if not covered.any():
+        raise ChooseError("the runs hold out no labelled window; train with data.soundscape_fold=k (k >= 0)")
+    if not covered.all():
+        log.warning(
+            "choose: the runs hold out %d of %d labelled windows (folds %s); the choice is made and scored on those",
+            int(covered.sum()), len(lw), sorted(set(lw.table["fold"][covered])),
+        )  # fmt: skip
+    folds = lw.table["fold"].to_numpy()[covered]
+    if len(np.unique(folds)) < 2:
+        raise ChooseError("the runs hold out one fold only; nested choice needs runs of at least 2 folds")
+    choice = choose_shares(lw.targets[covered], student[covered], teacher[covered], agile_only, folds)
+    chosen = copy.deepcopy(cfg)
+    chosen.infer.teacher_weight, chosen.infer.agile_fill_weight = choice.teacher_weight, choice.agile_fill_weight
+    head = (
+        f"{MARKER}: infer.teacher_weight={choice.teacher_weight:g} infer.agile_fill_weight="
+        f"{choice.agile_fill_weight:g}, chosen on {choice.windows} labelled windows of {data.root}; out of fold "
+        f"{choice.oof_auc:.4f} vs BirdNET + agile {choice.baseline_auc:.4f} ({out.name}.json)\n"
+    )
+    atomic_write(out, head + to_yaml(chosen))
+    atomic_write(record, json.dumps({"birdsed": "choose", **choice.__dict__, "runs": [str(r) for r in runs]}, indent=1))
+    return choice
