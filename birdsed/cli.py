@@ -46,6 +46,17 @@ def _positive(kind: type) -> Callable[[str], float]:
     return parse
 
 
+def _non_negative(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _unit(text: str) -> float:
     """An argparse type: a number in [0, 1] (NaN refused)."""
     try:
@@ -73,11 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic BirdCLEF-format dataset")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--classes", type=int, default=12)
+    p.add_argument("--classes", type=_positive(int), default=12)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--files-per-class", type=int, default=8)
-    p.add_argument("--train-soundscapes", type=int, default=20)
-    p.add_argument("--test-soundscapes", type=int, default=10)
+    p.add_argument("--files-per-class", type=_positive(int), default=8)
+    p.add_argument("--train-soundscapes", type=_non_negative, default=20)
+    p.add_argument("--test-soundscapes", type=_positive(int), default=10)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.set_defaults(func=commands.cmd_synth)
 

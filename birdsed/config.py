@@ -407,12 +407,45 @@ class _UniqueKeys(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_YAML_VALUES = 100_000  # a config is a few hundred values; aliases that multiply ("billion laughs") are refused
+
+
+def _expanded_size(data: Any, limit: int) -> int:
+    """How many values `data` holds once every alias is expanded (shared sub-trees counted each time they occur,
+    each counted once by identity), stopping past `limit`."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        if id(node) in sizes:
+            return sizes[id(node)]
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        sizes[id(node)] = total
+        return total
+
+    return size(data)
+
+
 def parse_yaml(text: str) -> Any:
-    """YAML text → Python data, rejecting duplicate keys.
+    """YAML text → Python data, rejecting duplicate keys and aliases that expand past :data:`MAX_YAML_VALUES`.
 
     Raises:
-        ValueError: a syntax error or a repeated key, as ``line N: what`` (for the caller to prefix with the file).
+        ValueError: a syntax error, a repeated key or a document that expands too far, as ``line N: what`` (for the
+            caller to prefix with the file).
     """
+    data = _load_yaml(text)
+    if _expanded_size(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise ValueError(f"expands to more than {MAX_YAML_VALUES:,} values through its aliases (&anchor / *alias)")
+    return data
+
+
+def _load_yaml(text: str) -> Any:
     try:
         return yaml.load(text, Loader=_UniqueKeys)
     except yaml.MarkedYAMLError as err:

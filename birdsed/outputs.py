@@ -57,10 +57,11 @@ def read_json(path: str | Path) -> Any:
 
 
 def read_yaml(path: str | Path) -> Any:
-    """A YAML file birdsed wrote (a run's config.yaml), read through the same error path as :func:`read_json`."""
-    import yaml
+    """A YAML file birdsed wrote (a run's config.yaml), read through the same error path as :func:`read_json` and the
+    same loader as a config (:func:`birdsed.config.parse_yaml`: no repeated key, no alias that multiplies)."""
+    from birdsed.config import parse_yaml
 
-    return _read_own(path, yaml.safe_load, "YAML", yaml.YAMLError)
+    return _read_own(path, parse_yaml, "YAML", ValueError)
 
 
 def _read_own(path: str | Path, parse: Any, fmt: str, bad: type[Exception]) -> Any:

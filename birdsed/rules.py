@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import field, fields, is_dataclass
@@ -92,6 +93,8 @@ def check_fields(obj: Any, prefix: str = "") -> None:
             check_field(key, value, f.metadata)
 
 
+BIRDNET_CHUNK_SECONDS = 3.0  # BirdNET V2.4's input: the teacher's windows are made of these chunks
+
 # the families the recipes use; any other timm model name also works if timm knows it
 KNOWN = (
     "efficientnet_b0",
@@ -145,6 +148,34 @@ def parse_window_rule(rule: str) -> tuple[str, float]:
         if math.isfinite(x) and x > 0:
             return kind, x
     raise ConfigError(f"teacher.window_rule: {rule!r} is not one of inside, centre, overlap:X (X seconds > 0)")
+
+
+# ---- the rules that ask the machine (checked where a setting is used, not when a config is loaded) -------------
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity: a container's or a job's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_processes(key: str, count: int, per_core: int = 1) -> None:
+    """Refuse `count` processes (workers, devices on a CPU) where this machine has fewer than count / per_core cores:
+    each is a process with its own memory, and more than the cores hold only slow everything down or run it out of
+    memory (the kernel's OOM killer then takes other work with it).
+
+    Raises:
+        ConfigError: naming `key`, the count and the cores.
+    """
+    cores = usable_cores()
+    if count > per_core * cores:
+        raise ConfigError(
+            f"{key}: {count} is more than this machine can run side by side ({cores} CPU core(s)"
+            + (f", {per_core} each" if per_core > 1 else "")
+            + "); lower it"
+        )
 
 
 # ---- the rules that join fields --------------------------------------------------------------------------------
@@ -218,13 +249,19 @@ def validate(cfg: Config) -> None:  # the config module calls it on every config
         raise ConfigError(f"infer.weights: must be >= 0, got {i.weights}")
     if i.precision == "bf16" and i.runtime == "onnx":
         raise ConfigError("infer.precision: bf16 needs infer.runtime=torch or openvino (ONNX Runtime's CPU is f32)")
-    if cfg.teacher.stride > i.window_seconds - 3.0:
+    if i.teacher == "birdnet" and i.window_seconds < BIRDNET_CHUNK_SECONDS:
+        raise ConfigError(
+            f"infer.window_seconds: {i.window_seconds:g} s is shorter than BirdNET's "
+            f"{BIRDNET_CHUNK_SECONDS:g}-s chunk (infer.teacher=birdnet)"
+        )
+    room = i.window_seconds - BIRDNET_CHUNK_SECONDS  # a stride beyond it skips whole chunks of some windows
+    if room >= 0 and cfg.teacher.stride > room:
         raise ConfigError(
             f"teacher.stride: {cfg.teacher.stride:g} s leaves some {i.window_seconds:g}-s windows without a whole 3-s "
-            f"chunk; use at most {i.window_seconds - 3.0:g} s"
+            f"chunk; use at most {room:g} s"
         )
     kind, x = parse_window_rule(cfg.teacher.window_rule)
-    if kind == "overlap" and x > min(3.0, i.window_seconds):
+    if kind == "overlap" and x > BIRDNET_CHUNK_SECONDS:  # (a window shorter than a chunk is refused above, at use)
         raise ConfigError(f"teacher.window_rule: an overlap of {x:g} s is longer than a 3-s chunk")
     if ps.oof_folds == 1:
         raise ConfigError(f"pseudo.oof_folds: 0 (off) or at least 2, got {ps.oof_folds}")

@@ -10,6 +10,7 @@ from birdsed.config import Config
 from birdsed.data.audio import list_audio
 from birdsed.data.cache import PrepareSummary, WaveStore, prepare_cache
 from birdsed.data.folder import BirdCLEFData, DataError, load_birdclef
+from birdsed.rules import check_processes
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ def cache_sources(root: Path, train_files: list[str], include_test: bool = False
 
 def prepare(cfg: Config, include_test: bool = False, progress: bool = True) -> PrepareSummary:
     """Validate ``cfg.data.root`` and decode its audio into ``cfg.cache_path`` (idempotent)."""
+    check_processes("data.prepare_workers", cfg.data.prepare_workers)
     data = load_birdclef(cfg.data.root)
     sources = cache_sources(data.root, data.train["filename"].tolist(), include_test)
     return prepare_cache(sources, cfg.cache_path, cfg.audio.sample_rate, cfg.data.prepare_workers, progress)

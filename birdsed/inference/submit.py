@@ -28,6 +28,7 @@ from birdsed.data.folder import DataError, check_unique_stems, n_windows, row_id
 from birdsed.inference.ensemble import Member, combine, describe, fallback_prior, frontends, load_member
 from birdsed.inference.infer import InMemoryAudio, StreamingAudio, WindowSpec, predict_group, read_audio
 from birdsed.outputs import atomic_path, check_file_output, show_bars
+from birdsed.rules import check_processes, usable_cores
 from birdsed.scoring.metrics import SubmissionError, read_table
 from birdsed.teacher.blend import blend_teacher
 
@@ -70,6 +71,10 @@ def load_ensemble(checkpoints: Sequence[str | Path], icfg: InferConfig, device: 
     weights = list(icfg.weights) or [1.0] * len(checkpoints)
     if len(weights) != len(checkpoints):
         raise ConfigError(f"infer.weights: {len(weights)} weight(s) for {len(checkpoints)} checkpoint(s)")
+    if icfg.specialist >= len(checkpoints):
+        raise ConfigError(
+            f"infer.specialist: {icfg.specialist} is not a checkpoint's index (0..{len(checkpoints) - 1}; -1: none)"
+        )
     members = [
         load_member(c, w, icfg.runtime, device, icfg.threads, icfg.precision)
         for c, w in zip(checkpoints, weights, strict=True)
@@ -184,9 +189,10 @@ def worker_count(icfg: InferConfig, members: list[Member], device: torch.device 
     """Files predicted in parallel: ``infer.workers``, or with 0 one per CPU core on a CPU runtime (ONNX Runtime,
     OpenVINO) and 1 for torch (whose CUDA or intra-op threads already use the machine)."""
     workers = icfg.workers
+    check_processes("infer.workers", workers)
     if workers == 0:
         cpu_runtime = str(device) == "cpu" and all(m.factory is not None for m in members)
-        workers = (os.cpu_count() or 1) if cpu_runtime else 1
+        workers = usable_cores() if cpu_runtime else 1
     return max(1, min(workers, n_files))
 
 

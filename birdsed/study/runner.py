@@ -32,6 +32,7 @@ import yaml
 
 from birdsed.config import Config, config_from_dict, config_to_dict
 from birdsed.outputs import atomic_path, atomic_write, check_dir_output, die_with_parent, read_json, read_yaml
+from birdsed.rules import check_processes, usable_cores
 from birdsed.study.spec import Study, StudyError
 from birdsed.study.stats import summarize, summary_frame
 from birdsed.training.runs import MARKER as RUN_MARKER
@@ -241,6 +242,7 @@ def run_study(
         ``study.csv`` as a frame.
     """
     out = Path(out)
+    check_processes("--jobs", jobs)
     prepare_out(study, out, resume or shard is not None)
     todo = study.runs()
     if shard is not None:
@@ -249,7 +251,7 @@ def run_study(
         for v, s in todo:
             execute_run(study, v, s, str(out / v / f"seed{s}"))
     else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        threads = max(1, usable_cores() // jobs)
         spawn = get_context("spawn")
         with ProcessPoolExecutor(jobs, spawn, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_run_in_worker, study, v, s, str(out / v / f"seed{s}"), threads) for v, s in todo]

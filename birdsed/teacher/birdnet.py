@@ -35,7 +35,7 @@ from birdsed.data.audio import AudioError, list_audio, load_audio
 from birdsed.data.folder import check_unique_stems, n_windows, row_ids, split_row_ids
 from birdsed.models.birdnet import BirdNetError, birdnet_files
 from birdsed.outputs import atomic_path, atomic_write, check_dir_output, show_bars
-from birdsed.rules import parse_window_rule
+from birdsed.rules import BIRDNET_CHUNK_SECONDS, parse_window_rule
 from birdsed.scoring.metrics import SubmissionError, read_table
 from birdsed.teacher.mapping import (  # re-exported: the mapping is part of the teacher's interface
     ClassMapping,
@@ -347,6 +347,11 @@ def run_teacher(
     bad = [f for f in folders if f not in TEACHER_FOLDERS]
     if bad:
         raise TeacherError(f"--folders: {bad} not among {', '.join(TEACHER_FOLDERS)}")
+    if cfg.infer.window_seconds < BIRDNET_CHUNK_SECONDS:
+        raise TeacherError(
+            f"infer.window_seconds: {cfg.infer.window_seconds:g} s is shorter than BirdNET's "
+            f"{BIRDNET_CHUNK_SECONDS:g}-s chunk"
+        )
     data = load_birdclef(cfg.data.root)
     out = check_dir_output(out, kind="teacher", inputs=(data.root,))
     model, mapping = load_birdnet(cfg, data.taxonomy, data.root / "taxonomy.csv")

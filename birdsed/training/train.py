@@ -7,8 +7,10 @@ The run folder bookkeeping lives in :mod:`birdsed.training.runs`.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import math
+import pickle
 import signal
 import threading
 import warnings
@@ -35,9 +37,10 @@ from birdsed.data.folder import (
 )
 from birdsed.data.prepare import ensure_cache
 from birdsed.data.soundscapes import LabelledWindows, class_groups, read_if_present
-from birdsed.errors import BirdsedError, Stopped
-from birdsed.models.build import build_model, check_forward, init_from_checkpoint
+from birdsed.errors import BirdsedError, ConfigError, Stopped
+from birdsed.models.build import CheckpointError, build_model, check_forward, init_from_checkpoint
 from birdsed.outputs import show_bars
+from birdsed.rules import check_processes
 from birdsed.scoring.metrics import macro_auc
 from birdsed.training import tracking
 from birdsed.training.averaging import averaging_callback
@@ -247,6 +250,32 @@ def cpu_has_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+def check_machine(cfg: Config) -> None:
+    """Refuse, before anything starts, what this machine cannot do: an accelerator it lacks, more devices than it
+    has (on a CPU each device is a training process), more loader workers than cores.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    t = cfg.train
+    gpus = torch.cuda.device_count()
+    if t.accelerator in ("gpu", "cuda") and gpus == 0:
+        raise ConfigError(f"train.accelerator: {t.accelerator} but torch sees no CUDA device here; use auto or cpu")
+    if t.accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.accelerator: mps is not available on this machine; use auto or cpu")
+    if t.accelerator == "tpu" and importlib.util.find_spec("torch_xla") is None:
+        raise ConfigError("train.accelerator: tpu needs torch_xla, which is not installed; use auto or cpu")
+    text = t.devices.strip().strip("[]")
+    if text not in ("auto", "-1"):
+        ids = [int(v) for v in text.split(",") if v.strip()] if "," in text or t.devices.startswith("[") else None
+        count = len(ids) if ids is not None else int(text)
+        if _on_cpu(cfg):
+            check_processes("train.devices", count)
+        elif gpus and (count > gpus if ids is None else max(ids) >= gpus):
+            raise ConfigError(f"train.devices: {t.devices} but this machine has {gpus} CUDA device(s)")
+    check_processes("data.num_workers", cfg.data.num_workers)
+
+
 def _on_cpu(cfg: Config) -> bool:
     return cfg.train.accelerator == "cpu" or (cfg.train.accelerator == "auto" and not torch.cuda.is_available())
 
@@ -320,9 +349,31 @@ def fit(
     Returns:
         the run summary: ``{"run_dir", "best_epoch", "val_auc", "soundscape_auc", ...}``.
     """
+    check_machine(cfg)
     run_dir = Path(out) if out else Path("runs") / cfg.name
     with run_lock(run_dir):
         return _fit(cfg, run_dir, overwrite, resume, pseudo)
+
+
+def check_resumable(path: Path) -> None:
+    """A resumable checkpoint is loaded as tensors and plain values only (``weights_only=True``), never unpickled
+    whole: one holding anything else (an object, a pickle payload) is refused, a damaged one named.
+
+    Raises:
+        CheckpointError: naming the file.
+    """
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: holds objects other than tensors and plain values; refused (loading it could run code). "
+            "Start again with --overwrite"
+        ) from None
+    except Exception as err:  # a truncated or foreign file: torch raises RuntimeError, EOFError, ...
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: damaged, cannot resume from it ({reason}); start again with --overwrite"
+        ) from None
 
 
 def labelled_windows(cfg: Config, data: BirdCLEFData) -> LabelledWindows | None:
@@ -424,11 +475,14 @@ def _fit(cfg: Config, run_dir: Path, overwrite: bool, resume: bool, pseudo: Pseu
     callbacks: list[L.Callback] = [recorder] if averaging is None else [averaging, recorder]
     trainer = L.Trainer(logger=loggers, callbacks=callbacks, enable_checkpointing=False, **kwargs)
     ckpt = str(last) if resume and last.is_file() else None
+    if ckpt:
+        check_resumable(last)
     with warnings.catch_warnings(), _signals_to_lightning():
         # Lightning's own use of a torch API torch deprecated: nothing a user can act on
         warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
         try:
-            trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=False)  # our own file, written by this run
+            # tensors and plain values only: a run folder may come from anywhere, and unpickling can run code
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt, weights_only=True)
         except SIGTERMException:  # Lightning stops after the batch in hand; every finished epoch is on disk
             done = len(recorder.history)
             raise Stopped(f"{run_dir}: stopped by SIGTERM at epoch {done} of {t.epochs}; --resume continues") from None
