@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
+import io
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -22,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from birdsed.errors import DamagedFileError, OutputError
+
+log = logging.getLogger(__name__)
 
 
 def show_bars(wanted: bool = True) -> bool:
@@ -64,7 +70,39 @@ def read_yaml(path: str | Path) -> Any:
     return _read_own(path, parse_yaml, "YAML", ValueError)
 
 
-def _read_own(path: str | Path, parse: Any, fmt: str, bad: type[Exception]) -> Any:
+def read_csv_own(path: str | Path, required: tuple[str, ...] = (), numeric: str = "", dtype: dict | None = None) -> Any:
+    """A CSV birdsed wrote (``oof.csv``, ``rounds.csv``, ``pseudo.csv``), read through the same error path as
+    :func:`read_json`: unreadable, cut short (a ragged or half-written last row), missing a column, or (`numeric`:
+    ``"after:COL"``, every column after COL; ``"all"``) holding a value that is not a finite number → one
+    DamagedFileError naming the file.
+
+    Returns:
+        the table (a pandas DataFrame).
+    """
+    import numpy as np
+    import pandas as pd
+
+    path = Path(path)
+
+    def parse(text: str) -> Any:
+        if text and not text.endswith("\n"):
+            raise ValueError("the last line is cut off")
+        table = pd.read_csv(io.StringIO(text), dtype=dtype)
+        missing = [c for c in required if c not in table.columns]
+        if missing:
+            raise ValueError(f"no column(s) {', '.join(missing)}")
+        if numeric:
+            cols = list(table.columns)
+            cols = cols[cols.index(numeric.split(":", 1)[1]) + 1 :] if numeric.startswith("after:") else cols
+            values = table[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+            if not np.isfinite(values).all():
+                raise ValueError(f"{int((~np.isfinite(values)).sum())} value(s) that are not finite numbers")
+        return table
+
+    return _read_own(path, parse, "CSV", (ValueError, pd.errors.ParserError))
+
+
+def _read_own(path: str | Path, parse: Any, fmt: str, bad: type[Exception] | tuple) -> Any:
     """`parse` of the text of `path`, a file birdsed wrote; any failure is a DamagedFileError naming the file."""
     path = Path(path)
     try:
@@ -132,34 +170,96 @@ def check_file_output(path: str | Path, inputs: tuple[str | Path | None, ...] = 
                 head = f.read(4096)
         except OSError as err:
             raise OutputError(f"{path}: cannot read the existing file ({_reason(err)})") from None
-        if not ours(head):
-            raise OutputError(f"{path}: exists and is not {what}; birdsed replaces only its own outputs")
+        if not ours(head) or not owned(path, kind):
+            raise OutputError(
+                f"{path}: exists and is not {what} birdsed wrote (or it was changed since); birdsed replaces only "
+                "its own outputs"
+            )
     _probe_dir(path.parent, "output folder")
     return path
+
+
+# Every output file birdsed writes is entered, with its kind and digest, in its folder's ledger: a file replaced by
+# --out must be in the ledger with the same content, so a user's file is never replaced however it begins
+LEDGER = ".birdsed-outputs.json"
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ledger(folder: Path) -> dict[str, dict]:
+    try:
+        data = json.loads((folder / LEDGER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # none yet, or damaged: nothing in it is trusted
+    return data if isinstance(data, dict) else {}
+
+
+def record_output(path: str | Path, kind: str) -> None:
+    """Enter `path` (just written) in its folder's ledger as birdsed's output of `kind`."""
+    path = Path(path)
+    ledger = _ledger(path.parent)
+    ledger[path.name] = {"kind": kind, "sha256": _digest(path)}
+    atomic_write(path.parent / LEDGER, json.dumps(ledger, indent=1))
+
+
+def owned(path: str | Path, kind: str) -> bool:
+    """Whether `path` is in its folder's ledger as an output of `kind`, unchanged since birdsed wrote it."""
+    path = Path(path)
+    entry = _ledger(path.parent).get(path.name)
+    if not isinstance(entry, dict) or entry.get("kind") != kind:
+        return False
+    try:
+        return entry.get("sha256") == _digest(path)
+    except OSError:
+        return False
 
 
 # The folders birdsed writes, by kind: what marks one (besides the marker file every such folder gets first)
 OUTPUT_MARKER = ".birdsed-output"
 _FOLDER_KINDS = {
-    "export": ("a `birdsed export` folder", "model.json"),
-    "bundle": ("a `birdsed bundle` folder", "bundle.json"),
-    "teacher": ("a `birdsed teacher` folder", "teacher.json"),
-    "agile": ("a `birdsed agile` folder", "agile.json"),
+    "export": "a `birdsed export` folder",
+    "bundle": "a `birdsed bundle` folder",
+    "teacher": "a `birdsed teacher` folder",
+    "agile": "a `birdsed agile` folder",
+    "synth": "a `birdsed synth` dataset",
 }
 
 
+def _marker_lines(path: Path) -> list[str]:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        return (path / OUTPUT_MARKER).read_text().splitlines()
+    return []
+
+
 def folder_kind(path: Path) -> str:
-    """The kind of birdsed output folder `path` is (``export``, ``bundle``, ``teacher``, ``agile``), or ''."""
-    marker = path / OUTPUT_MARKER
-    if marker.is_file():
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            kind = marker.read_text().strip()
-            if kind in _FOLDER_KINDS:
-                return kind
-    for kind, (_, descriptor) in _FOLDER_KINDS.items():
-        if (path / descriptor).is_file():
-            return kind
-    return ""
+    """The kind of birdsed output folder `path` is (``export``, ``bundle``, ``teacher``, ``agile``, ``synth``), or ''.
+    Only the marker file birdsed writes first says so: a folder that merely holds a ``model.json`` is a user's."""
+    lines = _marker_lines(path)
+    return lines[0].strip() if lines and lines[0].strip() in _FOLDER_KINDS else ""
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()} - {OUTPUT_MARKER}
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Files in a birdsed output folder that birdsed did not write: those beyond the list its marker was sealed with
+    (:func:`seal_output`); none for a folder not sealed yet (one being written)."""
+    lines = _marker_lines(folder)
+    if len(lines) < 2:
+        return []
+    return sorted(_files(folder) - set(lines[1:]))
+
+
+def seal_output(folder: Path, kind: str) -> None:
+    """Mark a finished output folder with the list of the files birdsed wrote in it."""
+    atomic_write(folder / OUTPUT_MARKER, "\n".join([kind, *sorted(_files(folder))]) + "\n")
 
 
 def check_dir_output(
@@ -183,7 +283,7 @@ def check_dir_output(
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: exists and is a file, not a folder")
     if kind:
-        what = _FOLDER_KINDS[kind][0]
+        what = _FOLDER_KINDS[kind]
         resolved = path.resolve()
         for item in inputs:
             if item is not None and Path(item).exists():
@@ -196,6 +296,12 @@ def check_dir_output(
                     f"{path}: exists and is not {what}; birdsed replaces only its own outputs "
                     "(choose another --out, or remove the folder yourself)"
                 )
+            foreign = foreign_files(path)
+            if foreign:
+                raise OutputError(
+                    f"{path}: holds {len(foreign)} file(s) birdsed did not write ({', '.join(foreign[:5])}); "
+                    "move them out first: birdsed replaces only its own outputs"
+                )
             if not overwrite:
                 raise OutputError(f"{path}: exists and is not empty; pass --overwrite to replace it")
     if not create and not path.exists():
@@ -205,6 +311,34 @@ def check_dir_output(
     if kind and not (path / OUTPUT_MARKER).is_file():
         mark_output(path, kind)
     return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def sweep_staging(path: Path) -> None:
+    """Remove what a killed writer of `path` left beside it (``.NAME.partial-PID``, ``.NAME.old-PID`` folders,
+    ``.NAME.PID.part`` files) whose process is gone; a live writer's are left alone."""
+    parent = path.parent
+    if not parent.is_dir():
+        return
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(?:partial|old)-(\d+)|(\d+)\.part)$")
+    for entry in parent.iterdir():
+        match = pattern.match(entry.name)
+        if not match or _alive(int(match.group(1) or match.group(2))):
+            continue
+        log.info("%s: removing %s, left by a writer that was stopped", path, entry.name)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def mark_output(folder: Path, kind: str) -> None:
@@ -248,10 +382,14 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    sweep_staging(path)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
         yield tmp
+        kind = folder_kind(tmp)
+        if kind:  # the finished folder lists what birdsed wrote in it
+            seal_output(tmp, kind)
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)

@@ -22,8 +22,8 @@ import soundfile as sf
 from scipy import fft, signal
 
 from birdsed.config import InferConfig
-from birdsed.errors import ConfigError, OutputError
-from birdsed.outputs import check_dir_output, die_with_parent, staged_dir
+from birdsed.errors import ConfigError
+from birdsed.outputs import check_dir_output, die_with_parent, mark_output, staged_dir
 
 SR = 32000
 WINDOW_SECONDS = round(InferConfig().window_seconds)  # labelled windows, as the competition scores them
@@ -273,13 +273,11 @@ def make_dataset(
     unless `overwrite`, and then it is replaced only once the new one is complete.
     """
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise OutputError(f"{out}: exists; pass --overwrite to replace it with a new synthetic dataset")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is a file, not a folder")
+    # only a folder birdsed synth wrote (its marker, no file added since) is ever replaced, and only with overwrite
+    check_dir_output(out, kind="synth", overwrite=overwrite, create=False)
     specs = make_classes(n_classes, seed)  # bad arguments fail before anything is written
-    check_dir_output(out.parent)
     with staged_dir(out) as tmp:
+        mark_output(tmp, "synth")
         _write_dataset(
             tmp, specs, seed, files_per_class, train_soundscapes, test_soundscapes, soundscape_seconds, workers
         )

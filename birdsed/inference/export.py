@@ -8,9 +8,13 @@ saved beside it as ``frontend.pt``. No Lightning here.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -127,11 +131,33 @@ def export_frontend(folder: str | Path, cfg: Config) -> torch.nn.Module:
     return frontend.eval()
 
 
-def export_cached(checkpoint: str | Path, fmt: str, root: str | Path = "cache/exports") -> Path:
-    """Export once per checkpoint content (keyed by its hash) and reuse the folder afterwards."""
+def export_root() -> Path:
+    """Where a checkpoint run on ONNX Runtime/OpenVINO is exported once and reused: ``$BIRDSED_CACHE/exports``,
+    else the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``) ``/birdsed/exports`` — never the working folder,
+    which may be read-only or someone else's. Where that cannot be written, a temporary folder for this process."""
+    base = (
+        os.environ.get("BIRDSED_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "birdsed"
+    )
+    root = Path(base) / "exports"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+        return root
+    except OSError:
+        tmp = Path(tempfile.mkdtemp(prefix="birdsed-exports-"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        log.info("%s is not writable: exports go to %s for this run", root, tmp)
+        return tmp
+
+
+def export_cached(checkpoint: str | Path, fmt: str, root: str | Path | None = None) -> Path:
+    """Export once per checkpoint content (keyed by its hash) into `root` (default :func:`export_root`) and reuse
+    the folder afterwards."""
     path = resolve_checkpoint(checkpoint)
     digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
-    folder = Path(root) / f"{digest}-{fmt}"
+    folder = Path(root or export_root()) / f"{digest}-{fmt}"
     if not (folder / "model.json").is_file():
         log.info("exporting %s to %s", path, folder)
         export(path, folder, fmt)

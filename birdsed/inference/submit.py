@@ -27,7 +27,7 @@ from birdsed.data.audio import AudioError, list_audio
 from birdsed.data.folder import DataError, check_unique_stems, n_windows, row_ids
 from birdsed.inference.ensemble import Member, combine, describe, fallback_prior, frontends, load_member
 from birdsed.inference.infer import InMemoryAudio, StreamingAudio, WindowSpec, predict_group, read_audio
-from birdsed.outputs import atomic_path, check_file_output, show_bars
+from birdsed.outputs import atomic_path, check_file_output, record_output, show_bars
 from birdsed.rules import check_processes, usable_cores
 from birdsed.scoring.metrics import SubmissionError, read_table
 from birdsed.teacher.blend import blend_teacher
@@ -413,4 +413,5 @@ def write_submission(sub: pd.DataFrame, path: str | Path) -> Path:
     path = check_file_output(path, kind="submission")
     with atomic_path(path) as tmp:
         sub.to_csv(tmp, index=False, float_format="%.6f")
+    record_output(path, "submission")
     return path

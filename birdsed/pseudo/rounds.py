@@ -29,7 +29,7 @@ from birdsed.errors import BirdsedError
 from birdsed.inference.ensemble import load_member
 from birdsed.inference.submit import infer_folder
 from birdsed.models.build import read_checkpoint, resolve_checkpoint
-from birdsed.outputs import atomic_path, atomic_write, read_json
+from birdsed.outputs import atomic_path, atomic_write, read_csv_own, read_json
 from birdsed.scoring.metrics import macro_auc, read_aligned
 from birdsed.teacher.birdnet import read_teacher
 from birdsed.teacher.blend import blend_teacher
@@ -166,8 +166,8 @@ def label_pool(
 
 def read_kept(path: Path) -> pd.DataFrame:
     """The kept chunks of a ``pseudo.csv``, as written (so a resumed round trains on exactly the same numbers)."""
-    table = pd.read_csv(path, dtype={"row_id": str, "soundscape": str})
-    return table[table["kept"]].reset_index(drop=True)
+    table = read_csv_own(path, ("row_id", "soundscape", "kept"), dtype={"row_id": str, "soundscape": str})
+    return table[table["kept"].astype(bool)].reset_index(drop=True)
 
 
 def with_teacher(cfg: Config, r: int, sub: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, dict]:
@@ -375,7 +375,7 @@ def _pseudo_round(
     """Round r ≥ 1: label the pool with round r-1's model(s), train on labelled clips + kept chunks; with
     ``pseudo.control`` also the control chain's round (same starts, models and epochs, no pseudo data)."""
     table = _pool_labels(cfg, data, r, prev.models, rdir, folds)
-    n_chunks = len(pd.read_csv(rdir / "pseudo.csv", usecols=["row_id"]))
+    n_chunks = len(read_csv_own(rdir / "pseudo.csv", ("row_id",)))
     log.info("round %d: training with %d of %d pseudo-labelled chunks", r, len(table), n_chunks)
     runs = _train_round(cfg, r, rdir / "run", prev.models, table, data.classes)
     rows = [_row(r, combine_summaries(runs, cfg), cfg, len(table), n_chunks, "pseudo")]
@@ -428,7 +428,7 @@ def _run_pseudo(cfg: Config, root: Path, overwrite: bool, resume: bool) -> Pseud
         cfg = copy.deepcopy(cfg)
         cfg.tracking.parent_run = parent
     rows_path = root / "rounds.csv"
-    rows = pd.read_csv(rows_path).to_dict("records") if resume and rows_path.is_file() else []
+    rows = read_csv_own(rows_path, ("round",)).to_dict("records") if resume and rows_path.is_file() else []
 
     k_folds = cfg.pseudo.oof_folds
     folds = soundscape_folds(data.unlabelled_soundscapes, k_folds, cfg.data.seed) if k_folds else None

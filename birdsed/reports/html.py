@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
-from birdsed.outputs import atomic_write, check_file_output
+from birdsed.outputs import atomic_write, check_file_output, record_output
 from birdsed.reports.listen import describe, page_megabytes
 from birdsed.reports.plots import plot_calibration, plot_curves, plot_rounds, plot_study, plot_training, plot_window
 from birdsed.reports.report import EVALUATIONS, TITLES, Listening, Report, ReportError, StudyView, to_json
@@ -342,6 +342,8 @@ def write_report(report: Report, out: str | Path, screenshot: str | Path | None 
         if not had:  # no numbers left behind without their page
             beside.unlink(missing_ok=True)
         raise
+    record_output(beside, "report-json")
+    record_output(out, "report")
     if screenshot:
         screenshot_html(out, Path(screenshot))
     return out

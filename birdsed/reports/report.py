@@ -22,7 +22,7 @@ import pandas as pd
 from birdsed.config import solution_path
 from birdsed.data.folder import BirdCLEFData, DataError, load_birdclef
 from birdsed.errors import BirdsedError
-from birdsed.outputs import read_json, read_yaml
+from birdsed.outputs import read_csv_own, read_json, read_yaml
 from birdsed.reports.listen import Window, listen
 from birdsed.scoring.metrics import Score, json_safe, read_aligned, score_arrays
 from birdsed.study.runner import MARKER as STUDY_MARKER
@@ -158,7 +158,7 @@ def _validation(run_dir: Path, config: dict[str, Any] | None, threshold: float, 
     path = run_dir / "oof.csv"
     if not path.is_file():
         return None
-    oof = pd.read_csv(path, dtype={"filename": str, "primary_label": str})
+    oof = read_csv_own(path, ("filename", "primary_label"), "after:fold", {"filename": str, "primary_label": str})
     classes = [c for c in oof.columns if c not in ("filename", "primary_label", "fold")]
     y_true = np.zeros((len(oof), len(classes)))
     col = {c: i for i, c in enumerate(classes)}
@@ -249,7 +249,7 @@ def _given_entry(path: str, solution: Path | None, threshold: float) -> Entry | 
 
 def pseudo_entries(root: Path, solution: Path | None, threshold: float) -> tuple[list[Entry], PseudoRounds]:
     """Every round and control of a pseudo-label folder, in round order, and its rounds table."""
-    table = pd.read_csv(root / "rounds.csv")
+    table = read_csv_own(root / "rounds.csv", ("round",))
     for col in ("pseudo_chunks", "kept_chunks", "epochs"):
         if col in table:
             table[col] = table[col].astype("Int64")

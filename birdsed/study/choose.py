@@ -36,7 +36,7 @@ from birdsed.config import Config, to_yaml
 from birdsed.data.folder import BirdCLEFData, load_birdclef
 from birdsed.data.soundscapes import LabelledWindows, read_if_present
 from birdsed.errors import BirdsedError
-from birdsed.outputs import atomic_write, check_file_output
+from birdsed.outputs import atomic_write, check_file_output, record_output
 from birdsed.scoring.metrics import macro_auc
 from birdsed.teacher.agile import fit_gated, read_embeddings, with_agile
 from birdsed.teacher.birdnet import EMBEDDINGS_SUFFIX, read_teacher
@@ -199,5 +199,7 @@ def run_choose(cfg: Config, teacher_dir: str | Path, runs: list[str | Path], out
         f"{choice.oof_auc:.4f} vs BirdNET + agile {choice.baseline_auc:.4f} ({out.name}.json)\n"
     )
     atomic_write(out, head + to_yaml(chosen))
+    record_output(out, "entry")
     atomic_write(record, json.dumps({"birdsed": "choose", **choice.__dict__, "runs": [str(r) for r in runs]}, indent=1))
+    record_output(record, "entry-json")
     return choice

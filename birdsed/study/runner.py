@@ -31,7 +31,15 @@ import pandas as pd
 import yaml
 
 from birdsed.config import Config, config_from_dict, config_to_dict
-from birdsed.outputs import atomic_path, atomic_write, check_dir_output, die_with_parent, read_json, read_yaml
+from birdsed.outputs import (
+    atomic_path,
+    atomic_write,
+    check_dir_output,
+    die_with_parent,
+    read_csv_own,
+    read_json,
+    read_yaml,
+)
 from birdsed.rules import check_processes, usable_cores
 from birdsed.study.spec import Study, StudyError
 from birdsed.study.stats import summarize, summary_frame
@@ -269,7 +277,7 @@ def _final_run(run_dir: Path, command: str) -> tuple[Path, Path | None]:
     ``pseudo.rounds=0`` the given run is the final one: round 0 as a baseline."""
     if command in ("train", "infer"):
         return run_dir, None
-    rounds = pd.read_csv(run_dir / "rounds.csv")
+    rounds = read_csv_own(run_dir / "rounds.csv", ("round", "kind"))
     given_rows = rounds[rounds["kind"] == "given"]
     given = None
     if not given_rows.empty:

@@ -388,7 +388,7 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
     in as ``infer.teacher=birdnet infer.agile=OUT`` would: ``a·agile + (1-a)·teacher`` where both know a class and
     ``infer.agile_classes`` blends it (by default where the gate, :func:`gate_classes`, says it helps), the teacher
     alone where it knows a class otherwise, the agile model alone where only it does; a = ``infer.agile_weight``)."""
-    from birdsed.outputs import atomic_path, atomic_write, check_dir_output
+    from birdsed.outputs import atomic_path, atomic_write, check_dir_output, seal_output
 
     teacher_dir = Path(teacher_dir)
     data = load_birdclef(cfg.data.root)
@@ -424,4 +424,5 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
             with atomic_path(out / name) as tmp:
                 table.to_csv(tmp, index=False, float_format="%.5f")
     atomic_write(out / "agile.json", json.dumps(model.info, indent=1))
+    seal_output(out, "agile")  # what birdsed wrote here: any other file makes the folder the user's
     return model

@@ -34,7 +34,7 @@ from birdsed.config import TEACHER_FOLDERS, Config
 from birdsed.data.audio import AudioError, list_audio, load_audio
 from birdsed.data.folder import check_unique_stems, n_windows, row_ids, split_row_ids
 from birdsed.models.birdnet import BirdNetError, birdnet_files
-from birdsed.outputs import atomic_path, atomic_write, check_dir_output, show_bars
+from birdsed.outputs import atomic_path, atomic_write, check_dir_output, seal_output, show_bars
 from birdsed.rules import BIRDNET_CHUNK_SECONDS, parse_window_rule
 from birdsed.scoring.metrics import SubmissionError, read_table
 from birdsed.teacher.mapping import (  # re-exported: the mapping is part of the teacher's interface
@@ -387,4 +387,5 @@ def run_teacher(
         "folders": {n: r.summary() for n, r in results.items()},
     }
     atomic_write(out / "teacher.json", json.dumps(info, indent=1))
+    seal_output(out, "teacher")  # what birdsed wrote here: any other file makes the folder the user's
     return mapping, results
