@@ -99,10 +99,10 @@ def read_csv_own(path: str | Path, required: tuple[str, ...] = (), numeric: str 
                 raise ValueError(f"{int((~np.isfinite(values)).sum())} value(s) that are not finite numbers")
         return table
 
-    return _read_own(path, parse, "CSV", (ValueError, pd.errors.ParserError))
+    return _read_own(path, parse, "CSV", ValueError)  # pandas' ParserError is a ValueError
 
 
-def _read_own(path: str | Path, parse: Any, fmt: str, bad: type[Exception] | tuple) -> Any:
+def _read_own(path: str | Path, parse: Any, fmt: str, bad: type[Exception]) -> Any:
     """`parse` of the text of `path`, a file birdsed wrote; any failure is a DamagedFileError naming the file."""
     path = Path(path)
     try:
