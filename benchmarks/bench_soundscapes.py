@@ -3,6 +3,14 @@ the 2026 mini set, paired by seed; and how well the held-out labelled windows pr
 
 Usage:
     python benchmarks/bench_soundscapes.py [--seeds 0 1 2] [--out runs/bench_soundscapes] [--report-only]
+    birdsed teacher configs/birdnet_sed.yaml data.root=MINI26 --folders train_audio,train_soundscapes,test_soundscapes \
+        --embeddings --out runs/teacher26
+    birdsed agile configs/birdnet_sed.yaml data.root=MINI26 --teacher runs/teacher26 --out runs/agile26
+    birdsed choose configs/birdnet_sed.yaml data.root=MINI26 --teacher runs/teacher26 \
+        --runs runs/bench_soundscapes/with_seed0 runs/bench_soundscapes/with_seed1 runs/bench_soundscapes/with_seed2 \
+        --out runs/entry26.yaml
+    python benchmarks/bench_soundscapes.py --report-only --entry runs/entry26.yaml --teacher runs/teacher26 \
+        --agile runs/agile26
 
 Each seed k trains ``configs/birdnet_sed.yaml`` twice on ``birdclef-real-mini-2026`` with only ``data.root`` and the
 background folder changed, and ``data.soundscape_fold=k`` (the labelled soundscapes' fold k held out, grouped by
@@ -12,6 +20,11 @@ soundscapes (``test_solution.csv``, never trained or chosen on) and the held-out
 Printed: per seed and variant, the test AUC on all classes, on the two soundscape-only classes, on the rest, and the
 held-out labelled windows' AUC; then the paired differences (mean, spread, per seed) and the correlation of the
 labelled-window figure with the test figure over the runs.
+
+``--entry`` (a ``birdsed choose`` output, chosen on the labelled *training* soundscapes): the test soundscapes
+scored for BirdNET alone, BirdNET + agile (``AGILE/test_soundscapes.csv``), the ``with`` students' mean alone
+(``soundscape_preds.csv``: no TTA, as ``choose`` saw them) and the chosen blend of the two — beside the choice's
+out-of-fold figure on the labelled training windows.
 """
 
 from __future__ import annotations
@@ -52,6 +65,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench_soundscapes")
     ap.add_argument("--report-only", action="store_true", help="print the figures of finished runs")
+    ap.add_argument("--entry", type=Path, help="a `birdsed choose` output to score on the test soundscapes")
+    ap.add_argument("--teacher", type=Path, help="the `birdsed teacher` folder the entry was chosen with")
+    ap.add_argument("--agile", type=Path, help="the `birdsed agile` folder (its test_soundscapes.csv)")
     args = ap.parse_args()
     if not (MINI26 / "train_soundscapes_labels.csv").is_file():
         sys.exit(f"{MINI26} not found (../shared is absent)")
@@ -79,6 +95,42 @@ def main() -> None:
     print(f"held-out labelled windows vs test soundscapes over {len(test)} runs: Pearson r = {r:.2f}")
     gaps = held - test
     print(f"labelled_auc - test AUC: mean {gaps.mean():+.4f}, range [{gaps.min():+.4f}, {gaps.max():+.4f}]")
+    if args.entry:
+        entry_figures(args.entry, args.teacher, args.agile, [args.out / f"with_seed{s}" for s in args.seeds])
+
+
+def entry_figures(entry: Path, teacher: Path, agile: Path, runs: list[Path]) -> None:
+    """The chosen entry and its parts on the test soundscapes (see the module's text)."""
+    import pandas as pd
+
+    from birdsed.data.folder import load_birdclef
+    from birdsed.scoring.metrics import macro_auc
+    from birdsed.study.choose import blend
+    from birdsed.teacher.birdnet import read_teacher
+
+    classes = load_birdclef(MINI26).classes
+    sol = pd.read_csv(MINI26 / "test_solution.csv", dtype={"row_id": str}).set_index("row_id")
+    y = sol[classes].to_numpy()
+    birdnet = read_teacher(teacher / "test_soundscapes.csv", classes).loc[sol.index, classes].to_numpy()
+    both = read_teacher(agile / "test_soundscapes.csv", classes).loc[sol.index, classes].to_numpy()
+    students = [read_teacher(r / "soundscape_preds.csv", classes).loc[sol.index, classes].to_numpy() for r in runs]
+    student = np.mean(students, axis=0)
+    agile_only = ~np.isfinite(birdnet).any(axis=0) & np.isfinite(both).any(axis=0)
+    record = json.loads(Path(f"{entry}.json").read_text())
+    w, f = record["teacher_weight"], record["agile_fill_weight"]
+    filled = lambda t: np.where(np.isfinite(t), t, student)  # noqa: E731 - a class neither knows: the student's
+    rows = {
+        "BirdNET (others: student)": filled(birdnet),
+        "BirdNET + agile (others: student)": filled(both),
+        "students alone": student,
+        f"chosen entry (teacher {w:g}, agile fill {f:g})": blend(student, both, w, f, agile_only),
+    }
+    for name, scores in rows.items():
+        print(f"test soundscapes, {name}: {macro_auc(y, scores):.4f}")
+    print(
+        f"labelled training windows, out of fold ({record['windows']} windows): chosen {record['oof_auc']:.4f}, "
+        f"BirdNET + agile {record['baseline_auc']:.4f}, students alone {record['student_auc']:.4f}"
+    )
 
 
 if __name__ == "__main__":

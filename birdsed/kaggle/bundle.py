@@ -130,6 +130,24 @@ def member_names(checkpoints: Sequence[str | Path]) -> list[str]:
     return names
 
 
+def setting_files(cfg: Config) -> tuple[Path | None, Path | None]:
+    """The files the settings name that a bundle carries: the agile model (``infer.agile``: its ``agile.npz``, or
+    a ``birdsed agile`` folder holding one — what ``infer`` and ``budget`` take) and the mapping
+    (``teacher.mapping``); None where unset.
+
+    Raises:
+        ConfigError: a named file that is not there (checked before any export).
+    """
+    agile = Path(cfg.infer.agile) if cfg.infer.agile else None
+    if agile is not None and agile.is_dir():
+        agile = agile / "agile.npz"
+    mapping = Path(cfg.teacher.mapping) if cfg.teacher.mapping else None
+    for key, path in (("infer.agile", agile), ("teacher.mapping", mapping)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{key}: {path} not found")
+    return agile, mapping
+
+
 def _settings(cfg: Config, models: Path) -> dict[str, Any]:
     """The infer and teacher sections as stored; files they name are copied into `models` and named relatively."""
     data = config_to_dict(cfg)
@@ -139,11 +157,10 @@ def _settings(cfg: Config, models: Path) -> dict[str, Any]:
             f"infer.teacher: {infer['teacher']!r} is a CSV of soundscapes predicted here; Kaggle's test soundscapes "
             "are hidden, so a bundle takes teacher=birdnet (predicted in the notebook) or none"
         )
-    for section, key, name in ((infer, "agile", "agile.npz"), (teacher, "mapping", "teacher_mapping")):
-        if section[key]:
-            src = Path(section[key])
-            if not src.is_file():
-                raise ConfigError(f"{key}: {src} not found")
+    for (section, key, name), src in zip(
+        ((infer, "agile", "agile.npz"), (teacher, "mapping", "teacher_mapping")), setting_files(cfg), strict=True
+    ):
+        if src is not None:
             name = name if name.endswith(src.suffix) else name + src.suffix
             shutil.copyfile(src, models / name)
             section[key] = name
@@ -293,6 +310,7 @@ def make_bundle(
     check_dir_output(
         out, kind="bundle", inputs=(*checkpoints, sample_data, *find_links), overwrite=overwrite, create=False
     )
+    setting_files(cfg)  # every input checked before the first export
     names = member_names(checkpoints)
     with staged_dir(out) as stage:
         mark_output(stage, "bundle")
