@@ -83,6 +83,7 @@ def _device() -> str:
 def cmd_infer(args: argparse.Namespace) -> str:
     from birdsed.data.audio import list_audio
     from birdsed.inference.submit import (
+        describe_entry,
         infer_folder,
         load_ensemble,
         output_columns,
@@ -104,14 +105,16 @@ def cmd_infer(args: argparse.Namespace) -> str:
     roots = [m.cfg.data.root for m in members]
     teacher = teacher_source(cfg, columns, roots)  # a bad teacher fails before minutes of compute
     result = infer_folder(args.soundscapes, members, cfg.infer, columns, device, progress=not args.no_progress)
-    if teacher is not None:
-        result.submission = with_teacher(result.submission, teacher(args.soundscapes), cfg)
+    table = teacher(args.soundscapes) if teacher is not None else None
+    if table is not None:
+        result.submission = with_teacher(result.submission, table, cfg)
     path = write_submission(result.submission, args.out)
     print(
         f"{result.files} file(s), {len(result.submission)} rows, {len(result.fallback_files)} fallback file(s), "
         f"{result.audio_seconds / 60:.1f} min of audio in {result.seconds:.1f} s "
         f"({result.realtime_factor:.0f}x real time)"
     )
+    print(describe_entry(cfg, members, table, columns))
     return f"wrote {path}"
 
 

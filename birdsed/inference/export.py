@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,9 @@ def _write_export(
     with torch.no_grad():
         mel = model.frontend(torch.zeros(2, cfg.seconds_to_samples(seconds)))  # (2, 1, M, T)
     wrapper = _MelToLogits(model).eval()
-    with atomic_path(stage / "model.onnx") as tmp:  # a kill leaves no half-written model
+    with atomic_path(stage / "model.onnx") as tmp, warnings.catch_warnings():  # a kill leaves no half-written model
+        # the TorchScript exporter's notes on constant folding concern its graph, nothing a user can act on
+        warnings.filterwarnings("ignore", message=r".*[Cc]onstant folding.*")
         torch.onnx.export(
             wrapper,
             (mel,),

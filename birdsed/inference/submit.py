@@ -391,6 +391,26 @@ def with_teacher(sub: pd.DataFrame, teacher: pd.DataFrame, cfg: Config) -> pd.Da
     return out
 
 
+def describe_entry(cfg: Config, members: list[Member], teacher: pd.DataFrame | None, columns: list[str]) -> str:
+    """One line naming what a submission blended: members and weights, TTA, clip/frame blend, the teacher's share
+    per class group (its classes, the agile model's, none)."""
+    i = cfg.infer
+    names = ", ".join(f"{m.name} ×{m.weight:g}" for m in members)
+    line = f"entry: {len(members)} member(s) ({names}), TTA shifts {list(i.tta_shifts)}, clip weight {i.clip_weight:g}"
+    if teacher is None:
+        return line + "; no teacher"
+    known = [c for c in columns if c in teacher.columns and teacher[c].notna().any()]
+    only = set(teacher.attrs.get("agile_only", ()))
+    what = "BirdNET" if i.teacher == "birdnet" else i.teacher
+    if i.agile:
+        what += f" + agile ({i.agile}, weight {i.agile_weight:g}, {i.agile_classes} classes)"
+    return (
+        f"{line}; teacher {what}: share {i.teacher_weight:g} on its {len(known) - len(only)} class(es)"
+        + (f", {i.agile_fill_weight:g} on the {len(only)} only the agile model knows" if only else "")
+        + f"; our models alone on {len(columns) - len(known)}"
+    )
+
+
 def _expected_windows(path: Path, spec: WindowSpec) -> int:
     """Windows of an unreadable file: from its header if that is readable, else one minute's worth."""
     try:

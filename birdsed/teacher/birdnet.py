@@ -330,7 +330,9 @@ def load_birdnet(
     mapping = map_classes(taxonomy, model.labels, overrides)
     if not mapping.index:
         raise TeacherError(f"{where}: no class maps to a BirdNET label; fix pairs in teacher.mapping")
-    log.info("class mapping:\n%s", mapping.table())
+    # the table once: `birdsed teacher` prints it and writes mapping.txt; elsewhere its first line (-v: all of it)
+    log.info("class mapping: %s", mapping.table().splitlines()[0])
+    log.debug("class mapping:\n%s", mapping.table())
     return model, mapping
 
 
@@ -386,6 +388,7 @@ def run_teacher(
         else None,
         "folders": {n: r.summary() for n, r in results.items()},
     }
+    atomic_write(out / "mapping.txt", mapping.table() + "\n")
     atomic_write(out / "teacher.json", json.dumps(info, indent=1))
     seal_output(out, "teacher")  # what birdsed wrote here: any other file makes the folder the user's
     return mapping, results

@@ -245,6 +245,9 @@ class SEDModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+_HINTED: set[str] = set()  # hints already given by this process
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is emulated, slower."""
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
@@ -294,7 +297,8 @@ def trainer_kwargs(cfg: Config) -> dict:
     elif precision == "bf16-mixed" and _on_cpu(cfg) and not cpu_has_bf16():
         log.warning("train.precision=bf16-mixed: this CPU has no bf16 units (AVX512-BF16/AMX); training in 32-bit")
         precision = "32-true"
-    if precision in ("32", "32-true") and _on_cpu(cfg) and cpu_has_bf16():
+    if precision in ("32", "32-true") and _on_cpu(cfg) and cpu_has_bf16() and "bf16" not in _HINTED:
+        _HINTED.add("bf16")  # once per command, not once per pseudo round or study run
         log.info("32-bit; this CPU has bf16 units: train.precision=bf16-mixed trains faster (benchmarks/RESULTS.md)")
     devices: int | str = int(t.devices) if t.devices.isdigit() else t.devices
     return {
