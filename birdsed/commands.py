@@ -138,10 +138,17 @@ def cmd_budget(args: argparse.Namespace) -> str:
         f"{b.local_threads} thread(s) here"
     )
     print(f"per minute of audio here: decode {b.decode_s_per_min:.2f} s + models {b.model_s_per_min:.2f} s")
+    lo, hi = b.projected_range
     print(
         f"projected for {args.soundscapes} x {args.minutes:g} min on {args.cores} cores: {b.projected_minutes:.1f} min "
-        f"({'fits' if b.fits else 'does NOT fit'} the {args.limit:g}-minute limit)"
+        f"(repeats {lo:.1f}–{hi:.1f}; {'fits' if b.fits else 'does NOT fit'} the {args.limit:g}-minute limit)"
     )
+    if b.busy:
+        log.warning(
+            "the machine was busy while measuring (load average %.1f on %d thread(s)): the projection is pessimistic; "
+            "measure again on an idle machine",
+            b.load, b.local_threads,
+        )  # fmt: skip
     return f"projected_minutes={b.projected_minutes:.1f}"
 
 

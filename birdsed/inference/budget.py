@@ -2,7 +2,9 @@
 
 BirdCLEF 2025 scores ~700 one-minute soundscapes in a CPU notebook within 90 minutes. The projection scales the
 time measured on this machine by cores (this machine's threads / Kaggle's cores), assuming compute-bound
-inference that parallelises across cores; decoding is measured on a real encoded file.
+inference that parallelises across cores; decoding is measured on a real encoded file. The figure depends on this
+machine and its load: the fastest of `repeats` timings is projected, the range over them is given beside it, and a
+load average beyond the threads used is said.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ class Budget:
     local_threads: int
     projected_minutes: float
     limit_minutes: float
+    projected_range: tuple[float, float] = (0.0, 0.0)  # the projection from the fastest and the slowest repeat
+    load: float = 0.0  # the 1-minute load average while measuring (os.getloadavg)
+
+    @property
+    def busy(self) -> bool:
+        """Whether other work shared the cores while measuring: the load average beyond the threads used."""
+        return self.load > self.local_threads + 0.5
 
     @property
     def fits(self) -> bool:
@@ -44,7 +53,7 @@ def measure(
     minutes: float = 1.0,
     cores: int = 4,
     limit_minutes: float = 90.0,
-    repeats: int = 2,
+    repeats: int = 3,
     teacher: Callable[[Path], object] | None = None,
 ) -> Budget:
     """Time decode and prediction of one minute of noisy audio with chirps and project `soundscapes` files.
@@ -75,6 +84,10 @@ def measure(
             decode.append(t1 - t0)
             model.append(time.perf_counter() - t1)
     local = torch.get_num_threads() or os.cpu_count() or 1
-    per_min = min(decode) + min(model)
-    projected = per_min * minutes * soundscapes * local / cores / 60
-    return Budget(min(decode), min(model), local, projected, limit_minutes)
+    scale = minutes * soundscapes * local / cores / 60
+    totals = [d + m for d, m in zip(decode, model, strict=True)]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    projected = (min(decode) + min(model)) * scale
+    return Budget(
+        min(decode), min(model), local, projected, limit_minutes, (min(totals) * scale, max(totals) * scale), load
+    )

@@ -1,0 +1,48 @@
+"""The newcomer's path (issue 41): one meaning per argument, honest timings, a line that says what was blended."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from birdsed.config import load_config
+from birdsed.inference.budget import Budget, measure
+from birdsed.inference.submit import describe_entry, load_ensemble
+from birdsed.kaggle.bundle import setting_files
+from tests.conftest import cli_error
+
+
+def test_budget_gives_its_spread_and_says_when_the_machine_is_busy(trained_run):
+    cfg, _, run_dir = trained_run
+    members = load_ensemble([run_dir], cfg.infer, "cpu")
+    b = measure(members, cfg.infer, soundscapes=10, repeats=3)
+    lo, hi = b.projected_range
+    assert 0 < b.projected_minutes <= lo <= hi and b.load >= 0  # the projection: the fastest decode + fastest models
+    assert Budget(1, 1, 2, 1, 90, (1, 1), load=6.0).busy and not Budget(1, 1, 2, 1, 90, (1, 1), load=1.0).busy
+
+
+def test_infer_names_what_it_blended(trained_run):
+    cfg, _, run_dir = trained_run
+    members = load_ensemble([run_dir], cfg.infer, "cpu")
+    columns = list(members[0].classes)
+    assert describe_entry(cfg, members, None, columns).endswith("; no teacher")
+    teacher = pd.DataFrame({c: [0.5] if k < 2 else [float("nan")] for k, c in enumerate(columns)}, index=["x_5"])
+    teacher.attrs["agile_only"] = [columns[1]]
+    cfg = load_config(None, ["infer.teacher=t.csv", "infer.teacher_weight=0.75", "infer.agile_fill_weight=1"])
+    line = describe_entry(cfg, members, teacher, columns)
+    assert "share 0.75 on its 1 class(es), 1 on the 1 only the agile model knows" in line
+    assert line.endswith(f"our models alone on {len(columns) - 2}")
+
+
+def test_an_agile_folder_means_the_same_in_bundle_as_in_infer(tmp_path, capsys):
+    folder = tmp_path / "agile"
+    folder.mkdir()
+    (folder / "agile.npz").write_bytes(b"x")
+    cfg = load_config(None, [f"infer.agile={folder}", "infer.teacher=birdnet"])
+    assert setting_files(cfg) == (folder / "agile.npz", None)
+    missing = tmp_path / "nothing"
+    line = cli_error(
+        capsys,
+        ["bundle", "--checkpoint", tmp_path, "--kaggle-user", "me", "--out", tmp_path / "b", f"infer.agile={missing}",
+         "infer.teacher=birdnet", "--no-dry-run"],
+    )  # fmt: skip
+    assert "infer.agile:" in line and "not found" in line and not (tmp_path / "b").exists()
