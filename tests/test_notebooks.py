@@ -41,3 +41,13 @@ def test_the_kaggle_notebook_has_one_source():
     assert not copies, copies
     nb = json.loads(NOTEBOOK.read_text())
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb["cells"])
+
+
+def test_the_2026_walkthrough_commands_parse(tmp_path):
+    """The BirdCLEF+ 2026 walkthrough on the real 2026 mini set takes BirdNET and three students (~25 min on 2 cores:
+    benchmarks/bench_soundscapes.py runs that path); here every command it gives is checked against the CLI."""
+    code = code_of(NOTEBOOKS / "walkthrough_2026.ipynb").replace("DRY = False", "DRY = True")
+    code = code.replace('WORK = Path("walkthrough_2026")', f"WORK = Path({str(tmp_path / 'w')!r})")
+    namespace: dict = {}
+    exec(compile(code, "walkthrough_2026", "exec"), namespace)
+    assert namespace["ENTRY"].name == "entry.yaml" and len(namespace["RUNS"]) == 3
