@@ -367,7 +367,9 @@ def check_resumable(path: Path) -> None:
         CheckpointError: naming the file.
     """
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on a foreign pickle's protocol: the error below says it
+            warnings.simplefilter("ignore")
+            torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path}: holds objects other than tensors and plain values; refused (loading it could run code). "
