@@ -328,7 +328,7 @@ def test_an_output_never_replaces_a_file_birdsed_did_not_write(trained_run, tiny
     infer = ["infer", "--checkpoint", run, "--soundscapes", root / "test_soundscapes", "--no-progress"]
     for target in (root / "train.csv", run / "last.pt"):
         line = cli_error(capsys, [*infer, "--out", target])
-        assert f"{target}: exists and is not a submission CSV; birdsed replaces only its own outputs" in line
+        assert f"{target}: exists and is not a submission CSV birdsed wrote" in line
     score = ["score", "--solution", root / "test_solution.csv", "--submission", root / "sample_submission.csv"]
     assert "is not a `birdsed score --json` file" in cli_error(capsys, [*score, "--json", root / "taxonomy.csv"])
     line = cli_error(capsys, ["report", run, "--out", run / "metrics.html"])
@@ -362,7 +362,7 @@ def test_unwritable_outputs_fail_first_with_one_line(trained_run, tiny_root, tmp
         assert "ro: output folder's parent is not writable" in cli_error(
             capsys, ["export", "--checkpoint", run_dir, "--out", ro / "exp"]
         )
-        assert "ro: output folder is not writable" in cli_error(capsys, ["synth", "--out", ro / "s"])
+        assert "ro: output folder's parent is not writable" in cli_error(capsys, ["synth", "--out", ro / "s"])
         assert (ro / "old.csv").read_text() == "keep me\n"
     assert "a_dir: is an existing folder" in cli_error(capsys, [*infer, "--out", tmp_path / "a_dir"])
     line = cli_error(capsys, [*infer, "--sample-submission", sample, "--out", sample])
@@ -583,9 +583,13 @@ def test_folder_outputs_never_replace_what_birdsed_did_not_write(trained_run, ti
     assert {d.name: snapshot(d) for d in (run, notes, sounds)} == before
     exp = tmp_path / "exp"
     assert main([*map(str, export), "--out", str(exp)]) == 0
-    (exp / "left_over.bin").write_bytes(b"from an earlier export")
+    (exp / "notes.txt").write_bytes(b"a user's file put in the export folder")
+    line = cli_error(capsys, [*export, "--out", exp])  # no longer only birdsed's: refused, the file kept
+    assert "holds 1 file(s) birdsed did not write (notes.txt)" in line and (exp / "notes.txt").is_file()
+    (exp / "notes.txt").unlink()
+    (exp / "model.onnx").write_bytes(b"damaged")  # a file birdsed wrote, changed: still its own folder
     assert main([*map(str, export), "--out", str(exp)]) == 0  # its own kind: replaced whole
-    assert not (exp / "left_over.bin").exists() and (exp / "model.json").is_file()
+    assert (exp / "model.onnx").stat().st_size > 1000 and (exp / "model.json").is_file()
 
 
 def test_two_trainings_never_share_a_run_folder(trained_run, tiny_root, tmp_path, capsys):

@@ -101,7 +101,7 @@ def test_empty_class_is_reported(tiny_root, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         data = load_birdclef(root)
     assert data.class_counts()[gone] == 0
-    assert any("no training recording" in r.getMessage() and gone in r.getMessage() for r in caplog.records)
+    assert any("no focal recording" in r.getMessage() and gone in r.getMessage() for r in caplog.records)
 
 
 def test_folds_are_stratified_and_deterministic():

@@ -27,7 +27,7 @@ def cache_sources(root: Path, train_files: list[str], include_test: bool = False
 
 def prepare(cfg: Config, include_test: bool = False, progress: bool = True) -> PrepareSummary:
     """Validate ``cfg.data.root`` and decode its audio into ``cfg.cache_path`` (idempotent)."""
-    check_processes("data.prepare_workers", cfg.data.prepare_workers)
+    check_processes("data.prepare_workers", cfg.data.prepare_workers, per_core=2)
     data = load_birdclef(cfg.data.root)
     sources = cache_sources(data.root, data.train["filename"].tolist(), include_test)
     return prepare_cache(sources, cfg.cache_path, cfg.audio.sample_rate, cfg.data.prepare_workers, progress)

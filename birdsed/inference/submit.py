@@ -189,7 +189,7 @@ def worker_count(icfg: InferConfig, members: list[Member], device: torch.device 
     """Files predicted in parallel: ``infer.workers``, or with 0 one per CPU core on a CPU runtime (ONNX Runtime,
     OpenVINO) and 1 for torch (whose CUDA or intra-op threads already use the machine)."""
     workers = icfg.workers
-    check_processes("infer.workers", workers)
+    check_processes("infer.workers", workers, per_core=2)  # decoding waits on the disk: 2 a core is sane
     if workers == 0:
         cpu_runtime = str(device) == "cpu" and all(m.factory is not None for m in members)
         workers = usable_cores() if cpu_runtime else 1

@@ -276,7 +276,7 @@ def check_machine(cfg: Config) -> None:
             check_processes("train.devices", count)
         elif gpus and (count > gpus if ids is None else max(ids) >= gpus):
             raise ConfigError(f"train.devices: {t.devices} but this machine has {gpus} CUDA device(s)")
-    check_processes("data.num_workers", cfg.data.num_workers)
+    check_processes("data.num_workers", cfg.data.num_workers, per_core=2)
 
 
 def _on_cpu(cfg: Config) -> bool:
