@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", type=Path, help="also render the page to this PNG with headless Chromium")
     p.add_argument(
         "--listen",
-        type=int,
+        type=_non_negative,
         default=0,
         metavar="N",
         help="for the last entry: N top false positives and N missed positives of its 3 worst classes, with audio",

@@ -8,7 +8,7 @@ Derived values (samples per crop, frames per window) are computed here and nowhe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -488,6 +488,12 @@ def load_config(path: str | Path | Mapping[str, Any] | None = None, overrides: S
                 f"{path}: the top level must be a mapping of sections (audio:, data:, train:, ...), "
                 f"got a {'list' if isinstance(data, list) else type(data).__name__}"
             )
+        sections = {f.name for f in fields(Config) if f.name != "name"}
+        for key, value in data.items():
+            if key in sections and value is not None and not isinstance(value, dict):
+                raise ConfigError(
+                    f"{path}: {key}: must be a section of keys (e.g. {key}:\n  key: value), got {value!r}"
+                )
         try:
             loaded = OmegaConf.create(data)
         except OmegaConfBaseException as err:

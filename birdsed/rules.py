@@ -199,6 +199,8 @@ def validate(cfg: Config) -> None:  # the config module calls it on every config
         ConfigError: naming the key, the value and what is allowed.
     """
     check_fields(cfg)
+    if not cfg.name or cfg.name in (".", "..") or any(c in cfg.name for c in "/\\"):
+        raise ConfigError(f"name: {cfg.name!r} must be a plain name (runs/<name>/ is the run folder), not a path")
     a, d, i, ps = cfg.audio, cfg.data, cfg.infer, cfg.pseudo
     if not a.fmin < a.fmax <= a.sample_rate / 2:
         raise ConfigError(

@@ -132,3 +132,24 @@ def test_pickle_payload_in_best_pt_is_refused(tmp_path, capsys):
     bad.write_bytes(pickle.dumps(_Payload(marker)))
     line = cli_error(capsys, ["export", "--checkpoint", bad, "--format", "onnx", "--out", tmp_path / "e"])
     assert "best.pt" in line and not marker.exists()
+
+
+def test_the_borderline_cases_decided(tmp_path, capsys):
+    """A run name that is a path, a section that is a number, `--listen -5`, an 8-Hz WAV: refused, each named."""
+    import numpy as np
+    import soundfile as sf
+
+    from birdsed.data.audio import AudioError, audio_info
+
+    with pytest.raises(ConfigError, match=r"^name: '\.\./\.\./x' must be a plain name"):
+        load_config(None, ["name=../../x"])
+    path = tmp_path / "t.yaml"
+    path.write_text("train: 5\n")
+    with pytest.raises(ConfigError, match=r"t\.yaml: train: must be a section"):
+        load_config(path)
+    with pytest.raises(SystemExit) as stop:
+        main(["report", str(tmp_path), "--out", str(tmp_path / "r.html"), "--listen", "-5"])
+    assert stop.value.code == 2
+    sf.write(tmp_path / "slow.wav", np.zeros(400, dtype=np.float32), 8)
+    with pytest.raises(AudioError, match=r"slow\.wav.*sample rate 8 Hz is below 1000 Hz"):
+        audio_info(tmp_path / "slow.wav")

@@ -50,6 +50,9 @@ def _dangling(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
 
+MIN_SAMPLE_RATE = 1000  # Hz: below it a file is no sound recording (and resampling it would blow it up)
+
+
 def audio_info(path: str | Path) -> sf._SoundFileInfo:
     """Header of an audio file (sample rate, frames, channels) without decoding it."""
     path = Path(path)
@@ -63,6 +66,8 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
         raise AudioError(path, f"not a readable audio file ({_short(err)})") from None
     if info.frames <= 0:
         raise AudioError(path, "contains no audio samples")
+    if info.samplerate < MIN_SAMPLE_RATE:  # resampled to 32 kHz, an 8-Hz file of 400 kB would become 1.5 GB
+        raise AudioError(path, f"sample rate {info.samplerate} Hz is below {MIN_SAMPLE_RATE} Hz: not a recording")
     return info
 
 
