@@ -21,11 +21,16 @@ from birdsed.rules import (
     at_least,
     choice,
     non_negative,
+    one_of,
     positive,
-    registered,
     unit,
     validate,
 )
+
+# the registries' names (birdsed.models.sed.HEADS, FREQ_POOLS; birdsed.training.losses.LOSSES), kept equal by a test
+HEAD_NAMES = ("sed", "attention", "clip")
+FREQ_POOL_NAMES = ("meanmax", "gem", "mean")
+LOSS_NAMES = ("bce", "focal", "focal_bce", "ce")
 
 # BirdCLEF+ 2026 soundscape names: BC2026_(Train|Test)_<n>_S<site>_<yyyymmdd>_<hhmmss>
 NAME_PATTERN = r"^BC\d{4}_(?:Train|Test)_(?P<number>\d+)_(?P<site>S\d+)_(?P<date>\d{8})_(?P<time>\d{6})$"
@@ -97,8 +102,8 @@ class ModelConfig:
     """Backbone and head (``birdsed/models``)."""
 
     backbone: str = "efficientnet_b0"
-    head: str = registered("sed", "birdsed.models.sed:HEADS")  # sed (attention: clip + frame outputs) | clip
-    freq_pool: str = registered("meanmax", "birdsed.models.sed:FREQ_POOLS")  # meanmax | gem
+    head: str = one_of("sed", HEAD_NAMES)  # sed (attention: clip + frame outputs) | attention | clip
+    freq_pool: str = one_of("meanmax", FREQ_POOL_NAMES)  # meanmax | gem | mean
     drop_path_rate: float = unit(0.15)  # stochastic depth (1st place 2025: 0.15)
     dropout: float = unit(0.25)
     # a local timm weights file to start the backbone from; nothing is ever downloaded
@@ -151,7 +156,7 @@ class TrainConfig:
     scheduler: str = choice("cosine", "cosine_restarts", "constant")
     warmup_epochs: float = non_negative(1.0)
     restart_epochs: int = positive(5)  # period of cosine_restarts (1st place: 5)
-    loss: str = registered("focal_bce", "birdsed.training.losses:LOSSES")  # focal_bce | bce | focal | ce
+    loss: str = one_of("focal_bce", LOSS_NAMES)  # focal_bce | bce | focal | ce
     focal_gamma: float = non_negative(2.0)
     focal_weight: float = non_negative(1.0)  # focal_bce = focal_weight * focal + bce_weight * bce
     bce_weight: float = non_negative(1.0)

@@ -1,8 +1,8 @@
 """Rules a config field carries beside its definition, as dataclass field metadata, and the checks that read them.
 
 ``choice("a", "b")``, ``positive(1.0)``, ``non_negative(0)``, ``unit(0.5)`` and ``at_least(3, 1)`` define a field
-and its allowed values in one place; ``registered("sed", "birdsed.models.sed:HEADS")`` takes its allowed values from
-the registry the implementations are listed in (so a new head, pooling or loss is added in one place);
+and its allowed values in one place; ``one_of("sed", HEAD_NAMES)`` takes them from a registry's names listed here
+(a test keeps each list equal to its registry, so loading a config imports no model code);
 :func:`check_fields` walks any (nested) dataclass and raises :class:`~birdsed.errors.ConfigError` naming the dotted
 key. Every float must also be finite. :func:`validate` adds the rules that join fields (a window rule that fits the
 window, fmin < fmax, ...); :mod:`birdsed.config` runs it on every config it makes.
@@ -11,7 +11,6 @@ window, fmin < fmax, ...); :mod:`birdsed.config` runs it on every config it make
 from __future__ import annotations
 
 import difflib
-import importlib
 import math
 import os
 import re
@@ -30,16 +29,11 @@ def choice(default: str, *others: str) -> Any:
     return field(default=default, metadata={"choices": (default, *others)})
 
 
-def registered(default: str, registry: str) -> Any:
-    """A string field whose allowed values are the keys of `registry` (``"module:NAME"``, a mapping), looked up
-    when the config is checked."""
-    return field(default=default, metadata={"registry": registry})
-
-
-def registry_names(registry: str) -> list[str]:
-    """The keys of a ``"module:NAME"`` registry."""
-    module, name = registry.split(":")
-    return list(getattr(importlib.import_module(module), name))
+def one_of(default: str, names: tuple[str, ...]) -> Any:
+    """A string field whose allowed values are `names`: a registry's keys (``HEADS``, ``LOSSES``), listed in the
+    base so that loading a config imports no model code; ``tests/test_layout.py`` checks each list equals its
+    registry."""
+    return field(default=default, metadata={"choices": names})
 
 
 def at_least(default: float, low: float, exclusive: bool = False) -> Any:
@@ -68,7 +62,7 @@ def check_field(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     for v in numbers:
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"{key}: must be a finite number, got {value!r}")
-    choices = meta.get("choices") or (registry_names(meta["registry"]) if "registry" in meta else None)
+    choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
     if value is None or not isinstance(value, int | float):
@@ -201,7 +195,7 @@ def validate(cfg: Config) -> None:  # the config module calls it on every config
     check_fields(cfg)
     if not cfg.name or cfg.name in (".", "..") or any(c in cfg.name for c in "/\\"):
         raise ConfigError(f"name: {cfg.name!r} must be a plain name (runs/<name>/ is the run folder), not a path")
-    a, d, i, ps = cfg.audio, cfg.data, cfg.infer, cfg.pseudo
+    a, d, ps = cfg.audio, cfg.data, cfg.pseudo
     if not a.fmin < a.fmax <= a.sample_rate / 2:
         raise ConfigError(
             f"audio.fmin/audio.fmax: need 0 <= fmin < fmax <= sample_rate/2 = {a.sample_rate / 2:g}, "
@@ -239,6 +233,30 @@ def validate(cfg: Config) -> None:  # the config module calls it on every config
                 f"train.val_every: {key}={epochs} is not a multiple of {cfg.train.val_every}; the last epoch must be "
                 "validated"
             )
+    _check_infer(cfg)
+    if ps.oof_folds == 1:
+        raise ConfigError(f"pseudo.oof_folds: 0 (off) or at least 2, got {ps.oof_folds}")
+    if not ps.power or min(ps.power) <= 0:
+        raise ConfigError(f"pseudo.power: need positive powers, got {ps.power}")
+    m = cfg.model  # the backbone's name is checked against timm where a model is built (training's preflight)
+    if m.backbone in OWN_BACKBONES:
+        if m.pretrained_weights:
+            raise ConfigError(
+                f"model.pretrained_weights: {m.backbone} starts from BirdNET's own weights; leave it empty"
+            )
+        if cfg.augment.spec_on == "loader":
+            raise ConfigError(f"augment.spec_on: loader makes log-mels; {m.backbone} has its own front-end (device)")
+    elif m.freeze == "front":
+        raise ConfigError(
+            f"model.freeze: front needs a backbone with a stem of its own (birdnet_v24), not {m.backbone}"
+        )
+    if cfg.train.layer_decay <= 0:
+        raise ConfigError(f"train.layer_decay: must be in (0, 1], got {cfg.train.layer_decay}")
+
+
+def _check_infer(cfg: Config) -> None:
+    """The rules joining the inference window, TTA, blending and the teacher's chunks."""
+    i = cfg.infer
     if i.context_seconds < i.window_seconds:
         raise ConfigError(f"infer.context_seconds: {i.context_seconds:g} is shorter than infer.window_seconds")
     if not i.tta_shifts:
@@ -265,22 +283,3 @@ def validate(cfg: Config) -> None:  # the config module calls it on every config
     kind, x = parse_window_rule(cfg.teacher.window_rule)
     if kind == "overlap" and x > BIRDNET_CHUNK_SECONDS:  # (a window shorter than a chunk is refused above, at use)
         raise ConfigError(f"teacher.window_rule: an overlap of {x:g} s is longer than a 3-s chunk")
-    if ps.oof_folds == 1:
-        raise ConfigError(f"pseudo.oof_folds: 0 (off) or at least 2, got {ps.oof_folds}")
-    if not ps.power or min(ps.power) <= 0:
-        raise ConfigError(f"pseudo.power: need positive powers, got {ps.power}")
-    check_backbone_name(cfg.model.backbone)
-    m = cfg.model
-    if m.backbone in OWN_BACKBONES:
-        if m.pretrained_weights:
-            raise ConfigError(
-                f"model.pretrained_weights: {m.backbone} starts from BirdNET's own weights; leave it empty"
-            )
-        if cfg.augment.spec_on == "loader":
-            raise ConfigError(f"augment.spec_on: loader makes log-mels; {m.backbone} has its own front-end (device)")
-    elif m.freeze == "front":
-        raise ConfigError(
-            f"model.freeze: front needs a backbone with a stem of its own (birdnet_v24), not {m.backbone}"
-        )
-    if cfg.train.layer_decay <= 0:
-        raise ConfigError(f"train.layer_decay: must be in (0, 1], got {cfg.train.layer_decay}")

@@ -32,7 +32,6 @@ def test_yaml_then_overrides(tmp_path):
         ("data:\n  crop_mode: middle\n", [], r"data\.crop_mode: 'middle' is not one of first_random"),
         ("", ["audio.fmax=20000"], r"audio\.fmax: need 0 <= fmin < fmax <= sample_rate/2 = 16000"),
         ("", ["data.fold=5"], r"data\.fold: 5 is outside -1\.\.4"),
-        ("", ["model.backbone=efficientnet_b9"], r"model\.backbone: unknown timm model 'efficientnet_b9'; close"),
         ("", ["train.loss=hinge"], r"train\.loss: 'hinge' is not one of bce, focal, focal_bce, ce"),
         ("", ["augment.mixup_prob=1.5"], r"augment\.mixup_prob: must be in \[0, 1\], got 1\.5"),
         ("", ["data.batch_size=0"], r"data\.batch_size: must be > 0, got 0"),

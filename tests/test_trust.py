@@ -62,6 +62,7 @@ def test_settings_the_machine_cannot_honour_are_refused_before_any_run_folder(ti
         ("train.devices=99", "train.devices: 99 is more than this machine can run side by side"),
         (f"train.devices={usable_cores() + 1}", "train.devices"),
         ("data.num_workers=999", "data.num_workers: 999 is more than this machine can run side by side"),
+        ("model.backbone=efficientnet_b9", "model.backbone: unknown timm model 'efficientnet_b9'; close"),
     ]
     if torch.cuda.is_available():
         cases = cases[1:]

@@ -40,7 +40,7 @@ from birdsed.data.soundscapes import LabelledWindows, class_groups, read_if_pres
 from birdsed.errors import BirdsedError, ConfigError, Stopped
 from birdsed.models.build import CheckpointError, build_model, check_forward, init_from_checkpoint
 from birdsed.outputs import show_bars
-from birdsed.rules import check_processes
+from birdsed.rules import check_backbone_name, check_processes
 from birdsed.scoring.metrics import macro_auc
 from birdsed.training import tracking
 from birdsed.training.averaging import averaging_callback
@@ -254,12 +254,14 @@ def cpu_has_bf16() -> bool:
 
 
 def check_machine(cfg: Config) -> None:
-    """Refuse, before anything starts, what this machine cannot do: an accelerator it lacks, more devices than it
-    has (on a CPU each device is a training process), more loader workers than cores.
+    """Refuse, before anything starts, a backbone neither birdsed nor timm knows, and what this machine cannot do:
+    an accelerator it lacks, more devices than it has (on a CPU each device is a training process), more loader
+    workers than two a core.
 
     Raises:
         ConfigError: naming the key.
     """
+    check_backbone_name(cfg.model.backbone)  # here, not when a config loads: timm is slow to import
     t = cfg.train
     gpus = torch.cuda.device_count()
     if t.accelerator in ("gpu", "cuda") and gpus == 0:
