@@ -236,8 +236,7 @@ class InferConfig:
     # all (everywhere BirdNET knows the class)
     agile_classes: str = choice("gated", "lacking", "all")
     # the teacher's share in the classes only the agile model knows (BirdNET lacks them): 1 = the agile model alone
-    # there, whatever infer.teacher_weight gives BirdNET's classes (with a student strong on BirdNET's classes and
-    # weak on the rest, 0.75 there and 1 here won out of sample; benchmarks/RESULTS.md)
+    # there, whatever infer.teacher_weight gives BirdNET's classes (`birdsed choose` chooses both)
     agile_fill_weight: float = unit(1.0)
 
 
@@ -290,8 +289,7 @@ class TeacherConfig:
     embeddings: bool = False  # also write <folder>.embeddings.npz: BirdNET's 1,024-d features per window
     # which chunks a window's score is the max of: inside (lying entirely inside it), centre (centre inside it) or
     # overlap:X (overlapping it by >= X s); embeddings are always the mean over the chunks inside. overlap:1.5 beat
-    # inside on two real sets, chosen out of sample on one (mini set: +0.017, chosen in 94 % of halvings) and
-    # measured on the other (+0.012); benchmarks/RESULTS.md. It runs 5 chunks a window instead of 3
+    # inside on two real sets (benchmarks/RESULTS.md, "Choices that transfer"); it runs 5 chunks a window, not 3
     window_rule: str = "overlap:1.5"
 
 
