@@ -74,47 +74,22 @@ def _infer_config(args: argparse.Namespace) -> Config:
     return load_config(args.config, items)
 
 
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def cmd_infer(args: argparse.Namespace) -> str:
     from birdsed.data.audio import list_audio
-    from birdsed.inference.submit import (
-        describe_entry,
-        infer_folder,
-        load_ensemble,
-        output_columns,
-        teacher_source,
-        with_teacher,
-        write_submission,
-    )
+    from birdsed.inference.predict import predict
+    from birdsed.inference.submit import write_submission
 
     cfg = _infer_config(args)
     inputs = (args.sample_submission, args.config, *args.checkpoint, *list_audio(args.soundscapes))
     check_file_output(args.out, inputs, kind="submission")  # before minutes of compute, not after
-    device = _device() if cfg.infer.runtime == "torch" else "cpu"
-    if cfg.infer.threads:
-        import torch
-
-        torch.set_num_threads(cfg.infer.threads)
-    members = load_ensemble(args.checkpoint, cfg.infer, device)
-    columns = output_columns(members, args.sample_submission)
-    roots = [m.cfg.data.root for m in members]
-    teacher = teacher_source(cfg, columns, roots)  # a bad teacher fails before minutes of compute
-    result = infer_folder(args.soundscapes, members, cfg.infer, columns, device, progress=not args.no_progress)
-    table = teacher(args.soundscapes) if teacher is not None else None
-    if table is not None:
-        result.submission = with_teacher(result.submission, table, cfg)
-    path = write_submission(result.submission, args.out)
+    pred = predict(cfg, args.checkpoint, args.soundscapes, args.sample_submission, progress=not args.no_progress)
+    path = write_submission(pred.submission, args.out)
+    r = pred.result
     print(
-        f"{result.files} file(s), {len(result.submission)} rows, {len(result.fallback_files)} fallback file(s), "
-        f"{result.audio_seconds / 60:.1f} min of audio in {result.seconds:.1f} s "
-        f"({result.realtime_factor:.0f}x real time)"
+        f"{r.files} file(s), {len(pred.submission)} rows, {len(r.fallback_files)} fallback file(s), "
+        f"{r.audio_seconds / 60:.1f} min of audio in {r.seconds:.1f} s ({r.realtime_factor:.0f}x real time)"
     )
-    print(describe_entry(cfg, members, table, columns))
+    print(pred.describe(cfg))
     return f"wrote {path}"
 
 

@@ -206,3 +206,16 @@ def test_no_function_grows_past_80_lines_anew():
                 if n > 80 and n > allowed.get(key, 80):
                     long[key] = n
     assert not long, long
+
+
+def test_one_prediction_entry():
+    """Soundscapes become predictions one way: `birdsed.inference.predict`, called by the command, the bundle (and
+    its notebook), the study runner and the pseudo rounds; none of them chains the inference steps by hand."""
+    users = ["birdsed/commands.py", "birdsed/kaggle/bundle.py", "birdsed/study/runner.py", "birdsed/pseudo/rounds.py"]
+    for rel in users:
+        found = _imports(REPO / rel)
+        assert "birdsed.inference.predict.predict" in found, rel
+        by_hand = {
+            f"birdsed.inference.submit.{n}" for n in ("infer_folder", "with_teacher")
+        }  # (budgets time a teacher)
+        assert not found & by_hand, (rel, found & by_hand)

@@ -207,19 +207,16 @@ def predict_competition(
     Returns None when the folder holds no audio (Kaggle's save run, where the hidden test set is not mounted).
     """
     from birdsed.data.audio import list_audio
-    from birdsed.inference.submit import infer_folder, output_columns, teacher_source, with_teacher
+    from birdsed.inference.predict import predict
 
     comp = Path(competition_dir)
     soundscapes, sample = comp / "test_soundscapes", comp / "sample_submission.csv"
     if not list_audio(soundscapes):
         return None
     cfg, members = load_bundle(models_dir, overrides, comp / "taxonomy.csv")
-    columns = output_columns(members, sample if sample.is_file() else None)
-    teacher = teacher_source(cfg, columns)  # None without a teacher
-    result = infer_folder(soundscapes, members, cfg.infer, columns, "cpu", progress=False)
-    if teacher is not None:
-        result.submission = with_teacher(result.submission, teacher(soundscapes), cfg)
-    return result
+    pred = predict(cfg, members, soundscapes, sample if sample.is_file() else None, device="cpu")
+    pred.result.submission = pred.submission
+    return pred.result
 
 
 def notebook_needs(cfg: Config) -> list[str]:
@@ -413,7 +410,7 @@ def _dry_run(bundle: Path, target: Target, sample: Path, n_files: int, members: 
     import numpy as np
     import pandas as pd
 
-    from birdsed.inference.submit import infer_folder, output_columns, teacher_source, with_teacher
+    from birdsed.inference.predict import predict
     from birdsed.kaggle.wheels import image_environment
 
     files = _sample_files(sample, n_files)
@@ -457,11 +454,9 @@ def _dry_run(bundle: Path, target: Target, sample: Path, n_files: int, members: 
                 raise BundleError(f"dry run: birdsed was not imported from the bundle's wheels:\n{printed[-500:]}")
             theirs = pd.read_csv(working / "submission.csv")
             comp_sample = comp / "sample_submission.csv"
-            columns = output_columns(members, comp_sample if comp_sample.is_file() else None)
-            ours = infer_folder(comp / "test_soundscapes", members, cfg.infer, columns, "cpu", progress=False)
-            teacher = teacher_source(cfg, columns)
-            if teacher is not None:
-                ours.submission = with_teacher(ours.submission, teacher(comp / "test_soundscapes"), cfg)
+            ours = predict(cfg, members, comp / "test_soundscapes", comp_sample if comp_sample.is_file() else None,
+                           device="cpu")  # fmt: skip
+            columns = ours.columns
         finally:
             _read_only(inputs, writable=True)  # so that the folder can be removed
     if list(theirs.columns) != ["row_id", *columns] or theirs["row_id"].tolist() != ours.submission["row_id"].tolist():

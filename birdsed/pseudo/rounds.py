@@ -27,7 +27,7 @@ from birdsed.data.folder import BirdCLEFData, load_birdclef, split_row_ids
 from birdsed.data.prepare import ensure_cache
 from birdsed.errors import BirdsedError
 from birdsed.inference.ensemble import load_member
-from birdsed.inference.submit import infer_folder
+from birdsed.inference.predict import predict
 from birdsed.models.build import read_checkpoint, resolve_checkpoint
 from birdsed.outputs import atomic_path, atomic_write, read_csv_own, read_json
 from birdsed.scoring.metrics import macro_auc, read_aligned
@@ -100,8 +100,9 @@ def label_pool(
         the kept chunks: row_id, soundscape, offset_s, fold, weight, then one column per class.
     """
     pool = data.root / "train_soundscapes"
-    icfg = copy.deepcopy(cfg.infer)
-    icfg.tta_shifts = list(cfg.pseudo.tta_shifts)
+    pcfg = copy.deepcopy(cfg)  # the pool is predicted as infer predicts, with the pool's TTA and no infer teacher:
+    pcfg.infer.tta_shifts = list(cfg.pseudo.tta_shifts)  # the pool's teacher is pseudo.teacher (with_teacher below)
+    pcfg.infer.teacher, pcfg.infer.agile = "", ""
     members = [load_member(m, 1.0, "torch", "cpu") for m in models]
     for m in members:
         if m.classes != data.classes:
@@ -114,7 +115,7 @@ def label_pool(
     )
     subs, bad = [], set()
     for files, group in groups:
-        result = infer_folder(pool, group, icfg, data.classes, progress=False, files=files)
+        result = predict(pcfg, group, pool, files=files, device="cpu", columns=data.classes).result
         subs.append(result.submission)
         bad |= {Path(b).stem for b in result.fallback_files}
     if bad:

@@ -139,30 +139,23 @@ def infer_run(cfg: Config, checkpoint: Path, run_dir: Path) -> None:
     import time
 
     from birdsed.data.folder import read_soundscape_labels
-    from birdsed.inference.submit import infer_folder, load_ensemble, output_columns, teacher_source, with_teacher
+    from birdsed.inference.predict import device_for, predict
+    from birdsed.inference.submit import load_ensemble, output_columns
     from birdsed.scoring.metrics import score_files
 
     start = time.monotonic()
     solution, root = cfg.solution_path, Path(cfg.data.root)
     if solution is None:
         raise StudyError(f"{root}: an infer study scores the labelled soundscapes; no test_solution.csv")
-    if cfg.infer.threads:
-        import torch
-
-        torch.set_num_threads(cfg.infer.threads)
-    device = "cpu" if cfg.infer.runtime != "torch" else ("cuda" if _cuda() else "cpu")
+    device = device_for(cfg)
     members = load_ensemble([checkpoint], cfg.infer, device)
     sample = root / "sample_submission.csv"
     columns = output_columns(members, sample if sample.is_file() else None)
     labels = read_soundscape_labels(solution, root, columns, cfg.infer.window_seconds)
-    teacher = teacher_source(cfg, columns, [m.cfg.data.root for m in members])
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     files = [root / k for k in labels.keys]
-    result = infer_folder(root / "test_soundscapes", members, cfg.infer, columns, device, False, files)
-    sub = result.submission
-    if teacher is not None:
-        sub = with_teacher(sub, teacher(root / "test_soundscapes"), cfg)
+    sub = predict(cfg, members, root / "test_soundscapes", files=files, device=device, columns=columns).submission
     sub = sub[sub["row_id"].isin(labels.solution["row_id"])]
     preds = run_dir / "soundscape_preds.csv"
     with atomic_path(preds) as tmp:
@@ -171,12 +164,6 @@ def infer_run(cfg: Config, checkpoint: Path, run_dir: Path) -> None:
     summary = {"run_dir": str(run_dir), "checkpoint": str(checkpoint), "soundscape_auc": auc}
     summary["minutes"] = round((time.monotonic() - start) / 60, 2)
     atomic_write(run_dir / "metrics.json", json.dumps({"finished": True, "summary": summary}, indent=1))
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _run_in_worker(study: Study, variant: str, seed: int, run_dir: str, threads: int) -> str:
