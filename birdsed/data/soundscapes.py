@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold
 
-from birdsed.config import NAME_PATTERN
+from birdsed.config import NAME_PATTERN, Config
 from birdsed.data.audio import AudioError, audio_info, list_audio
 from birdsed.data.folder import LABELS_FILE, DataError, SoundscapeLabels
 
@@ -234,19 +234,22 @@ def _folds(groups: pd.Series, n_folds: int) -> np.ndarray:
     return folds
 
 
-def read_if_present(
-    root: Path, classes: list[str], setting: str, window: float, group_by: str, n_folds: int, pattern: str
-) -> LabelledWindows | None:
-    """``data.soundscape_labels``: ``auto`` reads ``ROOT/train_soundscapes_labels.csv`` where it exists, ``none``
-    ignores it, anything else is a path that must exist."""
-    if setting == "none":
+def read_if_present(cfg: Config, root: Path, classes: list[str]) -> LabelledWindows | None:
+    """The folder's labelled windows by ``cfg.data``: ``soundscape_labels`` ``auto`` reads
+    ``ROOT/train_soundscapes_labels.csv`` where it exists, ``none`` ignores it, anything else is a path that must
+    exist; windows of ``infer.window_seconds``, folds by ``soundscape_folds`` and ``val_group``."""
+    d = cfg.data
+    if d.soundscape_labels == "none":
         return None
-    path = root / LABELS_FILE if setting == "auto" else Path(setting)
-    if setting == "auto" and not path.is_file():
+    path = root / LABELS_FILE if d.soundscape_labels == "auto" else Path(d.soundscape_labels)
+    if d.soundscape_labels == "auto" and not path.is_file():
         return None
     if not path.is_file():
         raise DataError(f"data.soundscape_labels: {path} is not a file (auto: ROOT/{LABELS_FILE} if present; none)")
-    return read_labelled_windows(path, root / "train_soundscapes", classes, window, group_by, n_folds, pattern)
+    return read_labelled_windows(
+        path, root / "train_soundscapes", classes, cfg.infer.window_seconds, d.val_group, d.soundscape_folds,
+        d.name_pattern,
+    )  # fmt: skip
 
 
 def class_groups(taxonomy: pd.DataFrame, soundscape_only: list[str]) -> dict[str, np.ndarray]:

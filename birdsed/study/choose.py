@@ -167,11 +167,7 @@ def run_choose(cfg: Config, teacher_dir: str | Path, runs: list[str | Path], out
     out = check_file_output(out, kind="entry")
     record = check_file_output(Path(f"{out}.json"), kind="entry-json")
     data = load_birdclef(cfg.data.root)
-    d = cfg.data
-    lw = read_if_present(
-        data.root, data.classes, d.soundscape_labels, cfg.infer.window_seconds, d.val_group, d.soundscape_folds,
-        d.name_pattern,
-    )  # fmt: skip
+    lw = read_if_present(cfg, data.root, data.classes)
     if lw is None:
         raise ChooseError(
             f"{data.root}: no labelled soundscapes (train_soundscapes_labels.csv) to choose on; keep the safe "

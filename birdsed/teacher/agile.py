@@ -309,11 +309,7 @@ def labelled_rows(
     Raises:
         AgileError: the teacher folder has no embeddings or scores of some labelled window.
     """
-    d = cfg.data
-    found = read_if_present(
-        data.root, data.classes, d.soundscape_labels, cfg.infer.window_seconds, d.val_group, d.soundscape_folds,
-        d.name_pattern,
-    )  # fmt: skip
+    found = read_if_present(cfg, data.root, data.classes)
     if found is None:
         return None
     path = teacher_dir / f"train_soundscapes{EMBEDDINGS_SUFFIX}"

@@ -386,11 +386,8 @@ def check_resumable(path: Path) -> None:
 
 def labelled_windows(cfg: Config, data: BirdCLEFData) -> LabelledWindows | None:
     """The folder's labelled training soundscapes (``data.soundscape_*``), with a line on how they are used."""
+    found = read_if_present(cfg, data.root, data.classes)
     d = cfg.data
-    found = read_if_present(
-        data.root, data.classes, d.soundscape_labels, cfg.infer.window_seconds, d.val_group, d.soundscape_folds,
-        d.name_pattern,
-    )  # fmt: skip
     if found is None:
         return None
     held = found.rows(d.soundscape_fold, True)
