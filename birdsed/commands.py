@@ -83,7 +83,7 @@ def cmd_infer(args: argparse.Namespace) -> str:
     inputs = (args.sample_submission, args.config, *args.checkpoint, *list_audio(args.soundscapes))
     check_file_output(args.out, inputs, kind="submission")  # before minutes of compute, not after
     pred = predict(cfg, args.checkpoint, args.soundscapes, args.sample_submission, progress=not args.no_progress)
-    path = write_submission(pred.submission, args.out)
+    path = write_submission(pred.submission, args.out, args.checkpoint)
     r = pred.result
     print(
         f"{r.files} file(s), {len(pred.submission)} rows, {len(r.fallback_files)} fallback file(s), "

@@ -200,12 +200,19 @@ def _ledger(folder: Path) -> dict[str, dict]:
     return data if isinstance(data, dict) else {}
 
 
-def record_output(path: str | Path, kind: str) -> None:
-    """Enter `path` (just written) in its folder's ledger as birdsed's output of `kind`."""
+def record_output(path: str | Path, kind: str, **facts: Any) -> None:
+    """Enter `path` (just written) in its folder's ledger as birdsed's output of `kind`, with `facts` about it (a
+    submission's checkpoints, which ``report --listen`` reads)."""
     path = Path(path)
     ledger = _ledger(path.parent)
-    ledger[path.name] = {"kind": kind, "sha256": _digest(path)}
+    ledger[path.name] = {"kind": kind, "sha256": _digest(path), **facts}
     atomic_write(path.parent / LEDGER, json.dumps(ledger, indent=1))
+
+
+def output_facts(path: str | Path, kind: str) -> dict[str, Any]:
+    """What the ledger says of `path`, if birdsed wrote it as `kind` and it is unchanged since; else ``{}``."""
+    path = Path(path)
+    return dict(_ledger(path.parent).get(path.name, {})) if owned(path, kind) else {}
 
 
 def owned(path: str | Path, kind: str) -> bool:

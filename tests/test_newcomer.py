@@ -46,3 +46,19 @@ def test_an_agile_folder_means_the_same_in_bundle_as_in_infer(tmp_path, capsys):
          "infer.teacher=birdnet", "--no-dry-run"],
     )  # fmt: skip
     assert "infer.agile:" in line and "not found" in line and not (tmp_path / "b").exists()
+
+
+def test_listen_on_a_submission_draws_the_frames_of_the_checkpoint_it_came_from(trained_run, tiny_root, tmp_path):
+    import json
+
+    from birdsed.cli import main
+
+    _, _, run_dir = trained_run
+    sub = tmp_path / "sub.csv"
+    args = ["infer", "--checkpoint", run_dir, "--soundscapes", tiny_root / "test_soundscapes", "--out", sub]
+    assert main([*map(str, args), "--no-progress"]) == 0
+    out = tmp_path / "r.html"
+    args = ["report", "--solution", tiny_root / "test_solution.csv", "--submission", sub, "--listen", "1", "--out", out]
+    assert main(list(map(str, args))) == 0
+    listening = json.loads(out.with_suffix(".json").read_text())["listening"]
+    assert listening["frames"] is True and listening["windows"]

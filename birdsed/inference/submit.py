@@ -422,9 +422,9 @@ def _expected_windows(path: Path, spec: WindowSpec) -> int:
         return round(60 / spec.window_seconds)
 
 
-def write_submission(sub: pd.DataFrame, path: str | Path) -> Path:
+def write_submission(sub: pd.DataFrame, path: str | Path, checkpoints: Sequence[str | Path] = ()) -> Path:
     """Check and write atomically: unique row ids, no NaN, values in [0, 1]. A failed write leaves no partial
-    file and raises OutputError naming `path`."""
+    file and raises OutputError naming `path`. The folder's ledger records the `checkpoints` it came from."""
     if sub["row_id"].duplicated().any():
         raise SubmissionError(f"{path}: duplicate row ids, e.g. {sub['row_id'][sub['row_id'].duplicated()].iat[0]}")
     values = sub.drop(columns="row_id").to_numpy(dtype=np.float64)
@@ -433,5 +433,5 @@ def write_submission(sub: pd.DataFrame, path: str | Path) -> Path:
     path = check_file_output(path, kind="submission")
     with atomic_path(path) as tmp:
         sub.to_csv(tmp, index=False, float_format="%.6f")
-    record_output(path, "submission")
+    record_output(path, "submission", checkpoints=[str(Path(c).resolve()) for c in checkpoints])
     return path

@@ -71,7 +71,7 @@ def plot_curves(report: Report, key: str) -> str:
     aucs = {c: ev.score.per_class[ev.classes[c]]["auc"] for c in curves}
     ranked = sorted(aucs, key=aucs.get)
     picked = ranked[:3] + [c for c in ranked[-3:] if c not in ranked[:3]]
-    fig, ax = plt.subplots(2, 2, figsize=(11, 9))
+    fig, ax = plt.subplots(2, 2, figsize=(11, 9), layout="constrained")
     tpr, prec = macro_curves(ev, curves)
     ax[0, 0].plot(GRID, tpr, "k", lw=2.5, label=f"macro (AUC {ev.score.macro_auc:.3f})")
     ax[1, 0].plot(GRID, prec, "k", lw=2.5, label="macro")
@@ -102,7 +102,7 @@ def plot_curves(report: Report, key: str) -> str:
 
 def plot_calibration(report: Report, key: str, numbers: dict[str, Any]) -> str:
     """Reliability diagram: mean predicted probability against the fraction of positives, per entry."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     for e in numbers["entries"]:
         bins = e["evaluations"].get(key, {}).get("calibration")
         if bins:
@@ -123,7 +123,7 @@ def plot_training(report: Report) -> str | None:
     runs = [e for e in report.entries if e.history]
     if not runs:
         return None
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     for i, e in enumerate(runs):
         color = f"C{i % 10}"
         ep = [h["epoch"] for h in e.history]
@@ -146,7 +146,7 @@ def plot_rounds(report: Report) -> list[str]:
     out = []
     for pr in report.rounds:
         t = pr.table
-        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
         start = [(r, e) for (r, k), e in pr.entries.items() if k in ("supervised", "given")]
         for kind, style in (("pseudo", "o-"), ("control", "s--")):
             if not any(k == kind for _, k in pr.entries):
@@ -176,7 +176,7 @@ def plot_study(study: StudyView) -> str:
     to the baseline with its three 95 % bootstrap intervals (over seeds, soundscapes, both)."""
     t = study.table[study.table["state"] == "finished"]
     names = [v["variant"] for v in study.summary["variants"]]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 0.9 + 0.45 * max(3, len(names))))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 0.9 + 0.45 * max(3, len(names))), layout="constrained")
     for i, v in enumerate(names):
         vals = pd.to_numeric(t.loc[t["variant"] == v, "soundscape_auc"], errors="coerce").dropna()
         if len(vals):
@@ -201,13 +201,12 @@ def plot_study(study: StudyView) -> str:
     b.legend(handles.values(), [k.replace("ci_", "over ") for k in handles], fontsize=7)
     for x in (a, b):
         x.grid(alpha=0.3)
-    fig.tight_layout()
     return _png(fig)
 
 
 def plot_window(w: Window) -> str:
     """The window's log-mel spectrogram with the SED head's frame-level probability of its class drawn over it."""
-    fig, ax = plt.subplots(figsize=(4.6, 2.3))
+    fig, ax = plt.subplots(figsize=(4.6, 2.3), layout="constrained")
     ax.imshow(w.mel, origin="lower", aspect="auto", cmap="magma", extent=(0, w.seconds, 0, w.mel.shape[0]))
     ax.set(xlabel="seconds", ylabel="mel bin")
     if w.frames is not None:

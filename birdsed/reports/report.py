@@ -22,7 +22,7 @@ import pandas as pd
 from birdsed.config import solution_path
 from birdsed.data.folder import BirdCLEFData, DataError, load_birdclef
 from birdsed.errors import BirdsedError
-from birdsed.outputs import read_csv_own, read_json, read_yaml
+from birdsed.outputs import output_facts, read_csv_own, read_json, read_yaml
 from birdsed.reports.listen import Window, listen
 from birdsed.scoring.metrics import Score, json_safe, read_aligned, score_arrays
 from birdsed.study.runner import MARKER as STUDY_MARKER
@@ -400,6 +400,10 @@ def _listening(entries: list[Entry], solution: Path | None, n: int, named: list[
     row_ids = pd.read_csv(sol, usecols=["row_id"], dtype=str)["row_id"].tolist()
     ev = focus.evals["soundscape"]
     ckpt = focus.path / "best.pt" if focus.path.is_dir() and (focus.path / "best.pt").is_file() else None
+    if ckpt is None and focus.path.is_file():  # a submission birdsed wrote: its first checkpoint draws the frames
+        known = [Path(c) for c in output_facts(focus.path, "submission").get("checkpoints", [])]
+        first = known[0] / "best.pt" if known and known[0].is_dir() else (known[0] if known else None)
+        ckpt = first if first is not None and first.suffix == ".pt" and first.is_file() else None
     windows = listen(ev.y_true, ev.y_score, ev.classes, row_ids, sol.parent / "test_soundscapes", ckpt, n, named)
     return Listening(focus.name, windows, ckpt is not None)
 
@@ -459,6 +463,7 @@ def to_json(report: Report) -> dict[str, Any]:
             if report.listening is None
             else {
                 "entry": report.listening.entry,
+                "frames": report.listening.frames,
                 "windows": [
                     {"class": w.cls, "kind": w.kind, "row_id": w.row_id, "score": w.score}
                     for w in report.listening.windows
