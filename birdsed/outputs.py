@@ -21,6 +21,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,52 @@ def show_bars(wanted: bool = True) -> bool:
     anyway, instead of every redraw of a bar (about 6 kB an epoch).
     """
     return wanted and sys.stdout.isatty() and sys.stderr.isatty()
+
+
+class _LogProgress:
+    """Where no bar is drawn (output to a file, ``--no-progress``): one log line at least every `every` seconds with
+    the count, the rate and the time left, so a long step is never silent. The parts of tqdm's API birdsed uses."""
+
+    def __init__(self, iterable: Any = None, total: int | None = None, desc: str = "", unit: str = "it",
+                 every: float = 30.0) -> None:  # fmt: skip
+        self.iterable, self.desc, self.unit, self.every = iterable, desc, unit, every
+        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.n, self.start = 0, time.monotonic()
+        self.last = self.start
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            rate = self.n / max(now - self.start, 1e-9)
+            left = f", ~{(self.total - self.n) / rate / 60:.1f} min left" if self.total and rate > 0 else ""
+            of = f"/{self.total}" if self.total else ""
+            log.info("%s: %d%s %s(s) (%.2f/s%s)", self.desc, self.n, of, self.unit, rate, left)
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def __enter__(self) -> _LogProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def progress(iterable: Any = None, total: int | None = None, desc: str = "", unit: str = "it", wanted: bool = True):
+    """A tqdm bar on a terminal (:func:`show_bars`); elsewhere a log line at least every 30 s (count, rate, time
+    left). Use it like tqdm: iterate it, or ``with progress(total=n) as bar: bar.update(1)``."""
+    if show_bars(wanted):
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, unit=unit)
+    return _LogProgress(iterable, total, desc, unit)
 
 
 def die_with_parent(parent: int) -> None:

@@ -62,3 +62,17 @@ def test_listen_on_a_submission_draws_the_frames_of_the_checkpoint_it_came_from(
     assert main(list(map(str, args))) == 0
     listening = json.loads(out.with_suffix(".json").read_text())["listening"]
     assert listening["frames"] is True and listening["windows"]
+
+
+def test_a_long_step_logs_its_progress_when_no_bar_is_drawn(caplog):
+    import logging
+
+    from birdsed.outputs import _LogProgress, progress
+
+    assert isinstance(progress(range(3), wanted=False), _LogProgress)  # (pytest's output is no terminal either)
+    with caplog.at_level(logging.INFO, logger="birdsed.outputs"):
+        bar = _LogProgress(range(4), desc="teacher train_soundscapes", unit="file", every=0.0)
+        assert list(bar) == [0, 1, 2, 3]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4 and lines[-1].startswith("teacher train_soundscapes: 4/4 file(s) (")
+    assert "min left" in lines[0]

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 from filelock import FileLock, Timeout
-from tqdm import tqdm
 
 from birdsed.data.audio import AudioError, crop_start, iter_blocks, pad_to
 from birdsed.data.folder import DataError
 from birdsed.errors import DamagedFileError, OutputError
-from birdsed.outputs import atomic_write, die_with_parent, read_json, show_bars
+from birdsed.outputs import atomic_write, die_with_parent, read_json
+from birdsed.outputs import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ def _decode_all(
         futures = [pool.submit(_cache_one, *a) for a in args]
         results = ((item, fut.result()) for item, fut in zip(todo, futures, strict=True))
     try:
-        bar = tqdm(results, total=len(todo), desc="prepare", unit="file", disable=not show_bars(progress))
+        bar = progress_bar(results, total=len(todo), desc="prepare", unit="file", wanted=progress)
         for done, ((key, src), meta) in enumerate(bar, 1):
             if "fatal" in meta:
                 raise OutputError(meta["fatal"])

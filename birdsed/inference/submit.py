@@ -16,18 +16,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from birdsed.config import Config, ConfigError, InferConfig
 from birdsed.data.audio import AudioError, list_audio
 from birdsed.data.folder import DataError, check_unique_stems, n_windows, row_ids
 from birdsed.inference.ensemble import Member, combine, describe, fallback_prior, frontends, load_member
 from birdsed.inference.infer import InMemoryAudio, StreamingAudio, WindowSpec, predict_group, read_audio
-from birdsed.outputs import atomic_path, check_file_output, record_output, show_bars
+from birdsed.outputs import atomic_path, check_file_output, record_output
+from birdsed.outputs import progress as progress_bar
 from birdsed.rules import check_processes, usable_cores
 from birdsed.scoring.metrics import SubmissionError, read_table
 from birdsed.teacher.blend import blend_teacher
@@ -149,7 +150,7 @@ def _predict_files(
     fronts: dict[tuple, torch.nn.Module],
     device: torch.device | str,
     max_whole_seconds: float,
-    bar: tqdm,
+    bar: Any,
     stop: threading.Event | None = None,
 ) -> list[_FileOutcome]:
     """Predict `files` in order; the next file is decoded (a thread) while the current one is predicted. Returns
@@ -223,7 +224,7 @@ def infer_folder(
     t0 = time.perf_counter()
     workers = worker_count(icfg, members, device, len(files))
     log.info("predicting %d file(s) of %s with %d worker(s)", len(files), soundscapes, workers)
-    with tqdm(total=len(files), desc="infer", unit="file", disable=not show_bars(progress)) as bar:
+    with progress_bar(total=len(files), desc="infer", unit="file", wanted=progress) as bar:
         if workers == 1:
             outcomes = _predict_files(files, members, spec, fronts, device, icfg.max_whole_seconds, bar)
         else:

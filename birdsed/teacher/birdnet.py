@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from birdsed.config import TEACHER_FOLDERS, Config
 from birdsed.data.audio import AudioError, list_audio, load_audio
 from birdsed.data.folder import check_unique_stems, n_windows, row_ids, split_row_ids
 from birdsed.models.birdnet import BirdNetError, birdnet_files
-from birdsed.outputs import atomic_path, atomic_write, check_dir_output, seal_output, show_bars
+from birdsed.outputs import atomic_path, atomic_write, check_dir_output, seal_output
+from birdsed.outputs import progress as progress_bar
 from birdsed.rules import BIRDNET_CHUNK_SECONDS, parse_window_rule
 from birdsed.scoring.metrics import SubmissionError, read_table
 from birdsed.teacher.mapping import (  # re-exported: the mapping is part of the teacher's interface
@@ -250,7 +250,7 @@ def predict_folder(
     result = TeacherResult(table=pd.DataFrame())
     run = model.embed if model.embeddings else (lambda c: (model.predict(c), None))
     t0 = time.perf_counter()
-    for path in tqdm(files, desc=f"teacher {folder.name}", unit="file", disable=not show_bars(progress)):
+    for path in progress_bar(files, desc=f"teacher {folder.name}", unit="file", wanted=progress):
         try:
             wave = load_audio(path, model.sample_rate, repair=True)
         except AudioError as err:
