@@ -228,7 +228,8 @@ def cmd_choose(args: argparse.Namespace) -> str:
     c = run_choose(cfg, args.teacher, args.runs, args.out)
     return (
         f"choose: {args.out}: infer.teacher_weight={c.teacher_weight:g} infer.agile_fill_weight="
-        f"{c.agile_fill_weight:g}; out of fold on {c.windows} labelled windows {c.oof_auc:.4f} (BirdNET + agile "
+        f"{c.agile_fill_weight:g} infer.tta_shifts={c.infer['tta_shifts']} infer.clip_weight={c.infer['clip_weight']:g}"
+        f"; out of fold on {c.windows} labelled windows {c.oof_auc:.4f} (BirdNET + agile "
         f"{c.baseline_auc:.4f}, the student alone {c.student_auc:.4f})"
     )
 

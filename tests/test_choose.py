@@ -28,7 +28,7 @@ def _case(student_good: bool, seed: int = 0):
 
 def test_a_student_better_everywhere_takes_the_blend_and_keeps_its_gain_out_of_fold():
     y, student, teacher, agile_only, folds = _case(student_good=True)
-    c = choose_shares(y, student, teacher, agile_only, folds)
+    c = choose_shares(y, [student], teacher, agile_only, folds)
     assert c.teacher_weight < 1 and c.agile_fill_weight < 1  # (a tie at AUC 1 keeps the larger teacher share)
     assert c.oof_auc > c.baseline_auc + 0.05 and len(c.folds) == 4
     np.testing.assert_allclose(  # both shares 1 is the teacher alone where it knows a class: the baseline
@@ -38,9 +38,19 @@ def test_a_student_better_everywhere_takes_the_blend_and_keeps_its_gain_out_of_f
 
 def test_a_useless_student_leaves_the_teacher_alone():
     y, student, teacher, agile_only, folds = _case(student_good=False)
-    c = choose_shares(y, student, teacher, agile_only, folds)
+    c = choose_shares(y, [student], teacher, agile_only, folds)
     assert c.teacher_weight >= 0.75 and c.agile_fill_weight >= 0.75
     assert c.oof_auc == pytest.approx(c.baseline_auc, abs=0.03)
+
+
+def test_the_better_inference_variant_is_chosen_and_a_tie_keeps_the_configs_own():
+    y, good, teacher, agile_only, folds = _case(student_good=True)
+    _, noise, _, _, _ = _case(student_good=False, seed=1)
+    variants = [{"tta_shifts": [0.0], "clip_weight": 1.0}, {"tta_shifts": [0.0, -2.5, 2.5], "clip_weight": 0.5}]
+    c = choose_shares(y, [noise, good], teacher, agile_only, folds, variants)
+    assert c.infer == variants[1] and all(f["infer"] == variants[1] for f in c.folds)
+    c = choose_shares(y, [good, good.copy()], teacher, agile_only, folds, variants)
+    assert c.infer == variants[0]
 
 
 def test_birdsed_choose_on_a_2026_folder(tiny_root26, tmp_path, capsys):
@@ -67,14 +77,26 @@ def test_birdsed_choose_on_a_2026_folder(tiny_root26, tmp_path, capsys):
     table.insert(0, "row_id", lw.table["row_id"])
     table.to_csv(teacher / "train_soundscapes.csv", index=False)
     out = tmp_path / "entry.yaml"
-    args = ["choose", "configs/demo.yaml", *over, "data.soundscape_folds=2", "--teacher", teacher, "--runs", *runs]
+    args = [
+        "choose",
+        "configs/demo.yaml",
+        *over,
+        "data.soundscape_folds=2",
+        "infer.tta_shifts=[0,-1]",
+        "--teacher",
+        teacher,
+        "--runs",
+        *runs,
+    ]
     assert main([*map(str, args), "--out", str(out)]) == 0
     headline = capsys.readouterr().out.strip().splitlines()[-1]
     assert headline.startswith(f"choose: {out}: infer.teacher_weight=") and "out of fold on" in headline
+    assert "infer.tta_shifts=" in headline and "infer.clip_weight=" in headline
     record = json.loads(out.with_name("entry.yaml.json").read_text())
     assert record["windows"] == len(lw) and len(record["folds"]) == 2
     cfg = load_config(out)  # the entry is a config: what infer/bundle --config read
     assert cfg.infer.teacher_weight == record["teacher_weight"] and out.read_text().startswith("# birdsed choose")
+    assert cfg.infer.tta_shifts == record["infer"]["tta_shifts"] and len(record["variants"]) == 2
     # a run that holds out nothing, and a foreign file at --out, are one line each; the foreign file is kept
     line = cli_error(capsys, [*map(str, args[:-3]), "--runs", str(root), "--out", str(out)])
     assert "labelled_preds.csv: not found" in line

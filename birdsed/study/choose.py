@@ -8,16 +8,19 @@ so the share is chosen here, on the user's folder, and never shipped as a consta
 - **the agile model** is refitted once per fold of the labelled windows (``data.soundscape_folds`` grouped by
   ``data.val_group``), without that fold, gate included (:func:`birdsed.teacher.agile.fit_gated`), and blended into
   BirdNET as ``birdsed infer`` blends it;
-- **the student** is what runs trained with ``data.soundscape_fold=k`` predicted for their held-out fold k
-  (``labelled_preds.csv``); runs of one fold are averaged (an ensemble of seeds).
+- **the student** is what runs trained with ``data.soundscape_fold=k`` predict for their held-out fold k (the rows
+  of their ``labelled_preds.csv``), through :func:`birdsed.inference.predict.predict` as ``birdsed infer`` would,
+  once per inference variant (the config's TTA shifts and clip/frame blend, and without either); runs of one fold
+  are averaged (an ensemble of seeds).
 
-Two shares are chosen from a grid, as ``birdsed infer`` uses them: ``infer.teacher_weight`` (the teacher's share in
-the classes BirdNET knows) and ``infer.agile_fill_weight`` (its share where only the agile model knows a class); the
-student alone decides a class neither knows. The choice is scored by nested cross-validation — for each fold, the
+Chosen together, as ``birdsed infer`` uses them: the students' variant (``infer.tta_shifts``,
+``infer.clip_weight``), ``infer.teacher_weight`` (the teacher's share in the classes BirdNET knows) and
+``infer.agile_fill_weight`` (its share where only the agile model knows a class), shares from a grid; the student
+alone decides a class neither knows. The choice is scored by nested cross-validation — for each fold, the
 shares that win on the other folds are applied to it — so the reported figure is never the one it was chosen on; it
 stands beside BirdNET + agile's (both shares 1) on the same windows. Ties go to the larger teacher share (the safe
-side). The final shares, chosen on every fold, are written into the config that ``birdsed infer --config`` and
-``birdsed bundle --config`` read.
+side, the config's own variant). The final choice, made on every fold, is written into the config that
+``birdsed infer --config`` and ``birdsed bundle --config`` read.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from birdsed.config import Config, to_yaml
 from birdsed.data.folder import BirdCLEFData, load_birdclef
 from birdsed.data.soundscapes import LabelledWindows, read_if_present
 from birdsed.errors import BirdsedError
+from birdsed.inference.predict import predict
 from birdsed.outputs import atomic_write, check_file_output, record_output
 from birdsed.scoring.metrics import macro_auc
 from birdsed.teacher.agile import fit_gated, read_embeddings, with_agile
@@ -63,6 +67,8 @@ class Choice:
     student_auc: float  # the student alone
     windows: int
     folds: list[dict] = field(default_factory=list)
+    infer: dict = field(default_factory=dict)  # the student's chosen inference settings (TTA shifts, clip weight)
+    variants: dict = field(default_factory=dict)  # each variant's students-alone figure
 
 
 def teacher_on_windows(
@@ -95,16 +101,15 @@ def teacher_on_windows(
     return out, ~np.isfinite(scores).any(axis=0) & np.isfinite(out).any(axis=0)
 
 
-def student_on_windows(runs: list[Path], lw: LabelledWindows, classes: list[str]) -> np.ndarray:
-    """(M, C) the mean of the runs' held-out predictions (``labelled_preds.csv``); NaN rows where no run held the
-    window out.
+def held_out_rows(runs: list[Path], lw: LabelledWindows, classes: list[str]) -> dict[Path, np.ndarray]:
+    """Each run's held-out labelled windows (the rows of its ``labelled_preds.csv``), as row indices of `lw`.
 
     Raises:
         ChooseError: a run without ``labelled_preds.csv``, or one whose rows are not one held-out fold of these folds
             (it trained with other ``data.soundscape_*`` settings: its predictions would not be out of fold here).
     """
     index = pd.Series(np.arange(len(lw)), index=lw.table["row_id"])
-    total, count = np.zeros((len(lw), len(classes))), np.zeros(len(lw))
+    held = {}
     for run in runs:
         path = Path(run) / "labelled_preds.csv"
         if not path.is_file():
@@ -116,10 +121,44 @@ def student_on_windows(runs: list[Path], lw: LabelledWindows, classes: list[str]
         rows = index.loc[preds.index].to_numpy()
         if len(np.unique(lw.table["fold"].to_numpy()[rows])) != 1:
             raise ChooseError(f"{path}: its rows span several folds here; use the run's data.soundscape_* settings")
-        total[rows] += preds[classes].to_numpy(dtype=np.float64)
-        count[rows] += 1
-    out = np.full_like(total, np.nan)
-    out[count > 0] = total[count > 0] / count[count > 0, None]
+        held[Path(run)] = rows
+    return held
+
+
+def infer_variants(cfg: Config) -> list[dict]:
+    """The students' inference settings tried: the config's own first, then without its TTA and/or with the clip
+    output alone (``infer.tta_shifts``, ``infer.clip_weight``)."""
+    own = {"tta_shifts": list(cfg.infer.tta_shifts), "clip_weight": cfg.infer.clip_weight}
+    out = [own]
+    for tta, clip in product((own["tta_shifts"], [0.0]), (own["clip_weight"], 1.0)):
+        v = {"tta_shifts": tta, "clip_weight": clip}
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def student_variants(
+    cfg: Config, root: Path, held: dict[Path, np.ndarray], lw: LabelledWindows, classes: list[str]
+) -> list[tuple[dict, np.ndarray]]:
+    """For each of :func:`infer_variants`: (its settings, (M, C) the runs' predictions of the windows they held out,
+    made as ``birdsed infer`` makes them with those settings; the mean where several runs held a window out, NaN
+    where none did)."""
+    out = []
+    for v in infer_variants(cfg):
+        vcfg = copy.deepcopy(cfg)
+        vcfg.infer.tta_shifts, vcfg.infer.clip_weight = v["tta_shifts"], v["clip_weight"]
+        vcfg.infer.teacher, vcfg.infer.agile = "", ""  # the students alone: the teacher is blended by the choice
+        total, count = np.zeros((len(lw), len(classes))), np.zeros(len(lw))
+        for run, rows in held.items():
+            names = sorted(set(lw.table["filename"].iloc[rows]))
+            files = [root / "train_soundscapes" / n for n in names]
+            sub = predict(vcfg, [run], root / "train_soundscapes", files=files, device="cpu", columns=classes)
+            table = sub.submission.set_index("row_id")
+            total[rows] += table.loc[lw.table["row_id"].iloc[rows], classes].to_numpy(dtype=np.float64)
+            count[rows] += 1
+        pred = np.full_like(total, np.nan)
+        pred[count > 0] = total[count > 0] / count[count > 0, None]
+        out.append((v, pred))
     return out
 
 
@@ -130,33 +169,51 @@ def blend(student: np.ndarray, teacher: np.ndarray, weight: float, fill: float, 
     return blend_teacher(student, teacher, shares)
 
 
-def _best(y: np.ndarray, student: np.ndarray, teacher: np.ndarray, agile_only: np.ndarray) -> tuple[float, float]:
-    scores = {(w, f): macro_auc(y, blend(student, teacher, w, f, agile_only)) for w, f in product(GRID, GRID)}
-    best = max(scores.values())
-    return next(k for k, v in scores.items() if v >= best - 1e-12)  # GRID's order: the larger teacher share first
+def _best(
+    y: np.ndarray, students: list[np.ndarray], teacher: np.ndarray, agile_only: np.ndarray
+) -> tuple[int, float, float]:
+    """(variant, teacher share, agile fill) with the best macro AUC; ties go to the earlier variant (the config's
+    own) and the larger teacher shares (GRID's order)."""
+    best, pick = -np.inf, (0, 1.0, 1.0)
+    for v, student in enumerate(students):
+        for w, f in product(GRID, GRID):
+            auc = macro_auc(y, blend(student, teacher, w, f, agile_only))
+            if auc > best + 1e-12:
+                best, pick = auc, (v, w, f)
+    return pick
 
 
 def choose_shares(
-    y: np.ndarray, student: np.ndarray, teacher: np.ndarray, agile_only: np.ndarray, folds: np.ndarray
+    y: np.ndarray,
+    students: list[np.ndarray],
+    teacher: np.ndarray,
+    agile_only: np.ndarray,
+    folds: np.ndarray,
+    variants: list[dict] | None = None,
 ) -> Choice:
-    """The shares, chosen on all windows; their nested out-of-fold figure and the baselines'. Shapes: y, student,
-    teacher (M, C); agile_only (C,) bool; folds (M,)."""
-    oof = np.full_like(student, np.nan)
+    """The students' inference variant and the teacher's shares, chosen on all windows; their nested out-of-fold
+    figure and the baselines'. Shapes: y, each of `students` (one per variant), teacher (M, C); agile_only (C,)
+    bool; folds (M,)."""
+    variants = variants or [{} for _ in students]
+    oof = np.full_like(teacher, np.nan)
     per_fold = []
     for k in np.unique(folds):
         held = folds == k
-        w, f = _best(y[~held], student[~held], teacher[~held], agile_only)
-        oof[held] = blend(student[held], teacher[held], w, f, agile_only)
-        per_fold.append({"fold": int(k), "windows": int(held.sum()), "teacher_weight": w, "agile_fill_weight": f})
-    w, f = _best(y, student, teacher, agile_only)
+        v, w, f = _best(y[~held], [s[~held] for s in students], teacher[~held], agile_only)
+        oof[held] = blend(students[v][held], teacher[held], w, f, agile_only)
+        per_fold.append({"fold": int(k), "windows": int(held.sum()), "infer": variants[v], "teacher_weight": w,
+                         "agile_fill_weight": f})  # fmt: skip
+    v, w, f = _best(y, students, teacher, agile_only)
     return Choice(
         teacher_weight=w,
         agile_fill_weight=f,
         oof_auc=macro_auc(y, oof),
-        baseline_auc=macro_auc(y, blend(student, teacher, 1.0, 1.0, agile_only)),
-        student_auc=macro_auc(y, student),
+        baseline_auc=macro_auc(y, blend(students[v], teacher, 1.0, 1.0, agile_only)),
+        student_auc=macro_auc(y, students[v]),
         windows=len(y),
         folds=per_fold,
+        infer=variants[v],
+        variants={str(var): round(macro_auc(y, s), 4) for var, s in zip(variants, students, strict=True)},
     )
 
 
@@ -174,8 +231,9 @@ def run_choose(cfg: Config, teacher_dir: str | Path, runs: list[str | Path], out
             "defaults (infer.teacher_weight=1, infer.agile_fill_weight=1)"
         )
     teacher, agile_only = teacher_on_windows(cfg, data, Path(teacher_dir), lw)
-    student = student_on_windows([Path(r) for r in runs], lw, data.classes)
-    covered = np.isfinite(student).all(axis=1)
+    held = held_out_rows([Path(r) for r in runs], lw, data.classes)
+    variants = student_variants(cfg, data.root, held, lw, data.classes)
+    covered = np.isfinite(variants[0][1]).all(axis=1)
     if not covered.any():
         raise ChooseError("the runs hold out no labelled window; train with data.soundscape_fold=k (k >= 0)")
     if not covered.all():
@@ -186,12 +244,16 @@ def run_choose(cfg: Config, teacher_dir: str | Path, runs: list[str | Path], out
     folds = lw.table["fold"].to_numpy()[covered]
     if len(np.unique(folds)) < 2:
         raise ChooseError("the runs hold out one fold only; nested choice needs runs of at least 2 folds")
-    choice = choose_shares(lw.targets[covered], student[covered], teacher[covered], agile_only, folds)
+    students = [pred[covered] for _, pred in variants]
+    settings = [v for v, _ in variants]
+    choice = choose_shares(lw.targets[covered], students, teacher[covered], agile_only, folds, settings)
     chosen = copy.deepcopy(cfg)
     chosen.infer.teacher_weight, chosen.infer.agile_fill_weight = choice.teacher_weight, choice.agile_fill_weight
+    chosen.infer.tta_shifts, chosen.infer.clip_weight = choice.infer["tta_shifts"], choice.infer["clip_weight"]
     head = (
         f"{MARKER}: infer.teacher_weight={choice.teacher_weight:g} infer.agile_fill_weight="
-        f"{choice.agile_fill_weight:g}, chosen on {choice.windows} labelled windows of {data.root}; out of fold "
+        f"{choice.agile_fill_weight:g} infer.tta_shifts={choice.infer['tta_shifts']} infer.clip_weight="
+        f"{choice.infer['clip_weight']:g}, chosen on {choice.windows} labelled windows of {data.root}; out of fold "
         f"{choice.oof_auc:.4f} vs BirdNET + agile {choice.baseline_auc:.4f} ({out.name}.json)\n"
     )
     atomic_write(out, head + to_yaml(chosen))
