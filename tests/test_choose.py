@@ -104,3 +104,18 @@ def test_birdsed_choose_on_a_2026_folder(tiny_root26, tmp_path, capsys):
     notes.write_text("mine\n")
     line = cli_error(capsys, [*map(str, args), "--out", str(notes)])
     assert "birdsed replaces only its own outputs" in line and notes.read_text() == "mine\n"
+
+
+def test_a_student_share_is_kept_only_where_choosing_it_won_out_of_fold():
+    """Students that help on some folds and hurt on others: whatever is chosen in sample, a share below 1 survives
+    only where the nested (out-of-fold) figure beats the safe entry's."""
+    kept = []
+    for seed in range(6):
+        y, student, teacher, agile_only, folds = _case(student_good=True, seed=seed)
+        flip = folds % 2 == 1
+        student[flip] = 1 - student[flip]  # on half the folds the student is wrong
+        c = choose_shares(y, [student], teacher, agile_only, folds)
+        safe = (c.teacher_weight, c.agile_fill_weight) == (1.0, 1.0)
+        assert safe or c.oof_auc > c.baseline_auc, c
+        kept.append(safe)
+    assert any(kept)

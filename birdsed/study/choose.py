@@ -18,8 +18,9 @@ Chosen together, as ``birdsed infer`` uses them: the students' variant (``infer.
 ``infer.agile_fill_weight`` (its share where only the agile model knows a class), shares from a grid; the student
 alone decides a class neither knows. The choice is scored by nested cross-validation — for each fold, the
 shares that win on the other folds are applied to it — so the reported figure is never the one it was chosen on; it
-stands beside BirdNET + agile's (both shares 1) on the same windows. Ties go to the larger teacher share (the safe
-side, the config's own variant). The final choice, made on every fold, is written into the config that
+stands beside BirdNET + agile's (both shares 1) on the same windows. A student share is kept only where that nested
+figure beats the safe entry's (else the shares stay 1 and 1, said in a warning). Ties go to the larger teacher share
+(the safe side, the config's own variant). The final choice, made on every fold, is written into the config that
 ``birdsed infer --config`` and ``birdsed bundle --config`` read.
 """
 
@@ -204,11 +205,20 @@ def choose_shares(
         per_fold.append({"fold": int(k), "windows": int(held.sum()), "infer": variants[v], "teacher_weight": w,
                          "agile_fill_weight": f})  # fmt: skip
     v, w, f = _best(y, students, teacher, agile_only)
+    oof_auc = macro_auc(y, oof)
+    safe = macro_auc(y, blend(students[v], teacher, 1.0, 1.0, agile_only))
+    if (w, f) != (1.0, 1.0) and not oof_auc > safe:
+        # the procedure that chose a student share did not beat the safe entry out of fold: keep the safe shares
+        log.warning(
+            "choose: a student share (teacher %g, agile fill %g) wins in sample, but choosing one scored %.4f out of "
+            "fold against the safe entry's %.4f: the safe shares (1, 1) are kept", w, f, oof_auc, safe,
+        )  # fmt: skip
+        w, f = 1.0, 1.0
     return Choice(
         teacher_weight=w,
         agile_fill_weight=f,
-        oof_auc=macro_auc(y, oof),
-        baseline_auc=macro_auc(y, blend(students[v], teacher, 1.0, 1.0, agile_only)),
+        oof_auc=oof_auc,
+        baseline_auc=safe,
         student_auc=macro_auc(y, students[v]),
         windows=len(y),
         folds=per_fold,
