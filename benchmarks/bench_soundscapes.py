@@ -23,8 +23,9 @@ labelled-window figure with the test figure over the runs.
 
 ``--entry`` (a ``birdsed choose`` output, chosen on the labelled *training* soundscapes): the test soundscapes
 scored for BirdNET alone, BirdNET + agile (``AGILE/test_soundscapes.csv``), the ``with`` students' mean alone
-(``soundscape_preds.csv``: no TTA, as ``choose`` saw them) and the chosen blend of the two — beside the choice's
-out-of-fold figure on the labelled training windows.
+(``soundscape_preds.csv``: no TTA) and the chosen entry as a user runs it (``birdsed infer --config ENTRY`` with the
+three students, BirdNET and the agile model) — beside the choice's out-of-fold figure on the labelled training
+windows.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -103,9 +105,9 @@ def entry_figures(entry: Path, teacher: Path, agile: Path, runs: list[Path]) -> 
     """The chosen entry and its parts on the test soundscapes (see the module's text)."""
     import pandas as pd
 
+    from birdsed.cli import main
     from birdsed.data.folder import load_birdclef
     from birdsed.scoring.metrics import macro_auc
-    from birdsed.study.choose import blend
     from birdsed.teacher.birdnet import read_teacher
 
     classes = load_birdclef(MINI26).classes
@@ -115,15 +117,22 @@ def entry_figures(entry: Path, teacher: Path, agile: Path, runs: list[Path]) -> 
     both = read_teacher(agile / "test_soundscapes.csv", classes).loc[sol.index, classes].to_numpy()
     students = [read_teacher(r / "soundscape_preds.csv", classes).loc[sol.index, classes].to_numpy() for r in runs]
     student = np.mean(students, axis=0)
-    agile_only = ~np.isfinite(birdnet).any(axis=0) & np.isfinite(both).any(axis=0)
     record = json.loads(Path(f"{entry}.json").read_text())
-    w, f = record["teacher_weight"], record["agile_fill_weight"]
+    w, f, v = record["teacher_weight"], record["agile_fill_weight"], record["infer"]
     filled = lambda t: np.where(np.isfinite(t), t, student)  # noqa: E731 - a class neither knows: the student's
+    with tempfile.TemporaryDirectory() as tmp:  # the entry as a user runs it: birdsed infer --config ENTRY
+        out = Path(tmp) / "entry.csv"
+        checkpoints = [a for r in runs for a in ("--checkpoint", str(r))]
+        args = ["infer", "--config", str(entry), *checkpoints, "--soundscapes", str(MINI26 / "test_soundscapes"),
+                "--sample-submission", str(MINI26 / "sample_submission.csv"), "--out", str(out), "--no-progress",
+                "infer.teacher=birdnet", f"infer.agile={agile}"]  # fmt: skip
+        assert main(args) == 0
+        chosen = read_teacher(out, classes).loc[sol.index, classes].to_numpy()
     rows = {
-        "BirdNET (others: student)": filled(birdnet),
-        "BirdNET + agile (others: student)": filled(both),
-        "students alone": student,
-        f"chosen entry (teacher {w:g}, agile fill {f:g})": blend(student, both, w, f, agile_only),
+        "BirdNET (others: student, no TTA)": filled(birdnet),
+        "BirdNET + agile (others: student, no TTA)": filled(both),
+        "students alone (no TTA)": student,
+        f"chosen entry via birdsed infer (teacher {w:g}, agile fill {f:g}, {v})": chosen,
     }
     for name, scores in rows.items():
         print(f"test soundscapes, {name}: {macro_auc(y, scores):.4f}")
