@@ -205,7 +205,8 @@ def cmd_teacher(args: argparse.Namespace) -> str:
     for name, r in results.items():
         rate = f"{r.audio_seconds / r.seconds:.0f}x real time" if r.seconds else ""
         print(f"{name}: {r.files} file(s), {len(r.table)} windows, {len(r.failed)} unreadable, {rate}")
-    return f"teacher: {args.out} ({len(mapping.index)} of {len(mapping.classes)} classes known to {cfg.teacher.model})"
+    known = len(mapping.index) + len(mapping.proxies)
+    return f"teacher: {args.out} ({known} of {len(mapping.classes)} classes known to {cfg.teacher.model})"
 
 
 def cmd_agile(args: argparse.Namespace) -> str:

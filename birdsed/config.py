@@ -284,6 +284,10 @@ class TeacherConfig:
     model: str = choice("birdnet")
     stride: float = positive(1.0)  # seconds between the starts of BirdNET's 3-s chunks (a window takes their max)
     mapping: str = ""  # a CSV/YAML of primary_label → teacher label pairs fixing the automatic class mapping
+    # an unmapped class whose scientific name is "Genus species" takes the max over BirdNET's labels of that genus
+    # (2nd place BirdCLEF+ 2026); flagged `genus` in the mapping table. The head of a BirdNET-backbone student still
+    # starts at random for it
+    genus_proxy: bool = False
     threads: int = non_negative(0)  # interpreter threads (0: the runtime's default)
     batch_size: int = positive(16)  # chunks per interpreter call
     embeddings: bool = False  # also write <folder>.embeddings.npz: BirdNET's 1,024-d features per window

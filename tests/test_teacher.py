@@ -433,3 +433,29 @@ def test_infer_teacher_finds_the_taxonomy_in_data_root_or_the_checkpoints(tiny_r
     given = tiny_cfg(other, tmp_path / "cache", f"infer.teacher_taxonomy={other / 'taxonomy.csv'}")
     with pytest.raises(ConfigError, match="classes differ from the submission's"):
         teacher_taxonomy(given, classes, [str(tiny_root)])  # a given one is never passed over
+
+
+def test_a_genus_proxy_stands_in_for_an_unmapped_species_only_when_asked(tmp_path):
+    """teacher.genus_proxy (2nd place BirdCLEF+ 2026): `Carpodacus nonexistens` has no BirdNET label of its own; with
+    the option its score is the max over the genus's labels, flagged `genus`; without it stays unmapped."""
+    from birdsed.teacher.birdnet import predict_folder
+    from tests.conftest import tone, write
+
+    tax = _taxonomy([("carnon1", "Carpodacus nonexistens", "Nonexistent Rosefinch"), ("eurbla", "Turdus merula", "")])
+    plain = map_classes(tax, LABELS)
+    assert plain.how["carnon1"] == "unmapped" and not plain.proxies
+    proxy = map_classes(tax, LABELS, genus_proxy=True)
+    assert proxy.how["carnon1"] == "genus" and proxy.proxies["carnon1"] == [3, 4]
+    assert proxy.columns() == [[3, 4], [0]] and "1 by a genus proxy (check them)" in proxy.table()
+    assert proxy.to_json()["carnon1"]["genus_labels"][0].startswith("Carpodacus thura")
+
+    class Model:  # BirdNET's interface, answering its label k with (k + 1) / 10 on every chunk
+        sample_rate, chunk_seconds, chunk_samples, embeddings = 48000, 3.0, 144000, False
+
+        def predict(self, chunks):
+            return np.tile((np.arange(len(LABELS)) + 1) / 10, (len(chunks), 1)).astype(np.float32)
+
+    write(tmp_path / "s" / "a.ogg", tone(1000, 10, 48000), 48000)
+    table = predict_folder(tmp_path / "s", Model(), proxy, 1.0, 5.0, progress=False).table
+    np.testing.assert_allclose(table["carnon1"], 0.5)  # the max of labels 3 and 4: 0.4, 0.5
+    np.testing.assert_allclose(table["eurbla"], 0.1)

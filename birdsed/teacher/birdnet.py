@@ -243,9 +243,10 @@ def predict_folder(
     files = list_audio(folder) if files is None else files
     if row_prefix is None:
         check_unique_stems(files, folder)
-    cols = [mapping.index.get(c, -1) for c in mapping.classes]
-    known = np.array([i >= 0 for i in cols])
-    take = np.array([max(i, 0) for i in cols])
+    columns = mapping.columns()  # per class: its label, its genus's labels (a proxy: their max), or none
+    known = np.array([bool(c) for c in columns])
+    take = np.array([c[0] if c else 0 for c in columns])
+    proxies = [(k, c) for k, c in enumerate(columns) if len(c) > 1]
     ids, blocks, embs = [], [], []
     result = TeacherResult(table=pd.DataFrame())
     run = model.embed if model.embeddings else (lambda c: (model.predict(c), None))
@@ -263,6 +264,8 @@ def predict_folder(
         if emb is not None:
             embs.append(emb.astype(np.float32))
         block = np.where(known, scores[:, take], np.nan)
+        for k, c in proxies:
+            block[:, k] = scores[:, c].max(axis=1)
         stem = (row_prefix(path) if row_prefix else "") + path.stem
         ids += row_ids(stem, len(block), window)
         blocks.append(block)
@@ -327,8 +330,8 @@ def load_birdnet(
     """
     overrides = read_overrides(cfg.teacher.mapping)
     model = BirdNET(cfg.teacher.threads, cfg.teacher.batch_size, embeddings=embeddings or cfg.teacher.embeddings)
-    mapping = map_classes(taxonomy, model.labels, overrides)
-    if not mapping.index:
+    mapping = map_classes(taxonomy, model.labels, overrides, cfg.teacher.genus_proxy)
+    if not mapping.index and not mapping.proxies:
         raise TeacherError(f"{where}: no class maps to a BirdNET label; fix pairs in teacher.mapping")
     # the table once: `birdsed teacher` prints it and writes mapping.txt; elsewhere its first line (-v: all of it)
     log.info("class mapping: %s", mapping.table().splitlines()[0])

@@ -71,12 +71,18 @@ class ClassMapping:
     how: dict[str, str]  # class → scientific | common | split | near | override | ambiguous | unmapped
     teacher_labels: list[str]
     candidates: dict[str, list[str]] = field(default_factory=dict)  # ambiguous class → the labels it matched
+    # teacher.genus_proxy: an unmapped class → the teacher labels of its genus, whose max stands in for it
+    proxies: dict[str, list[int]] = field(default_factory=dict)
 
     def table(self) -> str:
         """The mapping as printed: one line per class."""
         lines = []
         for c in self.classes:
             target = self.teacher_labels[self.index[c]] if c in self.index else ""
+            if c in self.proxies:
+                target = f"max of {len(self.proxies[c])} label(s) of its genus: " + "; ".join(
+                    self.teacher_labels[i] for i in self.proxies[c][:3]
+                )
             extra = f" (candidates: {'; '.join(self.candidates[c][:4])})" if c in self.candidates else ""
             lines.append(f"  {c:<12} {self.how[c]:<10} {target}{extra}")
         kinds = ("scientific", "common", "split", "near", "override")
@@ -86,16 +92,24 @@ class ClassMapping:
             f"{counts['common']} by common name, {counts['split']} as a split species and {counts['near']} as a "
             "near miss (check them), "
             f"{counts['override']} by override); "
-            f"{sum(v == 'ambiguous' for v in self.how.values())} ambiguous, "
+            + (f"{len(self.proxies)} by a genus proxy (check them); " if self.proxies else "")
+            + f"{sum(v == 'ambiguous' for v in self.how.values())} ambiguous, "
             f"{sum(v == 'unmapped' for v in self.how.values())} unmapped"
         )
         return "\n".join([head, *lines])
 
     def to_json(self) -> dict:
-        return {
+        out = {
             c: {"how": self.how[c], "label": self.teacher_labels[self.index[c]] if c in self.index else None}
             for c in self.classes
         }
+        for c, idx in self.proxies.items():
+            out[c]["genus_labels"] = [self.teacher_labels[i] for i in idx]
+        return out
+
+    def columns(self) -> list[list[int]]:
+        """Per class, the teacher outputs its score is the max of: its label, its genus's (a proxy), or none."""
+        return [[self.index[c]] if c in self.index else self.proxies.get(c, []) for c in self.classes]
 
 
 def read_overrides(path: str | Path | None) -> dict[str, str | None]:
@@ -125,7 +139,10 @@ def read_overrides(path: str | Path | None) -> dict[str, str | None]:
 
 
 def map_classes(
-    taxonomy: pd.DataFrame, teacher_labels: list[str], overrides: dict[str, str | None] | None = None
+    taxonomy: pd.DataFrame,
+    teacher_labels: list[str],
+    overrides: dict[str, str | None] | None = None,
+    genus_proxy: bool = False,
 ) -> ClassMapping:
     """Map each taxonomy class to a teacher output.
 
@@ -138,6 +155,8 @@ def map_classes(
     outright.
 
     Pairs for classes the taxonomy lacks are skipped with a warning (a pairs file may serve several competitions).
+    With `genus_proxy` (``teacher.genus_proxy``, 2nd place BirdCLEF+ 2026), a class still unmapped whose scientific
+    name is ``Genus species`` takes the max over the teacher's labels of that genus (``how`` = ``genus``, flagged).
 
     Raises:
         TeacherError: an override names a teacher label that does not exist.
@@ -190,6 +209,11 @@ def map_classes(
                 mapping.how[cls] = "ambiguous"
                 mapping.candidates[cls] = [teacher_labels[i] for i in hits]
                 break
+        words = normalise(cols["scientific_name"][k]).split()
+        if genus_proxy and mapping.how[cls] == "unmapped" and len(words) >= 2:
+            genus = [i for i, name in enumerate(sci) if name.split()[:1] == words[:1]]
+            if genus:
+                mapping.proxies[cls], mapping.how[cls] = genus, "genus"
     return mapping
 
 
