@@ -5,7 +5,9 @@ and its allowed values in one place; ``one_of("sed", HEAD_NAMES)`` takes them fr
 (a test keeps each list equal to its registry, so loading a config imports no model code);
 :func:`check_fields` walks any (nested) dataclass and raises :class:`~birdsed.errors.ConfigError` naming the dotted
 key. Every float must also be finite. :func:`validate` adds the rules that join fields (a window rule that fits the
-window, fmin < fmax, ...); :mod:`birdsed.config` runs it on every config it makes.
+window, fmin < fmax, ...); :mod:`birdsed.config` runs it on every config it makes. :func:`parse_yaml` is the rule a
+config's text follows (no repeated key, no alias that multiplies); :func:`check_processes` and :func:`usable_cores`
+the rules that ask the machine, checked where a setting is used.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import field, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from birdsed.errors import ConfigError
 
@@ -283,3 +287,71 @@ def _check_infer(cfg: Config) -> None:
     kind, x = parse_window_rule(cfg.teacher.window_rule)
     if kind == "overlap" and x > BIRDNET_CHUNK_SECONDS:  # (a window shorter than a chunk is refused above, at use)
         raise ConfigError(f"teacher.window_rule: an overlap of {x:g} s is longer than a 3-s chunk")
+
+
+# ---- the rules a config's text follows: YAML without repeated keys or aliases that multiply ----------------------
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key (PyYAML keeps the last one without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+MAX_YAML_VALUES = 100_000  # a config is a few hundred values; aliases that multiply ("billion laughs") are refused
+
+
+def _expanded_size(data: Any, limit: int) -> int:
+    """How many values `data` holds once every alias is expanded (shared sub-trees counted each time they occur,
+    each counted once by identity), stopping past `limit`."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        if id(node) in sizes:
+            return sizes[id(node)]
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        sizes[id(node)] = total
+        return total
+
+    return size(data)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text → Python data, rejecting duplicate keys and aliases that expand past :data:`MAX_YAML_VALUES`.
+
+    Raises:
+        ValueError: a syntax error, a repeated key or a document that expands too far, as ``line N: what`` (for the
+            caller to prefix with the file).
+    """
+    data = _load_yaml(text)
+    if _expanded_size(data, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise ValueError(f"expands to more than {MAX_YAML_VALUES:,} values through its aliases (&anchor / *alias)")
+    return data
+
+
+def _load_yaml(text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeys)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ValueError(f"{where}{err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise ValueError(str(err).splitlines()[0]) from None

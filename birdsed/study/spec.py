@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from birdsed.config import Config, load_config, parse_yaml
+from birdsed.config import Config, load_config
 from birdsed.errors import BirdsedError, ConfigError
+from birdsed.rules import parse_yaml
 
 
 class StudyError(BirdsedError, ValueError):
