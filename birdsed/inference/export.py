@@ -26,7 +26,14 @@ from birdsed.data.audio import MelFrontend
 from birdsed.inference.infer import Runner
 from birdsed.models.backbones import BIRDNET
 from birdsed.models.birdnet import BIRDNET_LICENCE
-from birdsed.models.build import CheckpointError, build_frontend, load_checkpoint, read_checkpoint, resolve_checkpoint
+from birdsed.models.build import (
+    CheckpointError,
+    build_frontend,
+    load_checkpoint,
+    load_plain,
+    read_checkpoint,
+    resolve_checkpoint,
+)
 from birdsed.outputs import atomic_path, atomic_write, check_dir_output, mark_output, staged_dir
 
 log = logging.getLogger(__name__)
@@ -127,7 +134,7 @@ def export_frontend(folder: str | Path, cfg: Config) -> torch.nn.Module:
     if isinstance(frontend, MelFrontend) and not path.is_file():
         return frontend
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_plain(path)
         frontend.load_state_dict(state)
     except (OSError, RuntimeError, ValueError, EOFError) as err:
         raise CheckpointError(f"{path}: the export's front-end weights are missing or damaged ({err})") from None

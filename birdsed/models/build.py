@@ -123,13 +123,19 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def load_plain(path: str | Path) -> Any:
+    """``torch.load`` of tensors and plain values only (``weights_only=True``: unpickling anything else could run
+    code from the file), without torch's notes on a foreign pickle's protocol (the caller's error says it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw payload of a birdsed checkpoint (validated)."""
     path = resolve_checkpoint(path)
     try:
-        with warnings.catch_warnings():  # torch's notes on a foreign pickle's protocol: the error below says it
-            warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_plain(path)
     except Exception as err:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

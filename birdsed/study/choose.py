@@ -43,7 +43,7 @@ from birdsed.errors import BirdsedError
 from birdsed.inference.predict import predict
 from birdsed.outputs import atomic_write, check_file_output, record_output
 from birdsed.scoring.metrics import macro_auc
-from birdsed.teacher.agile import fit_gated, read_embeddings, with_agile
+from birdsed.teacher.agile import agile_inputs, fit_gated, with_agile
 from birdsed.teacher.birdnet import EMBEDDINGS_SUFFIX, read_teacher
 from birdsed.teacher.blend import blend_teacher
 
@@ -90,15 +90,15 @@ def teacher_on_windows(
     if not (teacher_dir / f"train_audio{EMBEDDINGS_SUFFIX}").is_file():
         log.info("choose: no train_audio embeddings in %s: BirdNET alone, no agile model", teacher_dir)
         return scores, np.zeros(len(data.classes), dtype=bool)
-    eids, x = read_embeddings(teacher_dir / f"train_soundscapes{EMBEDDINGS_SUFFIX}")
-    rows = pd.Series(np.arange(len(eids)), index=eids).loc[ids].to_numpy()
+    inputs = agile_inputs(cfg, data, teacher_dir)  # read once; the labelled windows' embeddings in lw's order
+    x = inputs.labelled[0]
     out = np.full_like(scores, np.nan)
     folds = lw.table["fold"].to_numpy()
     for k in np.unique(folds):
         held = folds == k
-        model, _, _ = fit_gated(cfg, data, teacher_dir, held_out=held, quiet=True)
+        model, _, _ = fit_gated(cfg, data, inputs, held_out=held, quiet=True)
         mask = model.blend_mask(cfg.infer.agile_classes)
-        out[held] = with_agile(scores[held], model.predict(x[rows[held]]), cfg.infer.agile_weight, mask)
+        out[held] = with_agile(scores[held], model.predict(x[held]), cfg.infer.agile_weight, mask)
     return out, ~np.isfinite(scores).any(axis=0) & np.isfinite(out).any(axis=0)
 
 

@@ -342,10 +342,39 @@ def _teacher_scores(path: Path, classes: list[str], ids: pd.Index, folder: str =
     return table.loc[ids, classes].to_numpy(dtype=np.float64)
 
 
+@dataclass
+class AgileInputs:
+    """Everything :func:`fit_gated` fits and judges on, read once from a teacher folder (a nested choice refits on
+    it once per fold).
+
+    Shapes: x (N, D) the fitted windows (``train_audio`` first, then pool windows), y and mask (N, C); positives,
+    teacher (n, C) and groups (n,) of the n ``train_audio`` windows the gate judges; labelled: the labelled
+    soundscape windows' (M, D) embeddings, (M, C) targets, (M, C) teacher scores and (M,) groups, or None.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    mask: np.ndarray
+    counts: dict
+    positives: np.ndarray
+    teacher: np.ndarray
+    groups: np.ndarray
+    labelled: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
+
+
+def agile_inputs(cfg: Config, data: BirdCLEFData, teacher_dir: Path) -> AgileInputs:
+    """Read the windows ``cfg.agile`` fits on and the gate's evidence from `teacher_dir` (see :class:`AgileInputs`)."""
+    x, y, mask, counts, ids = training_windows(cfg, data, teacher_dir, cfg.agile.pool)
+    positives = clip_targets(data, ids, cfg.data.secondary_label_value) > 0
+    teacher = _teacher_scores(teacher_dir / "train_audio.csv", data.classes, ids)
+    groups = split_row_ids(pd.Series(ids))[0].to_numpy()
+    return AgileInputs(x, y, mask, counts, positives, teacher, groups, labelled_rows(cfg, data, teacher_dir))
+
+
 def fit_gated(
-    cfg: Config, data: BirdCLEFData, teacher_dir: Path, held_out: np.ndarray | None = None, quiet: bool = False
+    cfg: Config, data: BirdCLEFData, inputs: AgileInputs, held_out: np.ndarray | None = None, quiet: bool = False
 ) -> tuple[AgileModel, dict, dict[str, dict]]:
-    """The agile model of ``cfg.agile`` on `teacher_dir`'s embeddings, with its gate (:func:`gate_classes`).
+    """The agile model of ``cfg.agile`` on `inputs` (:func:`agile_inputs`), with its gate (:func:`gate_classes`).
 
     Args:
         held_out: (M,) bool over the folder's labelled soundscape windows: those left out of the fit and the gate
@@ -354,17 +383,13 @@ def fit_gated(
     Returns:
         the model (``blend`` set), the window counts, and the gate's figures per class.
     """
-    x, y, mask, counts, ids = training_windows(cfg, data, teacher_dir, cfg.agile.pool)
-    n = len(ids)  # the train_audio windows come first
-    gx, gy = x[:n], y[:n]
-    positives = clip_targets(data, ids, cfg.data.secondary_label_value) > 0
-    teacher = _teacher_scores(teacher_dir / "train_audio.csv", data.classes, ids)
-    groups = split_row_ids(pd.Series(ids))[0].to_numpy()
+    x, y, mask, counts = inputs.x, inputs.y, inputs.mask, dict(inputs.counts)
+    n = len(inputs.groups)  # the train_audio windows come first
+    gx, gy, positives, teacher, groups = x[:n], y[:n], inputs.positives, inputs.teacher, inputs.groups
     evidence = None
-    labelled = labelled_rows(cfg, data, teacher_dir)
-    if labelled is not None:  # the labelled soundscape windows: fitted on, and the gate's first evidence
-        keep = np.ones(len(labelled[0]), dtype=bool) if held_out is None else ~held_out
-        lx, ly, lt, lg = (part[keep] for part in labelled)
+    if inputs.labelled is not None:  # the labelled soundscape windows: fitted on, and the gate's first evidence
+        keep = np.ones(len(inputs.labelled[0]), dtype=bool) if held_out is None else ~held_out
+        lx, ly, lt, lg = (part[keep] for part in inputs.labelled)
         x, y, mask = np.concatenate([x, lx]), np.concatenate([y, ly]), np.concatenate([mask, np.ones_like(ly, bool)])
         gx, gy, positives = np.concatenate([gx, lx]), np.concatenate([gy, ly]), np.concatenate([positives, ly > 0])
         teacher, groups = np.concatenate([teacher, lt]), np.concatenate([groups, lg])
@@ -392,7 +417,7 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
         raise AgileError(f"--out {out}: is the teacher folder; its <folder>.csv files would be replaced")
     out = check_dir_output(out, kind="agile", inputs=(data.root,))
     pool, c = cfg.agile.pool, cfg.agile.c
-    model, counts, gate = fit_gated(cfg, data, teacher_dir)
+    model, counts, gate = fit_gated(cfg, data, agile_inputs(cfg, data, teacher_dir))
     lacking = [k for k, ok in zip(data.classes, model.known, strict=True) if not ok]
     a = cfg.agile
     blended = [k for k, g in zip(data.classes, model.blend, strict=True) if g]

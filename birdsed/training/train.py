@@ -38,7 +38,7 @@ from birdsed.data.folder import (
 from birdsed.data.prepare import ensure_cache
 from birdsed.data.soundscapes import LabelledWindows, class_groups, read_if_present
 from birdsed.errors import BirdsedError, ConfigError, Stopped
-from birdsed.models.build import CheckpointError, build_model, check_forward, init_from_checkpoint
+from birdsed.models.build import CheckpointError, build_model, check_forward, init_from_checkpoint, load_plain
 from birdsed.outputs import show_bars
 from birdsed.rules import check_backbone_name, check_processes
 from birdsed.scoring.metrics import macro_auc
@@ -369,9 +369,7 @@ def check_resumable(path: Path) -> None:
         CheckpointError: naming the file.
     """
     try:
-        with warnings.catch_warnings():  # torch's notes on a foreign pickle's protocol: the error below says it
-            warnings.simplefilter("ignore")
-            torch.load(path, map_location="cpu", weights_only=True)
+        load_plain(path)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path}: holds objects other than tensors and plain values; refused (loading it could run code). "
