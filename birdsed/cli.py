@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-soundscapes", type=_non_negative, default=20)
     p.add_argument("--test-soundscapes", type=_positive(int), default=10)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.add_argument("--like", choices=["birdclef2026"], help="a competition's shape (its classes, long tail, lengths, "
+                   "soundscapes) instead of the small demo set; the other size options do not apply")  # fmt: skip
+    p.add_argument("--scale", type=float, default=0.01, help="with --like: the fraction of its size (1: all of it)")
     p.set_defaults(func=commands.cmd_synth)
 
     p = sub.add_parser("prepare", parents=[cfg_parent], help="decode data.root's audio once into the waveform cache")

@@ -29,6 +29,11 @@ def config_from_args(items: Sequence[str]) -> Config:
 def cmd_synth(args: argparse.Namespace) -> str:
     from birdsed.data.synth import make_dataset
 
+    if args.like:
+        from birdsed.data.synth_like import make_like
+
+        out = make_like(args.out, args.like, args.scale, args.seed, overwrite=args.overwrite)
+        return f"wrote a synthetic folder shaped like {args.like} at scale {args.scale:g} to {out}"
     out = make_dataset(
         args.out,
         overwrite=args.overwrite,

@@ -57,8 +57,10 @@ class DataConfig:
     """Where the BirdCLEF-format folder is, how it is cached, cropped and split."""
 
     root: str = "data/synth"
-    # waveform cache; empty means cache/<name of root>-<sample_rate>hz
-    cache_dir: str = ""
+    cache_dir: str = ""  # waveform cache; empty means cache/<name of root>-<sample_rate>hz
+    # > 0: only each focal recording's first this many seconds are cached (e.g. data.first_seconds): a 2026-sized
+    # cache in a fraction of the disk (benchmarks/RESULTS.md, "Competition scale"); 0: whole files
+    cache_seconds: float = non_negative(0.0)
     # first_random: random crop inside the first `first_seconds` (2nd place 2025: 7 s); random; first; center; full
     crop_mode: str = choice("first_random", "random", "first", "center", "full")
     crop_seconds: float = positive(5.0)
@@ -193,6 +195,14 @@ class TrainConfig:
     seed: int = 42
     threads: int = non_negative(0)  # torch CPU threads (0: all cores)
     progress: bool = True
+    # BirdNET V2.4 (the PyTorch port) taught online on the augmented batch (birdsed.training.distill): weights of
+    # 1 - cos to its embedding and of BCE to its probabilities (0: off); after distill_epochs (0: never) both are
+    # scaled by distill_final; distill_unlabelled: share of the draws that are unlabelled soundscape windows
+    distill: float = non_negative(0.0)
+    distill_probs: float = non_negative(0.0)
+    distill_epochs: int = non_negative(0)
+    distill_final: float = unit(0.0)
+    distill_unlabelled: float = unit(0.0)
 
 
 @dataclass
@@ -254,6 +264,7 @@ class PseudoConfig:
     mode: str = choice("mixup", "extra")
     mix_weight: float = unit(0.5)  # share of the pseudo chunk in mixup mode (1st place: 0.5)
     mix_targets: str = choice("weighted", "max")  # targets mixed like the waves (weighted) or by max
+    mass_cap: float = non_negative(0.0)  # mixup mode: a chunk's label mass ≤ this × the crop's (0: no cap)
     extra_fraction: float = unit(0.5)  # extra mode: share of each epoch's samples that are pseudo chunks
     loss_weight: float = non_negative(1.0)  # extra mode: loss weight of pseudo samples
     tta_shifts: list[float] = field(default_factory=lambda: [0.0])  # TTA when predicting the pool

@@ -226,6 +226,8 @@ def validate(cfg: Config) -> None:  # the config module calls it on every config
         )
     if len(cfg.augment.background_snr_db) != 2 or cfg.augment.background_snr_db[0] > cfg.augment.background_snr_db[1]:
         raise ConfigError(f"augment.background_snr_db: need [low, high], got {cfg.augment.background_snr_db!r}")
+    if 0 < d.cache_seconds < d.crop_seconds:
+        raise ConfigError(f"data.cache_seconds: {d.cache_seconds:g} is shorter than data.crop_seconds")
     if cfg.augment.background_prob > 0 and not cfg.augment.background_dir:
         raise ConfigError("augment.background_prob: > 0 needs augment.background_dir")
     if cfg.train.min_lr > cfg.train.lr:
@@ -256,6 +258,22 @@ def validate(cfg: Config) -> None:  # the config module calls it on every config
         )
     if cfg.train.layer_decay <= 0:
         raise ConfigError(f"train.layer_decay: must be in (0, 1], got {cfg.train.layer_decay}")
+    _check_distill(cfg)
+
+
+def _check_distill(cfg: Config) -> None:
+    """Distillation reads the augmented waveform and unlabelled windows come from the background files."""
+    t = cfg.train
+    if not (t.distill or t.distill_probs):
+        if t.distill_unlabelled:
+            raise ConfigError("train.distill_unlabelled: > 0 needs train.distill or train.distill_probs > 0")
+        return
+    if cfg.augment.spec_on == "loader":
+        raise ConfigError("train.distill: the teacher reads waveforms; it needs augment.spec_on=device")
+    if t.distill_unlabelled and not cfg.augment.background_dir:
+        raise ConfigError("train.distill_unlabelled: > 0 needs augment.background_dir (the unlabelled soundscapes)")
+    if t.distill_epochs > t.epochs:
+        raise ConfigError(f"train.distill_epochs: {t.distill_epochs} is more than train.epochs={t.epochs}")
 
 
 def _check_infer(cfg: Config) -> None:

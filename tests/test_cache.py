@@ -7,6 +7,7 @@ import pytest
 from birdsed.data.audio import load_audio
 from birdsed.data.cache import WaveStore, prepare_cache
 from birdsed.data.folder import DataError
+from birdsed.data.synth import write_audio
 from tests.conftest import tone, write
 
 
@@ -29,6 +30,47 @@ def test_prepare_is_idempotent_and_matches_decoding(tmp_path):
     assert WaveStore(tmp_path / "cache").num_samples("x/b.flac") == 32000
     s4 = prepare_cache(sources, tmp_path / "cache", 16000, workers=1, progress=False)
     assert s4.cached == 2 and WaveStore(tmp_path / "cache").num_samples("x/b.flac") == 16000
+
+
+def test_cache_seconds_keeps_the_first_seconds_of_recordings_only(tmp_path):
+    """data.cache_seconds: a recording's first N seconds, sample for sample as the whole decode has them; the
+    soundscapes whole; another limit re-decodes, the same one reuses."""
+    rng = np.random.default_rng(0)
+    long, scape = tmp_path / "src" / "long.ogg", tmp_path / "src" / "scape.ogg"
+    write_audio(long, 0.3 * rng.standard_normal(44100 * 70).astype(np.float32), 44100)  # long OGGs: in chunks
+    write_audio(scape, tone(900.0, 40.0, 32000), 32000)
+    sources = [("train_audio/a/long.ogg", long), ("train_soundscapes/scape.ogg", scape)]
+    limits = {"train_audio/": 15 * 32000}
+    s1 = prepare_cache(sources, tmp_path / "cache", 32000, workers=1, progress=False, limits=limits)
+    store = WaveStore(tmp_path / "cache")
+    assert s1.cached == 2 and store.num_samples("train_audio/a/long.ogg") == 15 * 32000
+    assert store.num_samples("train_soundscapes/scape.ogg") == 40 * 32000
+    whole = load_audio(long)
+    np.testing.assert_allclose(store.read("train_audio/a/long.ogg"), whole[: 15 * 32000], atol=2e-3)
+    again = prepare_cache(sources, tmp_path / "cache", 32000, workers=1, progress=False, limits=limits)
+    assert (again.cached, again.skipped_current) == (0, 2)
+    wider = prepare_cache(sources, tmp_path / "cache", 32000, workers=1, progress=False)
+    assert (wider.cached, wider.skipped_current) == (1, 1)
+    assert WaveStore(tmp_path / "cache").num_samples("train_audio/a/long.ogg") == len(whole)
+
+
+def test_index_writes_grow_linearly_with_the_files(tmp_path, monkeypatch):
+    """The cache index is saved by time, not every k files: the bytes of index written for 4x the files are about
+    4x (saving every 100 files made it 16x at 46,000 files: quadratic)."""
+    import birdsed.data.cache as cache
+
+    written = []
+    real = cache._write_index
+    monkeypatch.setattr(
+        cache, "_write_index", lambda root, sr, files: (written.append(len(files)), real(root, sr, files))
+    )
+    src = write(tmp_path / "t.wav", tone(500.0, 0.3, 8000), 8000)
+    totals = []
+    for n in (100, 400):
+        written.clear()
+        prepare_cache([(f"k{n}/{i}", src) for i in range(n)], tmp_path / f"c{n}", 8000, workers=1, progress=False)
+        totals.append(sum(written))
+    assert totals[0] >= 100 and totals[1] <= 4.5 * totals[0], totals
 
 
 def test_bulk_caching_skips_bad_files_and_lists_them(tmp_path):

@@ -219,3 +219,13 @@ def test_one_prediction_entry():
             f"birdsed.inference.submit.{n}" for n in ("infer_folder", "with_teacher")
         }  # (budgets time a teacher)
         assert not found & by_hand, (rel, found & by_hand)
+
+
+def test_one_clip_frame_blend():
+    """Validation and inference score a window with one function (models.sed.clip_frame_blend): no other module
+    writes the blend, so the figures a run reports and the submissions infer writes cannot drift apart."""
+    pattern = re.compile(r"\(1(\.0)? - [\w.]*clip_weight\)")
+    writers = [
+        p.relative_to(REPO).as_posix() for p in (REPO / "birdsed").rglob("*.py") if pattern.search(p.read_text())
+    ]
+    assert writers == ["birdsed/models/sed.py"], writers

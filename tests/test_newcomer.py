@@ -6,7 +6,7 @@ import pandas as pd
 
 from birdsed.config import load_config
 from birdsed.inference.budget import Budget, measure
-from birdsed.inference.submit import describe_entry, load_ensemble
+from birdsed.inference.submit import TeacherTable, describe_entry, load_ensemble
 from birdsed.kaggle.bundle import setting_files
 from tests.conftest import cli_error
 
@@ -25,8 +25,8 @@ def test_infer_names_what_it_blended(trained_run):
     members = load_ensemble([run_dir], cfg.infer, "cpu")
     columns = list(members[0].classes)
     assert describe_entry(cfg, members, None, columns).endswith("; no teacher")
-    teacher = pd.DataFrame({c: [0.5] if k < 2 else [float("nan")] for k, c in enumerate(columns)}, index=["x_5"])
-    teacher.attrs["agile_only"] = [columns[1]]
+    table = pd.DataFrame({c: [0.5] if k < 2 else [float("nan")] for k, c in enumerate(columns)}, index=["x_5"])
+    teacher = TeacherTable(table, [columns[1]])
     cfg = load_config(None, ["infer.teacher=t.csv", "infer.teacher_weight=0.75", "infer.agile_fill_weight=1"])
     line = describe_entry(cfg, members, teacher, columns)
     assert "share 0.75 on its 1 class(es), 1 on the 1 only the agile model knows" in line

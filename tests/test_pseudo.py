@@ -61,6 +61,28 @@ def test_mixup_with_pseudo_chunks(trained_run, tiny_root):
     np.testing.assert_allclose(chunks.wave(0, 160000), store.read(key, 32000, 160000))
 
 
+def test_mass_cap_keeps_a_chunks_labels_below_the_crops(trained_run):
+    """pseudo.mass_cap (noisy student, 1st place BirdCLEF+ 2026): a chunk sure of three classes mixed into a crop of
+    one weighs at most cap × the crop's label mass; a light chunk passes unchanged."""
+    cfg, _, _ = trained_run
+    from birdsed.data.cache import WaveStore
+
+    store = WaveStore(cfg.cache_path)
+    key = next(k for k in store.files if k.startswith("train_soundscapes/"))
+    heavy = np.array([[0, 0.9, 0.9, 0.9, 0, 0], [0, 0, 0.2, 0, 0, 0]], dtype=np.float32)
+    base = ClipDataset(store, [key], np.eye(6, dtype=np.float32)[[0]], cfg, train=False)
+    for rule, crop_share in (("weighted", 0.5), ("max", 1.0)):
+        for j, expected in ((0, 0.5 * crop_share), (1, None)):
+            chunks = PseudoChunks(store, [key], np.array([0]), heavy[[j]], np.ones(1), 160000)
+            item = PseudoMixDataset(base, chunks, 0.5, rule, mass_cap=0.5)[0]
+            pseudo_mass = float(item["target"][1:].sum())
+            if expected is None:  # 0.2 (or 0.1 weighted) is below the cap: unchanged
+                assert pseudo_mass == pytest.approx(0.2 * (0.5 if rule == "weighted" else 1.0))
+            else:
+                assert pseudo_mass == pytest.approx(expected, rel=1e-5)
+            assert float(item["target"][0]) == pytest.approx(crop_share)
+
+
 def test_rounds_write_provenance_and_a_table(pseudo_run, tiny_root):
     _cfg, root = pseudo_run
     rounds = pd.read_csv(root / "rounds.csv")

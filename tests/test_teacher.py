@@ -354,7 +354,8 @@ def test_infer_teacher_birdnet_with_an_agile_model(birdnet_clip, tmp_path):
     agile.save(tmp_path / "agile.npz")
     # one BirdNET pass (the default, gated): blended in the gate's classes, BirdNET alone in the others it knows,
     # agile alone where BirdNET has no label
-    table = teacher_source(cfg, classes)(root / "test_soundscapes")
+    teacher = teacher_source(cfg, classes)(root / "test_soundscapes")
+    table = teacher.table
     got = table.loc[bn.index, classes].to_numpy()
     mixed = np.where(np.isfinite(a) & np.isfinite(b), 0.3 * a + 0.7 * b, np.where(np.isfinite(a), a, b))
     alone = np.where(np.isfinite(b), b, a)
@@ -365,10 +366,10 @@ def test_infer_teacher_birdnet_with_an_agile_model(birdnet_clip, tmp_path):
     # our models blended in: at infer.teacher_weight where BirdNET knows a class, at infer.agile_fill_weight (1: the
     # agile model alone) where only the agile model does
     only = [c for k, c in enumerate(classes) if not np.isfinite(b[:, k]).any() and np.isfinite(a[:, k]).all()]
-    assert table.attrs["agile_only"] == only and "1122472" in only
+    assert teacher.agile_only == only and "1122472" in only
     ours = pd.DataFrame({"row_id": bn.index, **{c: np.full(len(bn), 0.5) for c in classes}})
     cfg.infer.teacher_weight = 0.75
-    mixed = with_teacher(ours, table, cfg).set_index("row_id")[classes].to_numpy()
+    mixed = with_teacher(ours, teacher, cfg).set_index("row_id")[classes].to_numpy()
     t = table.loc[bn.index, classes].to_numpy()
     is_only = np.isin(classes, only)
     expect = np.where(np.isfinite(t), np.where(is_only, t, 0.25 * 0.5 + 0.75 * t), 0.5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -64,11 +65,13 @@ class _WriteError(Exception):
     """Writing the cache failed (our output, not the recording's fault)."""
 
 
+INDEX_EVERY_S = 30.0  # the cache index is saved this often while decoding (and at the end)
 MIN_SECONDS = 0.25  # a shorter file holds no call to learn from: listed as skipped, like an unreadable one
 
 
-def _cache_one(src: str, dst: str, sample_rate: int) -> dict:
-    """Decode `src` block by block into float16 at `dst` (atomically). Runs in a worker process."""
+def _cache_one(src: str, dst: str, sample_rate: int, limit: int = 0) -> dict:
+    """Decode `src` block by block into float16 at `dst` (atomically), its first `limit` samples only where > 0.
+    Runs in a worker process."""
     import soundfile as sf
 
     tmp = dst + ".part"
@@ -76,7 +79,9 @@ def _cache_one(src: str, dst: str, sample_rate: int) -> dict:
     n, peak = 0, 0.0
     try:
         with open(tmp, "wb") as out:
-            for block in iter_blocks(src, sample_rate):
+            for block in iter_blocks(src, sample_rate, block_seconds=min(30.0, limit / sample_rate or 30.0)):
+                if limit and n + len(block) > limit:
+                    block = block[: limit - n]
                 peak = max(peak, float(np.abs(block).max()))
                 if peak > FLOAT16_MAX:
                     raise AudioError(src, f"sample magnitude {peak:.3g} does not fit the float16 cache")
@@ -85,6 +90,8 @@ def _cache_one(src: str, dst: str, sample_rate: int) -> dict:
                 except OSError as err:  # our output, not the recording: a full disk or a file-size limit
                     raise _WriteError(f"{dst}: cannot write the cache ({err.strerror or err})") from None
                 n += len(block)
+                if limit and n >= limit:
+                    break
         if n == 0:
             raise AudioError(src, "decodes to no audio samples")
         if n < MIN_SECONDS * sample_rate:  # looped into a crop it would be a constant tone, not a recording
@@ -108,6 +115,7 @@ def _cache_one(src: str, dst: str, sample_rate: int) -> dict:
         raise
     return {
         "samples": n,
+        "limit": limit,
         "peak": peak,
         "source_rate": int(sf.info(src).samplerate),
         **_source_stamp(Path(src)),
@@ -214,13 +222,17 @@ def _whole(path: Path, entry: dict) -> bool:
         return False
 
 
-def _stale(sources: list[tuple[str, Path]], root: Path, files: dict[str, dict]) -> list[tuple[str, Path]]:
-    """Sources whose cached samples are missing or older than the source (size or modification time changed)."""
+def _stale(
+    sources: list[tuple[str, Path]], root: Path, files: dict[str, dict], limits: dict[str, int]
+) -> list[tuple[str, Path]]:
+    """Sources whose cached samples are missing, older than the source (size or modification time changed) or cut
+    at another length than `limits` asks."""
     todo = []
     for key, src in sources:
         entry = files.get(key)
         current = (
             entry is not None
+            and entry.get("limit", 0) == _limit(key, limits)
             and src.is_file()
             and entry.get("source_size") == src.stat().st_size
             and entry.get("source_mtime_ns") == src.stat().st_mtime_ns
@@ -231,12 +243,18 @@ def _stale(sources: list[tuple[str, Path]], root: Path, files: dict[str, dict]) 
     return todo
 
 
+def _limit(key: str, limits: dict[str, int]) -> int:
+    """The most samples cached of `key`: the limit of the first key prefix it starts with (0: whole)."""
+    return next((n for prefix, n in limits.items() if key.startswith(prefix)), 0)
+
+
 def prepare_cache(
     sources: Iterable[tuple[str, Path]],
     cache_dir: str | Path,
     sample_rate: int,
     workers: int = 0,
     progress: bool = True,
+    limits: dict[str, int] | None = None,
 ) -> PrepareSummary:
     """Decode every (key, path) source into the cache at `cache_dir`, skipping files already current.
 
@@ -251,13 +269,15 @@ def prepare_cache(
         cache_dir: the cache folder (created if absent).
         sample_rate: target rate; a cache made at another rate is rebuilt.
         workers: processes (0 means all cores).
+        limits: key prefix → most samples cached of each such file (``data.cache_seconds`` for ``train_audio/``).
 
     Raises:
         OutputError: files are missing from the cache and its folder cannot be written.
     """
     root = Path(cache_dir)
+    limits = dict(limits or {})
     sources = [(key, Path(src)) for key, src in sources]
-    todo = _stale(sources, root, _read_index(root, sample_rate))
+    todo = _stale(sources, root, _read_index(root, sample_rate), limits)
     summary = PrepareSummary(skipped_current=len(sources) - len(todo))
     if not todo:
         return summary  # nothing to write: a read-only cache is fine
@@ -275,11 +295,11 @@ def prepare_cache(
         ) from None
     try:
         files = _read_index(root, sample_rate)  # again, under the lock: another prepare may have filled it
-        todo = _stale(sources, root, files)
+        todo = _stale(sources, root, files, limits)
         summary.skipped_current = len(sources) - len(todo)
         for key, _ in todo:
             files.pop(key, None)
-        _decode_all(todo, root, sample_rate, workers, progress, files, summary)
+        _decode_all(todo, root, sample_rate, workers, progress, files, summary, limits)
     finally:
         lock.release()
     return summary
@@ -293,11 +313,12 @@ def _decode_all(
     progress: bool,
     files: dict[str, dict],
     summary: PrepareSummary,
+    limits: dict[str, int],
 ) -> None:
     """Decode `todo` into `root` (in parallel), updating `files` and `summary`; the index is saved as it goes."""
     workers = workers or os.cpu_count() or 1
     results: Iterable[tuple[tuple[str, Path], dict]]
-    args = [(str(src), str(root / (key + ".f16")), sample_rate) for key, src in todo]
+    args = [(str(src), str(root / (key + ".f16")), sample_rate, _limit(key, limits)) for key, src in todo]
     log.info("decoding %d file(s) into %s with %d worker(s)", len(todo), root, min(workers, len(todo)))
     if workers == 1 or len(todo) <= 1:
         results = ((item, _cache_one(*a)) for item, a in zip(todo, args, strict=True))
@@ -308,9 +329,10 @@ def _decode_all(
         )
         futures = [pool.submit(_cache_one, *a) for a in args]
         results = ((item, fut.result()) for item, fut in zip(todo, futures, strict=True))
+    saved = time.monotonic()
     try:
         bar = progress_bar(results, total=len(todo), desc="prepare", unit="file", wanted=progress)
-        for done, ((key, src), meta) in enumerate(bar, 1):
+        for (key, src), meta in bar:
             if "fatal" in meta:
                 raise OutputError(meta["fatal"])
             if "error" in meta:
@@ -322,8 +344,11 @@ def _decode_all(
             summary.seconds += meta["samples"] / sample_rate
             if meta["source_rate"] < sample_rate:
                 summary.upsampled.append(key)
-            if done % 100 == 0:  # a crash loses at most 100 files of work
+            # a crash loses at most INDEX_EVERY_S of work; saving every k files instead rewrites an index that
+            # grows with the files: quadratic in a 46,000-file folder (benchmarks/RESULTS.md, "Competition scale")
+            if time.monotonic() - saved >= INDEX_EVERY_S:
                 _write_index(root, sample_rate, files)
+                saved = time.monotonic()
     except BaseException:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -177,6 +177,7 @@ class LabelledWindowDataset(Dataset):
         targets: (n, C) 0/1.
         cfg: crop and augmentation settings.
         offset: the index of the first item in the training set (to name the files of a failing batch).
+        weight: every item's loss weight (0: unlabelled windows that only distillation reads).
     """
 
     def __init__(
@@ -190,10 +191,11 @@ class LabelledWindowDataset(Dataset):
         offset: int,
         backgrounds: Sequence[str] = (),
         spec_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+        weight: float = 1.0,
     ) -> None:
         self.store, self.keys, self.starts, self.window = store, list(keys), np.asarray(starts, np.int64), window
         self.targets, self.cfg, self.offset = targets.astype(np.float32), cfg, offset
-        self.backgrounds, self.spec_fn = list(backgrounds), spec_fn
+        self.backgrounds, self.spec_fn, self.weight = list(backgrounds), spec_fn, weight
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -208,7 +210,7 @@ class LabelledWindowDataset(Dataset):
             start += self.window // 2 - length // 2
         wave = read_padded(self.store, self.keys[j], start, length)
         wave = augment_wave(wave, rng, self.cfg.augment, self.store, self.backgrounds)
-        return make_item(wave, self.targets[j], 1.0, self.offset + j, True, self.spec_fn)
+        return make_item(wave, self.targets[j], self.weight, self.offset + j, True, self.spec_fn)
 
 
 class WindowDataset(Dataset):
@@ -298,11 +300,16 @@ class PseudoChunks:
 class PseudoMixDataset(Dataset):
     """1st place BirdCLEF 2025: every labelled crop is mixed with a pseudo-labelled soundscape chunk.
 
-    wave = (1 - w) * crop + w * chunk; targets mixed the same way (``weighted``) or by ``max``.
+    wave = (1 - w) * crop + w * chunk; targets mixed the same way (``weighted``) or by ``max``. With `mass_cap` > 0
+    (``pseudo.mass_cap``, 1st place BirdCLEF+ 2026) the chunk's label mass in the mixed target is at most
+    `mass_cap` × the crop's: its probabilities are scaled down where they would weigh more.
     """
 
-    def __init__(self, base: ClipDataset, pseudo: PseudoChunks, weight: float, targets_rule: str) -> None:
+    def __init__(
+        self, base: ClipDataset, pseudo: PseudoChunks, weight: float, targets_rule: str, mass_cap: float = 0.0
+    ) -> None:
         self.base, self.pseudo, self.weight, self.rule = base, pseudo, weight, targets_rule
+        self.mass_cap = mass_cap
 
     def __len__(self) -> int:
         return len(self.base)
@@ -317,6 +324,11 @@ class PseudoMixDataset(Dataset):
         chunk = self.pseudo.wave(j, len(item["wave"]))
         item["wave"] = (1 - w) * item["wave"] + w * torch.from_numpy(chunk)
         p = torch.from_numpy(self.pseudo.targets[j])
+        if self.mass_cap > 0:
+            share = 1.0 if self.rule == "max" else w  # the chunk's and the crop's shares of the mixed target
+            ours, theirs = (1 - share if self.rule != "max" else 1.0) * item["target"].sum(), share * p.sum()
+            if theirs > self.mass_cap * ours:
+                p = p * (self.mass_cap * ours / theirs)
         item["target"] = torch.maximum(item["target"], p) if self.rule == "max" else (1 - w) * item["target"] + w * p
         return item
 

@@ -25,24 +25,42 @@ def cache_sources(root: Path, train_files: list[str], include_test: bool = False
     return sources
 
 
+def cache_limits(cfg: Config) -> dict[str, int]:
+    """``data.cache_seconds``: the focal recordings' first seconds only (soundscapes are always whole)."""
+    return {"train_audio/": cfg.seconds_to_samples(cfg.data.cache_seconds)} if cfg.data.cache_seconds else {}
+
+
 def prepare(cfg: Config, include_test: bool = False, progress: bool = True) -> PrepareSummary:
     """Validate ``cfg.data.root`` and decode its audio into ``cfg.cache_path`` (idempotent)."""
     check_processes("data.prepare_workers", cfg.data.prepare_workers, per_core=2)
     data = load_birdclef(cfg.data.root)
     sources = cache_sources(data.root, data.train["filename"].tolist(), include_test)
-    return prepare_cache(sources, cfg.cache_path, cfg.audio.sample_rate, cfg.data.prepare_workers, progress)
+    return prepare_cache(
+        sources, cfg.cache_path, cfg.audio.sample_rate, cfg.data.prepare_workers, progress, cache_limits(cfg)
+    )
+
+
+def background_sources(cfg: Config, root: Path) -> list[tuple[str, Path]]:
+    """(cache key, file) of each ``augment.background_dir`` file. The folder's own ``train_soundscapes`` (the usual
+    choice) keep their ``train_soundscapes/`` keys: cached once, not twice (41 GB at BirdCLEF+ 2026's size)."""
+    if not cfg.augment.background_dir:
+        return []
+    folder = Path(cfg.augment.background_dir)
+    files = list_audio(folder)
+    if not files:
+        raise DataError(f"augment.background_dir: no audio files in {folder}")
+    own = folder.resolve() == (root / "train_soundscapes").resolve()
+    return [(f"train_soundscapes/{p.name}" if own else f"background/{folder.name}/{p.name}", p) for p in files]
 
 
 def ensure_cache(cfg: Config, data: BirdCLEFData, soundscapes: bool) -> WaveStore:
     """Decode whatever training needs into the cache (idempotent): recordings, backgrounds, labelled soundscapes."""
     sources = cache_sources(data.root, data.train["filename"].tolist(), include_test=soundscapes)
-    if cfg.augment.background_dir:
-        folder = Path(cfg.augment.background_dir)
-        files = list_audio(folder)
-        if not files:
-            raise DataError(f"augment.background_dir: no audio files in {folder}")
-        sources += [(f"background/{folder.name}/{p.name}", p) for p in files]
-    summary = prepare_cache(sources, cfg.cache_path, cfg.audio.sample_rate, cfg.data.prepare_workers, progress=False)
+    known = {key for key, _ in sources}
+    sources += [(k, p) for k, p in background_sources(cfg, data.root) if k not in known]
+    summary = prepare_cache(
+        sources, cfg.cache_path, cfg.audio.sample_rate, cfg.data.prepare_workers, False, cache_limits(cfg)
+    )
     if summary.cached or summary.failed:
         for line in summary.lines():
             log.info(line)

@@ -16,6 +16,7 @@ import torch
 
 from birdsed.data.audio import audio_info, iter_blocks, load_audio
 from birdsed.data.folder import n_windows
+from birdsed.models.sed import clip_frame_blend
 
 # (B, 1, M, T) log-mel → clip logits (B, K), frame logits (B, T', K)
 Runner = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
@@ -30,7 +31,7 @@ class WindowSpec:
     context_seconds: float = 5.0  # audio the model sees around each window (1st place: 10-20 s), edges zero-padded
     shifts: Sequence[float] = (0.0,)  # TTA offsets in seconds
     shift_reduce: str = "mean"  # mean | max over shifts
-    clip_weight: float = 1.0  # score = clip_weight * clip + (1 - clip_weight) * max over the window's frames
+    clip_weight: float = 1.0  # the clip/frame blend: models.sed.clip_frame_blend
     smoothing: Sequence[float] = ()  # kernel over neighbouring windows, e.g. (0.1, 0.2, 0.4, 0.2, 0.1)
     batch_size: int = 16
     # one STFT per file shared by every window and shift (chunks are cut from it at frame resolution, so a
@@ -264,7 +265,7 @@ def predict_group(
                     got = grids[si][m].window_max(w * W + shift, (w + 1) * W + shift, C)
                     if got is not None:
                         frame[w] = got
-                clip = spec.clip_weight * clip + (1 - spec.clip_weight) * frame
+                clip = clip_frame_blend(clip, frame, spec.clip_weight)
             per_shift.append(clip)
         stack = np.stack(per_shift)  # (S, n, K)
         reduced = stack.max(axis=0) if spec.shift_reduce == "max" else stack.mean(axis=0)

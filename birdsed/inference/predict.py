@@ -19,6 +19,7 @@ from birdsed.config import Config
 from birdsed.inference.ensemble import Member
 from birdsed.inference.submit import (
     InferResult,
+    TeacherTable,
     describe_entry,
     infer_folder,
     load_ensemble,
@@ -36,7 +37,7 @@ class Prediction:
     result: InferResult
     members: list[Member]
     columns: list[str]
-    teacher: pd.DataFrame | None  # the teacher's table of the folder (NaN = no opinion), or None
+    teacher: TeacherTable | None  # the teacher's scores of the folder (NaN = no opinion), or None
 
     def describe(self, cfg: Config) -> str:
         """One line naming what was blended (:func:`birdsed.inference.submit.describe_entry`)."""

@@ -326,9 +326,18 @@ def teacher_taxonomy(cfg: Config, columns: list[str], member_roots: Sequence[str
     )
 
 
+@dataclass
+class TeacherTable:
+    """A teacher's scores of a folder: ``table`` (row_id index, the submission's columns, NaN = no opinion) and
+    ``agile_only``, the classes only the agile model knows (blended at ``infer.agile_fill_weight``)."""
+
+    table: pd.DataFrame
+    agile_only: list[str] = field(default_factory=list)
+
+
 def teacher_source(
     cfg: Config, columns: list[str], member_roots: Sequence[str] = ()
-) -> Callable[[Path], pd.DataFrame] | None:
+) -> Callable[[Path], TeacherTable] | None:
     """What ``infer.teacher`` gives, as a function of the soundscape folder: a validated teacher table (row_id
     index, `columns`, NaN = no opinion) — read from a CSV, or predicted by BirdNET (with ``infer.agile``, BirdNET's
     embeddings of the same pass through the agile model, blended in by ``infer.agile_weight``). None without a
@@ -342,7 +351,7 @@ def teacher_source(
     if not source:
         return None
     if source != "birdnet":
-        table = read_teacher(source, columns)
+        table = TeacherTable(read_teacher(source, columns))
         return lambda folder: table
     taxonomy_path, taxonomy = teacher_taxonomy(cfg, columns, member_roots)
     agile = None
@@ -354,35 +363,35 @@ def teacher_source(
             raise ConfigError(f"infer.agile: {cfg.infer.agile} was fitted on other classes than the submission's")
     model, mapping = load_birdnet(cfg, taxonomy, taxonomy_path, embeddings=agile is not None)
 
-    def predict(folder: Path) -> pd.DataFrame:
+    def predict(folder: Path) -> TeacherTable:
         res = predict_folder(
             Path(folder), model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, progress=False,
             window_rule=cfg.teacher.window_rule,
         )  # fmt: skip
         table = res.table.set_index("row_id").astype(float)
         lacking = [c for c in columns if not table[c].notna().any()]  # classes BirdNET has no label for
-        if agile is not None:
-            table[columns] = with_agile(
-                table[columns].to_numpy(),
-                agile.predict(res.embeddings),
-                cfg.infer.agile_weight,
-                agile.blend_mask(cfg.infer.agile_classes),
-            )
-            table.attrs["agile_only"] = [c for c in lacking if table[c].notna().any()]  # infer.agile_fill_weight's
-        return table
+        if agile is None:
+            return TeacherTable(table)
+        table[columns] = with_agile(
+            table[columns].to_numpy(),
+            agile.predict(res.embeddings),
+            cfg.infer.agile_weight,
+            agile.blend_mask(cfg.infer.agile_classes),
+        )
+        return TeacherTable(table, [c for c in lacking if table[c].notna().any()])
 
     return predict
 
 
-def with_teacher(sub: pd.DataFrame, teacher: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+def with_teacher(sub: pd.DataFrame, teacher: TeacherTable, cfg: Config) -> pd.DataFrame:
     """The submission with the teacher blended in (:func:`birdsed.teacher.blend.blend_teacher`) at
-    ``infer.teacher_weight``, and at ``infer.agile_fill_weight`` in the classes only the agile model knows (the
-    teacher table's ``attrs["agile_only"]``); rows the teacher lacks (e.g. unreadable files) keep our scores, with a
-    count in the log."""
+    ``infer.teacher_weight``, and at ``infer.agile_fill_weight`` in the classes only the agile model knows
+    (``teacher.agile_only``); rows the teacher lacks (e.g. unreadable files) keep our scores, with a count in the
+    log."""
     columns = [c for c in sub.columns if c != "row_id"]
-    only = set(teacher.attrs.get("agile_only", ()))
+    only = set(teacher.agile_only)
     weight = np.array([cfg.infer.agile_fill_weight if c in only else cfg.infer.teacher_weight for c in columns])
-    aligned = teacher.reindex(sub["row_id"])[columns].to_numpy(dtype=np.float64)
+    aligned = teacher.table.reindex(sub["row_id"])[columns].to_numpy(dtype=np.float64)
     lacking = int((~np.isfinite(aligned).any(axis=1)).sum())
     if lacking:
         log.warning("the teacher has no opinion on %d of %d row(s); our models alone decide them", lacking, len(sub))
@@ -392,7 +401,7 @@ def with_teacher(sub: pd.DataFrame, teacher: pd.DataFrame, cfg: Config) -> pd.Da
     return out
 
 
-def describe_entry(cfg: Config, members: list[Member], teacher: pd.DataFrame | None, columns: list[str]) -> str:
+def describe_entry(cfg: Config, members: list[Member], teacher: TeacherTable | None, columns: list[str]) -> str:
     """One line naming what a submission blended: members and weights, TTA, clip/frame blend, the teacher's share
     per class group (its classes, the agile model's, none)."""
     i = cfg.infer
@@ -400,8 +409,8 @@ def describe_entry(cfg: Config, members: list[Member], teacher: pd.DataFrame | N
     line = f"entry: {len(members)} member(s) ({names}), TTA shifts {list(i.tta_shifts)}, clip weight {i.clip_weight:g}"
     if teacher is None:
         return line + "; no teacher"
-    known = [c for c in columns if c in teacher.columns and teacher[c].notna().any()]
-    only = set(teacher.attrs.get("agile_only", ()))
+    known = [c for c in columns if c in teacher.table.columns and teacher.table[c].notna().any()]
+    only = set(teacher.agile_only)
     what = "BirdNET" if i.teacher == "birdnet" else i.teacher
     if i.agile:
         what += f" + agile ({i.agile}, weight {i.agile_weight:g}, {i.agile_classes} classes)"

@@ -99,6 +99,12 @@ class MeanFreq(nn.Module):
         return x.mean(dim=2)
 
 
+def clip_frame_blend(clip, frame_max, clip_weight: float):
+    """A window's score as validation and ``birdsed infer`` both make it: ``clip_weight`` × the clip output +
+    (1 - ``clip_weight``) × the max over the window's frames; arrays or tensors of one shape, (B, C)."""
+    return clip if clip_weight >= 1.0 else clip_weight * clip + (1.0 - clip_weight) * frame_max
+
+
 # what ``model.head`` / ``model.freq_pool`` may name; the config schema reads these (a new option is added here only)
 HEADS: dict[str, type[nn.Module]] = {"sed": AttentionHead, "attention": PlainAttentionHead, "clip": ClipHead}
 FREQ_POOLS: dict[str, type[nn.Module]] = {"meanmax": MeanMaxFreq, "gem": GeMFreq, "mean": MeanFreq}
@@ -135,13 +141,17 @@ class SEDModel(nn.Module):
         self.n_classes = n_classes
         self.channels_last = False  # set by build_model: feed the backbone channels-last (≈1.6x faster on CPU)
 
-    def forward_mel(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
-        """mel (B, 1, n_mels, T) (BirdNET's: (B, 2, 96, T)) → {"clip_logits": (B, K), "frame_logits": (B, T', K)}."""
+    def forward_mel(self, mel: torch.Tensor, embedding: bool = False) -> dict[str, torch.Tensor]:
+        """mel (B, 1, n_mels, T) (BirdNET's: (B, 2, 96, T)) → {"clip_logits": (B, K), "frame_logits": (B, T', K)},
+        and with `embedding` ``"embedding"`` (B, C): the pooled features the head reads, averaged over time."""
         if self.channels_last:
             mel = mel.contiguous(memory_format=torch.channels_last)
         x = self.backbone.forward_features(mel)  # (B, C, F', T')
         x = self.freq_pool(x)  # (B, C, T')
-        return self.head(x)
+        out = self.head(x)
+        if embedding:
+            out["embedding"] = x.mean(dim=-1)  # (B, C)
+        return out
 
     def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
         """wave (B, N) → {"clip_logits": (B, K), "frame_logits": (B, T', K)}."""

@@ -32,6 +32,7 @@ from birdsed.data.datasets import (
     sampling_weights,
 )
 from birdsed.data.folder import BirdCLEFData, DataError, SoundscapeLabels, assign_folds
+from birdsed.data.prepare import background_sources
 from birdsed.data.soundscapes import LabelledWindows
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,10 @@ class BirdDataModule(L.LightningDataModule):
         if len(self.labelled_rows):
             table = labelled.table.iloc[self.labelled_rows]
             self.train_keys += [f"{k}@{s:g}s" for k, s in zip(table["key"], table["start"], strict=True)]
+        cached = set(store.files)  # the background files the cache holds (an unreadable one is left out)
+        self.background_keys = [k for k, _ in background_sources(cfg, data.root) if k in cached]
+        self.unlabelled = self._unlabelled_windows() if cfg.train.distill_unlabelled else ([], [])
+        self.train_keys += [f"{k}@{s / cfg.audio.sample_rate:g}s" for k, s in zip(*self.unlabelled, strict=True)]
         if pseudo is not None and cfg.pseudo.mode == "extra":
             self.train_keys += [f"{k}@{s}" for k, s in zip(pseudo.keys, pseudo.starts, strict=True)]
         self.train_set: torch.utils.data.Dataset | None = None
@@ -148,7 +153,7 @@ class BirdDataModule(L.LightningDataModule):
         cfg, sp = self.cfg, self.split
         keys = self.data.train["key"].to_numpy()
         spec_fn = LoaderSpectrogram(cfg) if cfg.augment.spec_on == "loader" else None
-        backgrounds = [k for k in self.store.files if k.startswith("background/")]
+        backgrounds = self.background_keys
         labels = self.data.train["primary_label"].to_numpy()
         self.sample_weights = sampling_weights(labels[sp.order], cfg.train.sample_weight_power)
         self.train_set = ClipDataset(
@@ -164,9 +169,11 @@ class BirdDataModule(L.LightningDataModule):
         )
         if self.pseudo is not None and self.cfg.pseudo.mode == "mixup":  # pseudo chunks go into the focal crops only
             ps = self.cfg.pseudo
-            self.train_set = PseudoMixDataset(self.train_set, self.pseudo, ps.mix_weight, ps.mix_targets)
+            self.train_set = PseudoMixDataset(self.train_set, self.pseudo, ps.mix_weight, ps.mix_targets, ps.mass_cap)
         if len(self.labelled_rows):
             self._add_labelled(backgrounds, spec_fn)
+        if cfg.train.distill_unlabelled:
+            self._add_unlabelled(backgrounds)
         if self.pseudo is not None and self.cfg.pseudo.mode == "extra":
             self._add_pseudo_extra(self.pseudo)
         val_spec = LoaderSpectrogram(cfg, augment=False) if spec_fn is not None else None
@@ -195,6 +202,34 @@ class BirdDataModule(L.LightningDataModule):
         focal = self.sample_weights / self.sample_weights.sum() * (1 - share)
         self.train_set = ConcatDataset([self.train_set, windows])
         self.sample_weights = np.concatenate([focal, np.full(len(windows), share / len(windows))])
+
+    def _unlabelled_windows(self) -> tuple[list[str], list[int]]:
+        """Cache key and start sample of every whole window of the unlabelled soundscapes (the background files)."""
+        window = self.cfg.seconds_to_samples(self.cfg.infer.window_seconds)
+        keys, starts = [], []
+        for key in self.background_keys:
+            n = self.store.num_samples(key) // window
+            keys += [key] * n
+            starts += [i * window for i in range(n)]
+        if not keys:
+            raise DataError(f"train.distill_unlabelled: {self.cfg.augment.background_dir} holds no whole window")
+        return keys, starts
+
+    def _add_unlabelled(self, backgrounds: list[str]) -> None:
+        """The unlabelled windows as ``train.distill_unlabelled`` of the draws, at loss weight 0: the teacher labels
+        them, the classification loss never sees them."""
+        keys, starts = self.unlabelled
+        window = self.cfg.seconds_to_samples(self.cfg.infer.window_seconds)
+        targets = np.zeros((len(keys), len(self.data.classes)), dtype=np.float32)
+        windows = LabelledWindowDataset(
+            self.store, keys, np.array(starts), window, targets, self.cfg, len(self.train_set), backgrounds, None, 0.0
+        )
+        share = self.cfg.train.distill_unlabelled
+        self.train_set = ConcatDataset([self.train_set, windows])
+        self.sample_weights = np.concatenate(
+            [self.sample_weights / self.sample_weights.sum() * (1 - share), np.full(len(windows), share / len(keys))]
+        )
+        log.info("distillation: %d unlabelled soundscape windows, %.0f%% of the draws", len(keys), 100 * share)
 
     def _add_pseudo_extra(self, pseudo: PseudoChunks) -> None:
         """Pseudo-labelled soundscape chunks as added training items (``pseudo.mode=extra``)."""

@@ -340,6 +340,9 @@ class RunRecorder(L.Callback):
             "elapsed_s": round(self._elapsed0 + time.time() - self._t0, 1),
             **({k: _finite(v) for k, v in pl_module.last_val.items()} if validated else {}),
         }
+        for key in ("distill_cos", "distill_bce"):  # the distillation losses' epoch means, where a run logs them
+            if key in trainer.callback_metrics:
+                entry[key] = _finite(float(trainer.callback_metrics[key]))
         self.history.append(entry)
         score = entry.get(self.monitor) if self.monitor else entry["epoch"]
         best_score = self.best.get("score")

@@ -39,12 +39,14 @@ from birdsed.data.prepare import ensure_cache
 from birdsed.data.soundscapes import LabelledWindows, class_groups, read_if_present
 from birdsed.errors import BirdsedError, ConfigError, Stopped
 from birdsed.models.build import CheckpointError, build_model, check_forward, init_from_checkpoint, load_plain
+from birdsed.models.sed import clip_frame_blend
 from birdsed.outputs import show_bars
 from birdsed.rules import check_backbone_name, check_processes
 from birdsed.scoring.metrics import macro_auc
 from birdsed.training import tracking
 from birdsed.training.averaging import averaging_callback
 from birdsed.training.data import BirdDataModule, split_recordings
+from birdsed.training.distill import Distiller, distill_on, distill_weights
 from birdsed.training.finetune import param_groups, prepare_model
 from birdsed.training.losses import activation, build_loss
 from birdsed.training.runs import (
@@ -103,8 +105,7 @@ def window_scores(out: dict[str, torch.Tensor], loss: str, clip_weight: float) -
     clip = probabilities(out["clip_logits"], loss)
     if clip_weight >= 1.0:
         return clip
-    frame = probabilities(out["frame_logits"], loss).amax(dim=1)  # (B, C)
-    return clip_weight * clip + (1.0 - clip_weight) * frame
+    return clip_frame_blend(clip, probabilities(out["frame_logits"], loss).amax(dim=1), clip_weight)  # (B, C)
 
 
 VAL_ROLES = ("fold", "soundscape", "labelled")  # held-out clips, test soundscapes, held-out labelled windows
@@ -148,6 +149,7 @@ class SEDModule(L.LightningModule):
         if cfg.model.init_from:
             init_from_checkpoint(self.model, cfg.model.init_from, classes)
         prepare_model(self.model, classes, cfg)
+        self.distiller = Distiller(cfg, classes, int(self.model.backbone.num_features)) if distill_on(cfg) else None
         self.loss_fn = build_loss(cfg.train)
         self.val_targets, self.soundscapes = val_targets, soundscapes
         self.val_roles = list(val_roles or [])
@@ -175,12 +177,17 @@ class SEDModule(L.LightningModule):
         else:
             wave, y, w = mixup(batch["wave"], y, w, aug, alone=alone)
             mel = spec_augment(self.model.frontend(wave), aug)  # (B, 1, M, T)
-            out = self.model.forward_mel(mel)
+            out = self.model.forward_mel(mel, embedding=self.distiller is not None)
+        extra = torch.zeros((), device=y.device)
+        if self.distiller is not None:  # BirdNET on the same mixed, noised waveform the student saw
+            extra, parts = self.distiller.loss(wave, out, distill_weights(self.cfg, self.current_epoch))
+            for key, value in parts.items():
+                self.log(key, value, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         logits = out["clip_logits"]
         if self.trained is not None:  # classes without a positive anywhere are not trained towards zero
             keep = self.trained.to(logits.device)
             logits, y = logits[:, keep], y[:, keep]
-        loss = self.loss_fn(logits, y, w)
+        loss = self.loss_fn(logits, y, w) + extra
         if not torch.isfinite(loss):
             files = [self.batch_keys[i] for i in batch["index"].tolist()] if self.batch_keys else []
             raise TrainingError(
@@ -235,7 +242,10 @@ class SEDModule(L.LightningModule):
     def configure_optimizers(self):
         t = self.cfg.train
         opt_cls = torch.optim.RAdam if t.optimizer == "radam" else torch.optim.AdamW
-        opt = opt_cls(param_groups(self.model, t), lr=t.lr, weight_decay=t.weight_decay)
+        groups = param_groups(self.model, t)
+        if self.distiller is not None:  # the projection head learns at the head's rate
+            groups.append({"params": list(self.distiller.proj.parameters()), "lr": t.lr})
+        opt = opt_cls(groups, lr=t.lr, weight_decay=t.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, t.epochs))
         warmup, period, ratio = int(t.warmup_epochs * per_epoch), t.restart_epochs * per_epoch, t.min_lr / t.lr
