@@ -30,7 +30,7 @@ from birdsed.config import load_config
 from birdsed.data.folder import split_row_ids
 from birdsed.scoring.metrics import per_class_auc
 from birdsed.teacher.agile import run_agile
-from birdsed.teacher.birdnet import read_teacher
+from birdsed.teacher.birdnet_tflite import read_teacher
 from birdsed.teacher.blend import blend_teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def fmt(t: tuple[float, float, float]) -> str:
 def embedding_cost(reps: int = 3) -> None:
     """BirdNET with and without reading its embeddings, one thread, one minute of real audio, interleaved."""
     from birdsed.data.audio import list_audio, load_audio
-    from birdsed.teacher.birdnet import BirdNET, window_outputs
+    from birdsed.teacher.birdnet_tflite import BirdNET, window_outputs
 
     wave = load_audio(list_audio(MINI / "test_soundscapes")[0], BirdNET.sample_rate)
     models = {e: BirdNET(threads=1, embeddings=e) for e in (False, True)}

@@ -38,8 +38,8 @@ from bench_agile import macro
 from birdsed.config import load_config
 from birdsed.data.audio import load_audio
 from birdsed.data.folder import split_row_ids
-from birdsed.models.birdnet import birdnet_files, load_birdnet
-from birdsed.teacher.birdnet import read_teacher
+from birdsed.models.birdnet_port import birdnet_files, load_birdnet
+from birdsed.teacher.birdnet_tflite import read_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO.parent / "shared" / "data" / "birdclef-real-mini"

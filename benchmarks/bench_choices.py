@@ -30,7 +30,7 @@ import numpy as np
 from birdsed.study.runner import read_study_dir
 from birdsed.study.spec import Study
 from birdsed.study.stats import Predictions, fast_macro_auc, read_predictions, select_out_of_sample
-from birdsed.teacher.birdnet import read_teacher
+from birdsed.teacher.birdnet_tflite import read_teacher
 
 
 def on_columns(preds: Predictions, cols: np.ndarray) -> Predictions:

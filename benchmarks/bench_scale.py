@@ -61,7 +61,7 @@ def birds_to_birdnet(root: Path) -> str:
     import pandas as pd
     import yaml
 
-    from birdsed.models.birdnet import birdnet_labels
+    from birdsed.models.birdnet_port import birdnet_labels
 
     taxonomy = pd.read_csv(root / "taxonomy.csv", dtype=str)
     birds = taxonomy.loc[taxonomy["class_name"] == "Aves", "primary_label"]

@@ -108,7 +108,7 @@ def entry_figures(entry: Path, teacher: Path, agile: Path, runs: list[Path]) -> 
     from birdsed.cli import main
     from birdsed.data.folder import load_birdclef
     from birdsed.scoring.metrics import macro_auc
-    from birdsed.teacher.birdnet import read_teacher
+    from birdsed.teacher.birdnet_tflite import read_teacher
 
     classes = load_birdclef(MINI26).classes
     sol = pd.read_csv(MINI26 / "test_solution.csv", dtype={"row_id": str}).set_index("row_id")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from birdsed.scoring.metrics import per_class_auc
-from birdsed.teacher.birdnet import read_teacher
+from birdsed.teacher.birdnet_tflite import read_teacher
 from birdsed.teacher.blend import blend_teacher
 
 REPO = Path(__file__).resolve().parents[1]

@@ -200,7 +200,7 @@ def cmd_pseudo(args: argparse.Namespace) -> str:
 
 
 def cmd_teacher(args: argparse.Namespace) -> str:
-    from birdsed.teacher.birdnet import run_teacher
+    from birdsed.teacher.birdnet_tflite import run_teacher
 
     cfg = config_from_args(args.config_and_overrides)
     cfg.teacher.embeddings = cfg.teacher.embeddings or args.embeddings

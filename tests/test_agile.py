@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from birdsed.cli import main
 from birdsed.data.folder import load_birdclef
 from birdsed.teacher.agile import AgileError, fit_agile, load_agile, read_embeddings
-from birdsed.teacher.birdnet import EMBEDDINGS_SUFFIX, read_teacher
+from birdsed.teacher.birdnet_tflite import EMBEDDINGS_SUFFIX, read_teacher
 from tests.conftest import cli_error
 
 

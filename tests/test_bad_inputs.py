@@ -85,7 +85,7 @@ def test_every_yaml_birdsed_reads_refuses_a_duplicate_key(tmp_path, capsys):
     line = cli_error(capsys, ["study", tmp_path / "study.yaml", "--out", tmp_path / "s"])
     assert "study.yaml: cannot parse: line 6: duplicate key 'a' (first on line 4)" in line
     assert not (tmp_path / "s").exists()
-    from birdsed.teacher.birdnet import TeacherError, read_overrides
+    from birdsed.teacher.birdnet_tflite import TeacherError, read_overrides
 
     (tmp_path / "map.yaml").write_text("eurrob1: Erithacus rubecula\neurrob1: Turdus merula\n")
     with pytest.raises(TeacherError, match=r"map\.yaml: cannot parse \(line 2: duplicate key 'eurrob1'"):

@@ -12,7 +12,7 @@ import torch
 
 from birdsed.config import load_config
 from birdsed.data.audio import load_audio
-from birdsed.models.birdnet import BirdNetError, BirdNetV24, birdnet_files, load_birdnet
+from birdsed.models.birdnet_port import BirdNetError, BirdNetV24, birdnet_files, load_birdnet
 from birdsed.models.build import build_model, load_checkpoint
 from birdsed.models.tflite_graph import GraphError
 from tests.conftest import REPO, tiny_cfg
@@ -90,7 +90,7 @@ def birdnet_cfg(*over: str):
 def test_sed_model_starts_at_birdnet_on_the_classes_it_knows(port, real_root, real_chunks):
     """Round 0 before any training: the SED head's clip logits are BirdNET's own for the mapped classes (a 3-s input
     at 48 kHz: BirdNET's mean frame), and attention is uniform over the frames."""
-    from birdsed.teacher.birdnet import map_classes, read_overrides
+    from birdsed.teacher.birdnet_tflite import map_classes, read_overrides
     from birdsed.training.finetune import prepare_model
 
     cfg = birdnet_cfg(f"data.root={real_root}", "audio.sample_rate=48000",
@@ -112,7 +112,7 @@ def test_sed_model_starts_at_birdnet_on_the_classes_it_knows(port, real_root, re
 
 
 def port_labels() -> list[str]:
-    from birdsed.models.birdnet import birdnet_labels
+    from birdsed.models.birdnet_port import birdnet_labels
 
     return birdnet_labels()
 

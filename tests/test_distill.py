@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from birdsed.errors import ConfigError
-from birdsed.models.birdnet import BirdNetV24
+from birdsed.models.birdnet_port import BirdNetV24
 from birdsed.models.build import build_model
 from birdsed.training.distill import Distiller, distill_weights
 from tests.conftest import tiny_cfg

@@ -22,7 +22,7 @@ from birdsed.inference.submit import infer_folder, load_ensemble, with_teacher
 from birdsed.pseudo.rounds import PseudoError, label_pool, round_power
 from birdsed.scoring.metrics import SubmissionError
 from birdsed.teacher.agile import read_embeddings, with_agile
-from birdsed.teacher.birdnet import (
+from birdsed.teacher.birdnet_tflite import (
     EMBEDDINGS_SUFFIX,
     TeacherError,
     map_classes,
@@ -387,7 +387,7 @@ def _labelled_stretch(solution: pd.DataFrame, real_root: Path) -> tuple[str, int
 
 
 def test_teacher_needs_the_extra_or_says_what_to_install(monkeypatch, tiny_root, tmp_path, capsys):
-    import birdsed.models.birdnet as bn
+    import birdsed.models.birdnet_port as bn
 
     monkeypatch.setattr(bn, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=lambda name: None)))
     line = cli_error(capsys, ["teacher", f"data.root={tiny_root}", "--out", tmp_path / "t"])
@@ -439,7 +439,7 @@ def test_infer_teacher_finds_the_taxonomy_in_data_root_or_the_checkpoints(tiny_r
 def test_a_genus_proxy_stands_in_for_an_unmapped_species_only_when_asked(tmp_path):
     """teacher.genus_proxy (2nd place BirdCLEF+ 2026): `Carpodacus nonexistens` has no BirdNET label of its own; with
     the option its score is the max over the genus's labels, flagged `genus`; without it stays unmapped."""
-    from birdsed.teacher.birdnet import predict_folder
+    from birdsed.teacher.birdnet_tflite import predict_folder
     from tests.conftest import tone, write
 
     tax = _taxonomy([("carnon1", "Carpodacus nonexistens", "Nonexistent Rosefinch"), ("eurbla", "Turdus merula", "")])

@@ -25,7 +25,7 @@ from birdsed.config import Config, ConfigError
 from birdsed.data.audio import MelFrontend
 from birdsed.inference.infer import Runner
 from birdsed.models.backbones import BIRDNET
-from birdsed.models.birdnet import BIRDNET_LICENCE
+from birdsed.models.birdnet_port import BIRDNET_LICENCE
 from birdsed.models.build import (
     CheckpointError,
     build_frontend,

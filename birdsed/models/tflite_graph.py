@@ -1,6 +1,6 @@
 """A TFLite flatbuffer read into plain Python: tensors (name, shape, constant data) and operators (type, inputs,
 outputs, options), through the ``tflite`` package's generated schema. Nothing is executed here; the port that
-rebuilds a network from it is :mod:`birdsed.models.birdnet`.
+rebuilds a network from it is :mod:`birdsed.models.birdnet_port`.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from birdsed.inference.predict import predict
 from birdsed.models.build import read_checkpoint, resolve_checkpoint
 from birdsed.outputs import atomic_path, atomic_write, read_csv_own, read_json
 from birdsed.scoring.metrics import macro_auc, read_aligned
-from birdsed.teacher.birdnet import read_teacher
+from birdsed.teacher.birdnet_tflite import read_teacher
 from birdsed.teacher.blend import blend_teacher
 from birdsed.training import tracking
 from birdsed.training.runs import check_run_dir, is_run_folder, open_run_dir, run_lock

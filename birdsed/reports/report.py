@@ -188,7 +188,7 @@ def _soundscape(submission: Path, solution: Path, threshold: float) -> Evaluatio
 def teacher_entry(path: Path, solution: Path, threshold: float) -> Entry:
     """A teacher CSV (NaN = no opinion) scored on the labelled soundscapes. A class it cannot know counts as a
     constant column (AUC 0.5), as the Kaggle metric would count it; the notes list which classes it knows."""
-    from birdsed.teacher.birdnet import read_teacher
+    from birdsed.teacher.birdnet_tflite import read_teacher
 
     sol = pd.read_csv(solution, dtype={"row_id": str}).set_index("row_id")
     classes = sol.columns.tolist()

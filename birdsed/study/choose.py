@@ -44,7 +44,7 @@ from birdsed.inference.predict import predict
 from birdsed.outputs import atomic_write, check_file_output, record_output
 from birdsed.scoring.metrics import macro_auc
 from birdsed.teacher.agile import agile_inputs, fit_gated, with_agile
-from birdsed.teacher.birdnet import EMBEDDINGS_SUFFIX, read_teacher
+from birdsed.teacher.birdnet_tflite import EMBEDDINGS_SUFFIX, read_teacher
 from birdsed.teacher.blend import blend_teacher
 
 log = logging.getLogger(__name__)

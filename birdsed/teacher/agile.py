@@ -35,7 +35,7 @@ from birdsed.config import Config
 from birdsed.data.folder import BirdCLEFData, load_birdclef, split_row_ids
 from birdsed.data.soundscapes import read_if_present
 from birdsed.errors import BirdsedError
-from birdsed.teacher.birdnet import EMBEDDINGS_SUFFIX, read_teacher
+from birdsed.teacher.birdnet_tflite import EMBEDDINGS_SUFFIX, read_teacher
 from birdsed.teacher.blend import blend_teacher
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """BirdNET distilled into any backbone while it trains (``train.distill``, ``train.distill_probs``).
 
 The BirdCLEF+ 2026 winners' first lever: before fine-tuning on labels, a CNN learns a strong teacher's embedding of
-the same audio. Here the teacher is BirdNET V2.4 (the PyTorch port, :mod:`birdsed.models.birdnet`, frozen), run
+the same audio. Here the teacher is BirdNET V2.4 (the PyTorch port, :mod:`birdsed.models.birdnet_port`, frozen), run
 *online* on the very waveform the student sees — after MixUp, gain and background noise — so the target is always
 the mixed sound's (5th place's MixUp-consistent form). Two targets:
 
@@ -28,7 +28,7 @@ from torch import nn
 
 from birdsed.config import Config
 from birdsed.data.folder import read_taxonomy
-from birdsed.models.birdnet import EMBEDDING_DIM, BirdNetV24, birdnet_labels, load_birdnet
+from birdsed.models.birdnet_port import EMBEDDING_DIM, BirdNetV24, birdnet_labels, load_birdnet
 from birdsed.teacher.mapping import map_classes, read_overrides
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,10 @@ from torch import nn
 from birdsed.config import Config, TrainConfig
 from birdsed.data.folder import read_taxonomy
 from birdsed.models.backbones import BIRDNET
-from birdsed.models.birdnet import birdnet_files, birdnet_labels, classifier_weights
+from birdsed.models.birdnet_port import birdnet_files, birdnet_labels, classifier_weights
 from birdsed.models.sed import SEDModel
 from birdsed.models.tflite_graph import read_graph
-from birdsed.teacher.birdnet import map_classes, read_overrides
+from birdsed.teacher.birdnet_tflite import map_classes, read_overrides
 
 log = logging.getLogger(__name__)
 

