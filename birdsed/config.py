@@ -299,7 +299,7 @@ class TeacherConfig:
     # (2nd place BirdCLEF+ 2026); flagged `genus` in the mapping table. The head of a BirdNET-backbone student still
     # starts at random for it
     genus_proxy: bool = False
-    threads: int = non_negative(0)  # interpreter threads (0: the runtime's default)
+    threads: int = non_negative(0)  # interpreter threads (0: every usable core)
     batch_size: int = positive(16)  # chunks per interpreter call
     embeddings: bool = False  # also write <folder>.embeddings.npz: BirdNET's 1,024-d features per window
     # which chunks a window's score is the max of: inside (lying entirely inside it), centre (centre inside it) or

@@ -24,7 +24,7 @@ import pandas as pd
 
 from birdsed.data.synth import SR, WINDOW_SECONDS, ClassSpec, make_classes, pink_noise, place_track, write_audio
 from birdsed.errors import ConfigError
-from birdsed.outputs import check_dir_output, die_with_parent, mark_output, staged_dir
+from birdsed.outputs import check_dir_output, die_with_parent, mark_output, progress, staged_dir
 
 # BirdCLEF+ 2026 at S = 1
 RECORDINGS, TRAIN_SOUNDSCAPES, LABELLED, TEST_SOUNDSCAPES = 35_549, 10_658, 66, 600
@@ -149,9 +149,11 @@ def _write_like(out: Path, scale: float, seed: int, workers: int, lengths: float
     tests = [(out / "test_soundscapes" / f"BC2026_Test_{i:04d}.ogg", specs, labels, seed, 10**6 + i)
              for i in range(n_test)]  # fmt: skip
     with ProcessPoolExecutor(workers or None, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-        rows = list(pool.map(_recording, jobs, chunksize=8))
-        scape_events = list(pool.map(_soundscape, scapes, chunksize=4))
-        list(pool.map(_soundscape, tests, chunksize=4))
+        rows = list(progress(pool.map(_recording, jobs, chunksize=8), len(jobs), "synth recordings", "file"))
+        scape_events = list(
+            progress(pool.map(_soundscape, scapes, chunksize=4), len(scapes), "synth soundscapes", "file")
+        )
+        list(progress(pool.map(_soundscape, tests, chunksize=4), len(tests), "synth test soundscapes", "file"))
     train = pd.DataFrame(rows).merge(taxonomy.drop(columns="focal"), on="primary_label")
     train.drop(columns="seconds").to_csv(out / "train.csv", index=False)
     taxonomy.drop(columns="focal").to_csv(out / "taxonomy.csv", index=False)

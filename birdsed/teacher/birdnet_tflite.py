@@ -35,7 +35,7 @@ from birdsed.data.folder import check_unique_stems, n_windows, row_ids, split_ro
 from birdsed.models.birdnet_port import INSTALL_HINT, BirdNetError, birdnet_files
 from birdsed.outputs import atomic_path, atomic_write, check_dir_output, seal_output
 from birdsed.outputs import progress as progress_bar
-from birdsed.rules import BIRDNET_CHUNK_SECONDS, parse_window_rule
+from birdsed.rules import BIRDNET_CHUNK_SECONDS, parse_window_rule, usable_cores
 from birdsed.scoring.metrics import SubmissionError, read_table
 from birdsed.teacher.mapping import (  # re-exported: the mapping is part of the teacher's interface
     ClassMapping,
@@ -80,7 +80,9 @@ class BirdNET:
         with warnings.catch_warnings():  # "preserve all tensors is for debugging": we read one of them on purpose
             warnings.simplefilter("ignore", UserWarning)
             self._interp = Interpreter(
-                model_path=str(self.model_path), num_threads=threads or None,
+                # 0: every usable core (the runtime's own default is 1 thread: 2 threads ran 1.17x faster on 2
+                # cores, benchmarks/RESULTS.md "Competition scale")
+                model_path=str(self.model_path), num_threads=threads or usable_cores(),
                 experimental_preserve_all_tensors=embeddings,
             )  # fmt: skip
         self._in = self._interp.get_input_details()[0]["index"]

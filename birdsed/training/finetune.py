@@ -1,10 +1,12 @@
 """Fine-tuning a pre-trained backbone: what is frozen (``model.freeze``), the learning rate of each layer group
-(``train.backbone_lr``, ``train.layer_decay``), and BirdNET's classifier as the head's start (``model.birdnet_head``).
+(``train.backbone_lr``, ``train.layer_decay``) and over the steps (:func:`lr_factor`), and BirdNET's classifier as the
+head's start (``model.birdnet_head``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -19,6 +21,23 @@ from birdsed.models.tflite_graph import read_graph
 from birdsed.teacher.birdnet_tflite import map_classes, read_overrides
 
 log = logging.getLogger(__name__)
+
+
+def lr_factor(step: int, total: int, warmup: int, scheduler: str, period: int, min_ratio: float) -> float:
+    """Multiplier of the base learning rate at optimiser step `step` (linear warm-up, then the schedule).
+
+    ``cosine`` decays to `min_ratio` over the remaining steps; ``cosine_restarts`` repeats that decay every
+    `period` steps (1st place BirdCLEF 2025: every 5 epochs); ``constant`` stays at 1.
+    """
+    if step < warmup:
+        return 0.01 + 0.99 * step / max(1, warmup)
+    if scheduler == "constant":
+        return 1.0
+    if scheduler == "cosine_restarts":
+        progress = ((step - warmup) % max(1, period)) / max(1, period)
+    else:
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def layer_groups(model: SEDModel) -> list[list[nn.Parameter]]:

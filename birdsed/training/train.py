@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
-import math
 import pickle
 import signal
 import threading
@@ -47,7 +46,7 @@ from birdsed.training import tracking
 from birdsed.training.averaging import averaging_callback
 from birdsed.training.data import BirdDataModule, split_recordings
 from birdsed.training.distill import Distiller, distill_on, distill_weights
-from birdsed.training.finetune import param_groups, prepare_model
+from birdsed.training.finetune import lr_factor, param_groups, prepare_model
 from birdsed.training.losses import activation, build_loss
 from birdsed.training.runs import (
     RunFacts,
@@ -64,23 +63,6 @@ log = logging.getLogger(__name__)
 
 class TrainingError(BirdsedError, FloatingPointError):
     """Training cannot go on (a non-finite loss); the message names the step and the files of the batch."""
-
-
-def lr_factor(step: int, total: int, warmup: int, scheduler: str, period: int, min_ratio: float) -> float:
-    """Multiplier of the base learning rate at optimiser step `step` (linear warm-up, then the schedule).
-
-    ``cosine`` decays to `min_ratio` over the remaining steps; ``cosine_restarts`` repeats that decay every
-    `period` steps (1st place BirdCLEF 2025: every 5 epochs); ``constant`` stays at 1.
-    """
-    if step < warmup:
-        return 0.01 + 0.99 * step / max(1, warmup)
-    if scheduler == "constant":
-        return 1.0
-    if scheduler == "cosine_restarts":
-        progress = ((step - warmup) % max(1, period)) / max(1, period)
-    else:
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def probabilities(logits: torch.Tensor, loss: str) -> torch.Tensor:
