@@ -324,9 +324,9 @@ class PseudoMixDataset(Dataset):
         chunk = self.pseudo.wave(j, len(item["wave"]))
         item["wave"] = (1 - w) * item["wave"] + w * torch.from_numpy(chunk)
         p = torch.from_numpy(self.pseudo.targets[j])
-        if self.mass_cap > 0:
-            share = 1.0 if self.rule == "max" else w  # the chunk's and the crop's shares of the mixed target
-            ours, theirs = (1 - share if self.rule != "max" else 1.0) * item["target"].sum(), share * p.sum()
+        if self.mass_cap > 0:  # the crop's and the chunk's shares of the mixed target
+            crop_share, chunk_share = (1.0, 1.0) if self.rule == "max" else (1 - w, w)
+            ours, theirs = crop_share * item["target"].sum(), chunk_share * p.sum()
             if theirs > self.mass_cap * ours:
                 p = p * (self.mass_cap * ours / theirs)
         item["target"] = torch.maximum(item["target"], p) if self.rule == "max" else (1 - w) * item["target"] + w * p

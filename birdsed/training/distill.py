@@ -20,16 +20,14 @@ them.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from birdsed.config import Config
-from birdsed.data.folder import read_taxonomy
-from birdsed.models.birdnet_port import EMBEDDING_DIM, BirdNetV24, birdnet_labels, load_birdnet
-from birdsed.teacher.mapping import map_classes, read_overrides
+from birdsed.models.birdnet_port import EMBEDDING_DIM, BirdNetV24, load_birdnet
+from birdsed.training.finetune import birdnet_rows
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +72,10 @@ class Distiller(nn.Module):
         self.proj = nn.Linear(features, EMBEDDING_DIM, bias=False)
         model = teacher if teacher is not None else load_birdnet(BirdNetV24(cfg.audio.sample_rate))
         self._teacher = [model.eval().requires_grad_(False)]  # a list: not a registered child
-        ours, theirs = [], []
+        rows = birdnet_rows(cfg, classes, labels) if cfg.train.distill_probs else []
+        ours, theirs = [i for i, _ in rows], [j for _, j in rows]
         if cfg.train.distill_probs:
-            labels = labels if labels is not None else birdnet_labels()
-            taxonomy = read_taxonomy(Path(cfg.data.root) / "taxonomy.csv")
-            mapping = map_classes(taxonomy, labels, read_overrides(cfg.teacher.mapping))
-            for i, c in enumerate(classes):
-                j = mapping.index.get(c)
-                if isinstance(j, int):
-                    ours.append(i)
-                    theirs.append(j)
-            log.info("distillation: BirdNET's probabilities teach %d of %d classes", len(ours), len(classes))
+            log.info("distillation: BirdNET's probabilities teach %d of %d classes", len(rows), len(classes))
         self.register_buffer("mean", torch.zeros(EMBEDDING_DIM))  # the teacher's running mean embedding
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))
         self.register_buffer("ours", torch.tensor(ours, dtype=torch.long), persistent=False)

@@ -77,6 +77,16 @@ def param_groups(model: SEDModel, t: TrainConfig) -> list[dict]:
     return [g for g in out if g["params"]]
 
 
+def birdnet_rows(cfg: Config, classes: list[str], labels: list[str] | None = None) -> list[tuple[int, int]]:
+    """(our class index, BirdNET output index) of each class BirdNET knows, mapped as ``birdsed teacher`` maps them
+    (``data.root``'s taxonomy.csv, ``teacher.mapping``). `labels`: the teacher's outputs (default BirdNET's 6,522)."""
+    taxonomy = read_taxonomy(Path(cfg.data.root) / "taxonomy.csv")
+    mapping = map_classes(
+        taxonomy, labels if labels is not None else birdnet_labels(), read_overrides(cfg.teacher.mapping)
+    )
+    return [(i, mapping.index[c]) for i, c in enumerate(classes) if c in mapping.index]
+
+
 def birdnet_head(model: SEDModel, classes: list[str], cfg: Config) -> dict[str, int]:
     """Start the head's rows of the classes BirdNET knows from BirdNET's classifier (1,024 → 6,522, applied frame by
     frame) and its attention at zero (uniform over frames), so the clip logits begin as BirdNET's on the mean
@@ -86,13 +96,10 @@ def birdnet_head(model: SEDModel, classes: list[str], cfg: Config) -> dict[str, 
     Returns:
         ``{"birdnet": classes started from BirdNET, "new": the others}``.
     """
-    overrides = read_overrides(cfg.teacher.mapping)
-    taxonomy = read_taxonomy(Path(cfg.data.root) / "taxonomy.csv")
-    mapping = map_classes(taxonomy, birdnet_labels(), overrides)
+    rows = birdnet_rows(cfg, classes)
     weight, bias = classifier_weights(read_graph(birdnet_files()[0]))
     head = model.head
     cla = getattr(head, "cla", None) or head.fc  # attention heads: cla (K, C, 1); the clip head: fc (K, C)
-    rows = [(i, mapping.index[c]) for i, c in enumerate(classes) if c in mapping.index]
     with torch.no_grad():
         for i, j in rows:
             cla.weight[i] = torch.from_numpy(weight[j]).view_as(cla.weight[i])
