@@ -21,7 +21,7 @@ demo: install $(DEMO)/train.csv
 	$(PY) -m birdsed prepare configs/demo.yaml --include-test --no-progress
 	$(PY) -m birdsed pseudo configs/demo.yaml --out runs/demo --overwrite
 	$(PY) -m birdsed infer --checkpoint runs/demo/round_2/run --soundscapes $(DEMO)/test_soundscapes \
-		--sample-submission $(DEMO)/sample_submission.csv --tta-shifts 0,-2.5,2.5 --out submissions/demo.csv --no-progress
+		--sample-submission $(DEMO)/sample_submission.csv --out submissions/demo.csv --no-progress "infer.tta_shifts=[0,-2.5,2.5]"
 	$(PY) -m birdsed score --solution $(DEMO)/test_solution.csv --submission submissions/demo.csv
 	$(PY) -m birdsed report runs/demo --solution $(DEMO)/test_solution.csv --submission submissions/demo.csv \
 		--out submissions/demo_report.html $$(command -v chromium >/dev/null && echo --screenshot submissions/demo_report.png)

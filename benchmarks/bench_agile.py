@@ -4,7 +4,7 @@ information on the classes BirdNET knows?
 
 Usage:
     birdsed teacher configs/effnet_b0_sed.yaml teacher.mapping=configs/teacher/birdnet_mapping_mini.yaml \\
-        --embeddings --folders train_audio,train_soundscapes,test_soundscapes --out EMB
+        teacher.embeddings=true --folders train_audio,train_soundscapes,test_soundscapes --out EMB
     python benchmarks/bench_agile.py --teacher EMB [--students DIR] [--boot 1000]
 
 `--students`: a ``bench_teacher.py`` output folder (``seed<k>/`` pseudo folders); their round-1 students and

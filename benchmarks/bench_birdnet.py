@@ -196,7 +196,7 @@ def bench_round0(teacher: Path | None) -> None:
                 sub = Path(tmp) / f"r0_{rate}_{clip_weight}.csv"
                 t0 = time.perf_counter()
                 args = ["infer", "--checkpoint", ckpt, "--soundscapes", MINI / "test_soundscapes", "--out", sub,
-                        "--runtime", "onnx", "--no-progress", f"infer.clip_weight={clip_weight}"]  # fmt: skip
+                        "infer.runtime=onnx", "--no-progress", f"infer.clip_weight={clip_weight}"]  # fmt: skip
                 assert main([str(a) for a in args]) == 0
                 p = aligned(sub, solution)
                 cols = known if known is not None else np.arange(len(classes))

@@ -69,10 +69,8 @@ def memory(checkpoint: Path, tmp: Path, hours: float) -> None:
         "infer",
         "--checkpoint",
         str(checkpoint),
-        "--runtime",
-        "onnx",
-        "--tta-shifts",
-        "0,-2.5,2.5",
+        "infer.runtime=onnx",
+        "infer.tta_shifts=[0,-2.5,2.5]",
         "--no-progress",
     ]
     for name, folder in (("1 minute", short), (f"{hours:g} hours", long)):

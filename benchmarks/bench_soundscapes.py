@@ -4,7 +4,7 @@ the 2026 mini set, paired by seed; and how well the held-out labelled windows pr
 Usage:
     python benchmarks/bench_soundscapes.py [--seeds 0 1 2] [--out runs/bench_soundscapes] [--report-only]
     birdsed teacher configs/birdnet_sed.yaml data.root=MINI26 --folders train_audio,train_soundscapes,test_soundscapes \
-        --embeddings --out runs/teacher26
+        teacher.embeddings=true --out runs/teacher26
     birdsed agile configs/birdnet_sed.yaml data.root=MINI26 --teacher runs/teacher26 --out runs/agile26
     birdsed choose configs/birdnet_sed.yaml data.root=MINI26 --teacher runs/teacher26 \
         --runs runs/bench_soundscapes/with_seed0 runs/bench_soundscapes/with_seed1 runs/bench_soundscapes/with_seed2 \
@@ -23,7 +23,7 @@ labelled-window figure with the test figure over the runs.
 
 ``--entry`` (a ``birdsed choose`` output, chosen on the labelled *training* soundscapes): the test soundscapes
 scored for BirdNET alone, BirdNET + agile (``AGILE/test_soundscapes.csv``), the ``with`` students' mean alone
-(``soundscape_preds.csv``: no TTA) and the chosen entry as a user runs it (``birdsed infer --config ENTRY`` with the
+(``soundscape_preds.csv``: no TTA) and the chosen entry as a user runs it (``birdsed infer ENTRY`` with the
 three students, BirdNET and the agile model) — beside the choice's out-of-fold figure on the labelled training
 windows.
 """
@@ -120,10 +120,10 @@ def entry_figures(entry: Path, teacher: Path, agile: Path, runs: list[Path]) -> 
     record = json.loads(Path(f"{entry}.json").read_text())
     w, f, v = record["teacher_weight"], record["agile_fill_weight"], record["infer"]
     filled = lambda t: np.where(np.isfinite(t), t, student)  # noqa: E731 - a class neither knows: the student's
-    with tempfile.TemporaryDirectory() as tmp:  # the entry as a user runs it: birdsed infer --config ENTRY
+    with tempfile.TemporaryDirectory() as tmp:  # the entry as a user runs it: birdsed infer ENTRY
         out = Path(tmp) / "entry.csv"
         checkpoints = [a for r in runs for a in ("--checkpoint", str(r))]
-        args = ["infer", "--config", str(entry), *checkpoints, "--soundscapes", str(MINI26 / "test_soundscapes"),
+        args = ["infer", str(entry), *checkpoints, "--soundscapes", str(MINI26 / "test_soundscapes"),
                 "--sample-submission", str(MINI26 / "sample_submission.csv"), "--out", str(out), "--no-progress",
                 "infer.teacher=birdnet", f"infer.agile={agile}"]  # fmt: skip
         assert main(args) == 0

@@ -31,7 +31,7 @@ $PY -m birdsed train "${SETTINGS[@]}" --out "$WORK/run" --overwrite
 echo "train: $(( $(date +%s) - t0 )) s for 2 epochs"
 t0=$(date +%s)
 $PY -m birdsed infer --checkpoint "$WORK/run" --soundscapes "$WORK/data/test_soundscapes" \
-  --sample-submission "$WORK/data/sample_submission.csv" --tta-shifts 0,-2.5,2.5 --out "$WORK/sub.csv" --no-progress
+  --sample-submission "$WORK/data/sample_submission.csv" --out "$WORK/sub.csv" --no-progress "infer.tta_shifts=[0,-2.5,2.5]"
 echo "infer (CUDA, 3 shifts): $(( $(date +%s) - t0 )) s"
 $PY -m birdsed score --solution "$WORK/data/test_solution.csv" --submission "$WORK/sub.csv"
 WORK="$WORK" $PY - <<'PY'

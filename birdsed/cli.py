@@ -11,13 +11,13 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from birdsed import commands
 from birdsed.config import TEACHER_FOLDERS
 from birdsed.errors import BirdsedError
 from birdsed.kaggle.image import PLATFORM as KAGGLE_PLATFORM
 from birdsed.kaggle.image import PYTHON as KAGGLE_PYTHON
-from birdsed.kaggle.image import RUNTIME_NEEDS
 
 
 def _config_parent() -> argparse.ArgumentParser:
@@ -76,12 +76,51 @@ def _overwrite_or_resume(p: argparse.ArgumentParser, resume_help: str) -> None:
     group.add_argument("--resume", action="store_true", help=resume_help)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="birdsed", description="BirdCLEF-style audio → Kaggle submission pipeline")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cfg_parent = _config_parent()
+# Flags that duplicated a config key: still read for one release, as that key, with a one-line notice.
+DEPRECATED_FLAGS = {
+    "--tta-shifts": "infer.tta_shifts",
+    "--runtime": "infer.runtime",
+    "--precision": "infer.precision",
+    "--model": "teacher.model",
+    "--embeddings": "teacher.embeddings",
+}
 
+
+def _deprecated(p: argparse.ArgumentParser, *flags: str) -> None:
+    """Hidden flags kept for one release: ``--config YAML`` (now the positional CONFIG) and `flags`."""
+    p.add_argument("--config", dest="old_config", help=argparse.SUPPRESS)
+    for flag in flags:
+        dest = "old_" + flag[2:].replace("-", "_")
+        if flag == "--embeddings":
+            p.add_argument(flag, dest=dest, action="store_true", help=argparse.SUPPRESS)
+        else:
+            p.add_argument(flag, dest=dest, help=argparse.SUPPRESS)
+
+
+def apply_deprecated(args: argparse.Namespace) -> None:
+    """Turn the old flags into the positional CONFIG and key=value overrides they stand for, naming each once."""
+    items = getattr(args, "config_and_overrides", None)
+    if items is None:
+        return
+    notes = []
+    old_config = getattr(args, "old_config", None)
+    if old_config:
+        if items and "=" not in items[0]:
+            raise SystemExit(f"birdsed {args.command}: error: a config given twice ({items[0]} and --config)")
+        items.insert(0, old_config)
+        notes.append(f"--config {old_config} is now the first argument: birdsed {args.command} {old_config} ...")
+    for flag, key in DEPRECATED_FLAGS.items():
+        value = getattr(args, "old_" + flag[2:].replace("-", "_"), None)
+        if value in (None, False):
+            continue
+        value = "true" if value is True else f"[{value}]" if key == "infer.tta_shifts" else value
+        items.append(f"{key}={value}")
+        notes.append(f"{flag} is now the config key {key}: write {key}={value}")
+    for note in notes:
+        print(f"note: {note} (the flag goes in the next release)", file=sys.stderr)
+
+
+def _synth(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = sub.add_parser("synth", help="write a synthetic BirdCLEF-format dataset")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--classes", type=_positive(int), default=12)
@@ -95,60 +134,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=0.01, help="with --like: the fraction of its size (1: all of it)")
     p.set_defaults(func=commands.cmd_synth)
 
-    p = sub.add_parser("prepare", parents=[cfg_parent], help="decode data.root's audio once into the waveform cache")
+
+def _prepare(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    help_ = "decode data.root's audio once into the waveform cache"
+    p = sub.add_parser("prepare", parents=[parents["config"], parents["progress"]], help=help_)
     p.add_argument("--include-test", action="store_true", help="also cache test_soundscapes/")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=commands.cmd_prepare)
 
-    p = sub.add_parser("train", parents=[cfg_parent], help="train one SED model into a run folder")
+
+def _train(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("train", parents=[parents["config"]], help="train one SED model into a run folder")
     p.add_argument("--out", type=Path, help="run folder (default runs/<name>)")
     _overwrite_or_resume(p, "continue a killed run after its last finished epoch")
     p.set_defaults(func=commands.cmd_train)
 
-    p = sub.add_parser("pseudo", parents=[cfg_parent], help="rounds of pseudo-labelling on train_soundscapes")
+
+def _pseudo(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("pseudo", parents=[parents["config"]], help="rounds of pseudo-labelling on train_soundscapes")
     p.add_argument("--out", type=Path, help="run folder (default runs/<name>)")
     _overwrite_or_resume(p, "continue at the first unfinished round, inside it after its last finished epoch")
     p.set_defaults(func=commands.cmd_pseudo)
 
-    p = sub.add_parser("infer", help="predict soundscapes with one or more checkpoints; write a submission")
-    p.add_argument("--checkpoint", action="append", required=True, help="a .pt file, run folder or export folder")
+
+def _infer(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "infer",
+        parents=[parents["config"], parents["ensemble"], parents["progress"]],
+        help="predict soundscapes with one or more checkpoints; write a submission",
+    )
     p.add_argument("--soundscapes", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--sample-submission", type=Path, help="column order of the submission")
-    p.add_argument("--tta-shifts", help="comma-separated offsets in seconds, e.g. 0,-2.5,2.5")
-    p.add_argument("--runtime", choices=["torch", "onnx", "openvino"])
-    p.add_argument("--precision", choices=["f32", "bf16"], help="model precision (default f32 on every machine)")
-    p.add_argument("--config", help="a YAML config whose infer section is used")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. infer.clip_weight=0.75")
-    p.add_argument("--no-progress", action="store_true")
+    _deprecated(p, "--tta-shifts", "--runtime", "--precision")
     p.set_defaults(func=commands.cmd_infer)
 
-    p = sub.add_parser("budget", help="project the Kaggle wall time of an ensemble from timings on this machine")
-    p.add_argument("--checkpoint", action="append", required=True)
+
+def _budget(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    help_ = "project the Kaggle wall time of an ensemble from timings on this machine"
+    p = sub.add_parser("budget", parents=[parents["config"], parents["ensemble"]], help=help_)
     p.add_argument("--soundscapes", type=_positive(int), default=700)
     p.add_argument("--minutes", type=_positive(float), default=1.0, help="length of each soundscape")
     p.add_argument("--cores", type=_positive(int), default=4, help="CPU cores of the target (Kaggle: 4)")
     p.add_argument("--limit", type=_positive(float), default=90.0, help="the notebook's time limit in minutes")
-    p.add_argument("--tta-shifts")
-    p.add_argument("--runtime", choices=["torch", "onnx", "openvino"])
-    p.add_argument("--precision", choices=["f32", "bf16"])
-    p.add_argument("--config")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    _deprecated(p, "--tta-shifts", "--runtime", "--precision")
     p.set_defaults(func=commands.cmd_budget)
 
+
+def _export(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = sub.add_parser("export", help="export a checkpoint for CPU inference")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=commands.cmd_export)
 
-    p = sub.add_parser("bundle", help="models, wheels, notebook and metadata for an offline Kaggle submission")
-    p.add_argument("--checkpoint", action="append", required=True, help="a .pt file or run folder (repeat)")
+
+def _bundle(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    help_ = "models, wheels, notebook and metadata for an offline Kaggle submission"
+    p = sub.add_parser("bundle", parents=[parents["config"], parents["ensemble"]], help=help_)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--runtime", choices=list(RUNTIME_NEEDS), default="onnx")
-    p.add_argument("--tta-shifts", help="comma-separated offsets in seconds, e.g. 0,-2.5,2.5")
-    p.add_argument("--config", help="a YAML config whose infer and teacher sections are bundled")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. infer.weights=[2,1]")
     p.add_argument("--kaggle-user", help="owner of the datasets and notebook (default: $KAGGLE_USERNAME)")
     p.add_argument("--competition", default="birdclef-2025", help="the competition's Kaggle slug")
     p.add_argument("--prefix", default="birdsed", help="names PREFIX-models, PREFIX-wheels, PREFIX-inference")
@@ -163,41 +206,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cores", type=_positive(int), default=4, help="CPU cores of the Kaggle notebook")
     p.add_argument("--soundscapes", type=_positive(int), default=700, help="test minutes the budget projects")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    p.set_defaults(func=commands.cmd_bundle, precision=None)
+    _deprecated(p, "--tta-shifts", "--runtime")
+    p.set_defaults(func=commands.cmd_bundle)
 
-    p = sub.add_parser(
-        "teacher", parents=[cfg_parent], help="predict folders with an external teacher (BirdNET) as teacher CSVs"
-    )
+
+def _teacher(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    help_ = "predict folders with an external teacher (BirdNET) as teacher CSVs"
+    p = sub.add_parser("teacher", parents=[parents["config"], parents["progress"]], help=help_)
     p.add_argument("--out", required=True, type=Path, help="folder for <folder>.csv files and teacher.json")
-    p.add_argument("--model", choices=["birdnet"], default="birdnet")
     p.add_argument(
         "--folders", default="train_soundscapes,test_soundscapes", help="comma-separated: " + ",".join(TEACHER_FOLDERS)
     )
-    p.add_argument(
-        "--embeddings", action="store_true", help="also write BirdNET's 1,024-d window embeddings (for birdsed agile)"
-    )
-    p.add_argument("--no-progress", action="store_true")
+    _deprecated(p, "--model", "--embeddings")
     p.set_defaults(func=commands.cmd_teacher)
 
-    p = sub.add_parser(
-        "agile", parents=[cfg_parent], help="fit a linear classifier per class on the teacher's embeddings"
-    )
-    p.add_argument("--teacher", required=True, type=Path, help="a `birdsed teacher --embeddings` folder")
+
+def _agile(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    help_ = "fit a linear classifier per class on the teacher's embeddings"
+    p = sub.add_parser("agile", parents=[parents["config"]], help=help_)
+    p.add_argument("--teacher", required=True, type=Path, help="a `birdsed teacher ... teacher.embeddings=true` folder")
     p.add_argument("--out", required=True, type=Path, help="folder for agile.npz, agile.json and <folder>.csv")
     p.set_defaults(func=commands.cmd_agile)
 
-    p = sub.add_parser(
-        "choose",
-        parents=[cfg_parent],
-        help="choose the teacher's shares in the entry on the folder's labelled soundscapes, out of fold",
-    )
-    p.add_argument("--teacher", required=True, type=Path, help="a `birdsed teacher --embeddings` folder")
+
+def _choose(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    help_ = "choose the teacher's shares in the entry on the folder's labelled soundscapes, out of fold"
+    p = sub.add_parser("choose", parents=[parents["config"]], help=help_)
+    p.add_argument("--teacher", required=True, type=Path, help="a `birdsed teacher ... teacher.embeddings=true` folder")
     p.add_argument(
         "--runs", nargs="+", required=True, type=Path, help="run folders trained with data.soundscape_fold=k"
     )
-    p.add_argument("--out", required=True, type=Path, help="the config with the chosen shares (for infer --config)")
+    p.add_argument("--out", required=True, type=Path, help="the config with the chosen shares (infer's CONFIG)")
     p.set_defaults(func=commands.cmd_choose)
 
+
+def _study(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = sub.add_parser("study", help="variants × seeds of a recipe as run folders, compared with paired statistics")
     p.add_argument("study", type=Path, help="a study YAML (command, config, variants, seeds, baseline)")
     p.add_argument("--out", type=Path, help="study folder (default runs/studies/<study file name>)")
@@ -207,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", action="store_true", help="only rewrite the tables from the finished runs")
     p.set_defaults(func=commands.cmd_study)
 
+
+def _score(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = sub.add_parser("score", help="check a submission and compute the BirdCLEF metrics")
     p.add_argument("--solution", required=True, type=Path)
     p.add_argument("--submission", required=True, type=Path)
@@ -214,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write every figure here")
     p.set_defaults(func=commands.cmd_score)
 
+
+def _report(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="one self-contained HTML validation report of runs, rounds and submissions")
     p.add_argument("runs", nargs="*", type=Path, help="run, pseudo-label and study folders, in column order")
     p.add_argument("--solution", type=Path, help="labelled soundscapes (test_solution.csv)")
@@ -222,23 +269,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_unit, default=0.5, help="threshold of accuracy/precision/recall/F1")
     p.add_argument("--out", required=True, type=Path, help="the HTML file; its numbers go beside it as .json")
     p.add_argument("--screenshot", type=Path, help="also render the page to this PNG with headless Chromium")
-    p.add_argument(
-        "--listen",
-        type=_non_negative,
-        default=0,
-        metavar="N",
-        help="for the last entry: N top false positives and N missed positives of its 3 worst classes, with audio",
-    )
+    p.add_argument("--listen", type=_non_negative, default=0, metavar="N", help="for the last entry: N top false "
+                   "positives and N missed positives of its 3 worst classes, with audio")  # fmt: skip
     p.add_argument("--listen-class", action="append", help="also listen to this class (implies --listen 3)")
     p.add_argument("--mlflow-uri", help="an MLflow tracking store to read --mlflow-run runs from")
-    p.add_argument(
-        "--mlflow-run",
-        action="append",
-        help="an MLflow run id (a training run, or a pseudo folder's run: its rounds); the report is logged to the "
-        "last one",
-    )
+    p.add_argument("--mlflow-run", action="append", help="an MLflow run id (a training run, or a pseudo folder's "
+                   "run: its rounds); the report is logged to the last one")  # fmt: skip
     p.set_defaults(func=commands.cmd_report)
+
+
+SUBCOMMANDS = (_synth, _prepare, _train, _pseudo, _infer, _budget, _export, _bundle, _teacher, _agile, _choose,
+               _study, _score, _report)  # fmt: skip
+
+
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    """The options several commands share: the positional CONFIG, the ensemble's checkpoints, --no-progress."""
+    ensemble = argparse.ArgumentParser(add_help=False)
+    ensemble.add_argument(
+        "--checkpoint", action="append", required=True, help="a .pt file, run folder or export folder (repeat)"
+    )
+    progress = argparse.ArgumentParser(add_help=False)
+    progress.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return {"config": _config_parent(), "ensemble": ensemble, "progress": progress}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``birdsed`` parser: one small function per subcommand (``SUBCOMMANDS``), shared parents."""
+    parser = argparse.ArgumentParser(prog="birdsed", description="BirdCLEF-style audio → Kaggle submission pipeline")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    parents = _parents()
+    for add in SUBCOMMANDS:
+        add(sub, parents)
     return parser
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with CONFIG and key=value items accepted anywhere among the options (argparse takes one
+    run of positionals only), the deprecated flags applied."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if getattr(args, "config_and_overrides", None) is None or any(e.startswith("-") for e in extra):
+            parser.parse_args(argv)  # argparse's own message for what it does not know (exits 2)
+        args.config_and_overrides += extra
+    apply_deprecated(args)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wrong>``, and returns 1; Ctrl-C returns 130, a training run stopped by SIGTERM 143. Anything else is a bug and
     keeps its traceback.
     """
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit: an OSError naming the file, not a kill
     logging.basicConfig(

@@ -17,13 +17,34 @@ from birdsed.outputs import check_file_output
 log = logging.getLogger("birdsed")
 
 
-def config_from_args(items: Sequence[str]) -> Config:
-    """Split ``[CONFIG] [key=value ...]`` and load them."""
+def split_config(items: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``[CONFIG] [key=value ...]`` as (the config file or None, the overrides)."""
     items = list(items)
-    path = None
-    if items and "=" not in items[0]:
-        path = items.pop(0)
-    return load_config(path, items)
+    return (items.pop(0) if items and "=" not in items[0] else None), items
+
+
+def config_from_args(items: Sequence[str], defaults: Sequence[str] = ()) -> Config:
+    """Load ``[CONFIG] [key=value ...]``; `defaults` (key=value) are the command's own, used where neither the
+    config file nor an override sets that key."""
+    path, overrides = split_config(items)
+    given = {o.split("=", 1)[0] for o in overrides}
+    unset = [d for d in defaults if d.split("=", 1)[0] not in given and not _in_file(path, d.split("=", 1)[0])]
+    return load_config(path, [*unset, *overrides])
+
+
+def _in_file(path: str | None, key: str) -> bool:
+    """Whether the YAML config at `path` sets the dotted `key` (False where it cannot be read: load_config says why)."""
+    from birdsed.rules import parse_yaml
+
+    try:
+        node: object = parse_yaml(Path(path).read_text(encoding="utf-8")) if path else None
+    except (OSError, ValueError):
+        return False
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def cmd_synth(args: argparse.Namespace) -> str:
@@ -67,25 +88,14 @@ def cmd_train(args: argparse.Namespace) -> str:
     )
 
 
-def _infer_config(args: argparse.Namespace) -> Config:
-    """The infer config: --config YAML, then key=value overrides, then the dedicated flags."""
-    items = list(args.overrides)
-    if args.tta_shifts is not None:
-        items.append(f"infer.tta_shifts=[{args.tta_shifts}]")
-    if args.runtime:
-        items.append(f"infer.runtime={args.runtime}")
-    if args.precision:
-        items.append(f"infer.precision={args.precision}")
-    return load_config(args.config, items)
-
-
 def cmd_infer(args: argparse.Namespace) -> str:
     from birdsed.data.audio import list_audio
     from birdsed.inference.predict import predict
     from birdsed.inference.submit import write_submission
 
-    cfg = _infer_config(args)
-    inputs = (args.sample_submission, args.config, *args.checkpoint, *list_audio(args.soundscapes))
+    cfg = config_from_args(args.config_and_overrides)
+    config = split_config(args.config_and_overrides)[0]
+    inputs = (args.sample_submission, config, *args.checkpoint, *list_audio(args.soundscapes))
     check_file_output(args.out, inputs, kind="submission")  # before minutes of compute, not after
     pred = predict(cfg, args.checkpoint, args.soundscapes, args.sample_submission, progress=not args.no_progress)
     path = write_submission(pred.submission, args.out, args.checkpoint)
@@ -102,7 +112,7 @@ def cmd_budget(args: argparse.Namespace) -> str:
     from birdsed.inference.budget import measure
     from birdsed.inference.submit import load_ensemble, teacher_source
 
-    cfg = _infer_config(args)
+    cfg = config_from_args(args.config_and_overrides)
     if cfg.infer.threads:
         import torch
 
@@ -157,7 +167,7 @@ def _kaggle_user(given: str | None) -> str:
 def cmd_bundle(args: argparse.Namespace) -> str:
     from birdsed.kaggle.bundle import Target, make_bundle
 
-    cfg = _infer_config(args)
+    cfg = config_from_args(args.config_and_overrides, defaults=["infer.runtime=onnx"])  # Kaggle's CPU
     target = Target(
         user=_kaggle_user(args.kaggle_user),
         competition=args.competition,
@@ -203,7 +213,6 @@ def cmd_teacher(args: argparse.Namespace) -> str:
     from birdsed.teacher.birdnet_tflite import run_teacher
 
     cfg = config_from_args(args.config_and_overrides)
-    cfg.teacher.embeddings = cfg.teacher.embeddings or args.embeddings
     folders = [f.strip() for f in args.folders.split(",") if f.strip()]
     mapping, results = run_teacher(cfg, args.out, folders, progress=not args.no_progress)
     print(mapping.table())

@@ -142,7 +142,7 @@ def test_birdsed_agile_on_the_synthetic_set(tiny_root, tmp_path, capsys):
     assert "is the teacher folder" in line
     (teacher / f"train_audio{EMBEDDINGS_SUFFIX}").unlink()
     line = cli_error(capsys, ["agile", f"data.root={tiny_root}", "--teacher", teacher, "--out", out])
-    assert f"train_audio{EMBEDDINGS_SUFFIX}" in line and "--embeddings" in line
+    assert f"train_audio{EMBEDDINGS_SUFFIX}" in line and "teacher.embeddings=true" in line
 
 
 def test_agile_fits_on_labelled_soundscape_windows_and_the_gate_judges_on_them(tiny_root26, tmp_path):

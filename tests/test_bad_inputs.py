@@ -448,7 +448,7 @@ def test_ctrl_c_stops_parallel_inference_promptly(trained_run, tiny_root, tmp_pa
     for i in range(1000):  # ~80 files/s on 2 idle cores: well over the second before the interrupt
         os.link(tiny_root / "test_soundscapes" / "soundscape_0000.ogg", folder / f"s{i:04d}.ogg")
     out = tmp_path / "sub.csv"
-    args = ["infer", "--checkpoint", run_dir, "--soundscapes", folder, "--out", out, "--runtime", "onnx"]
+    args = ["infer", "--checkpoint", run_dir, "--soundscapes", folder, "--out", out, "infer.runtime=onnx"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "birdsed", *map(str, args), "infer.workers=2"],
         stdout=subprocess.PIPE,
@@ -540,7 +540,7 @@ def test_a_damaged_export_folder_is_named_not_a_traceback(trained_run, tiny_root
     _, _, run_dir = trained_run
     exp = tmp_path / "exp"
     assert main(["export", "--checkpoint", str(run_dir), "--format", "onnx", "--out", str(exp)]) == 0
-    infer = ["infer", "--soundscapes", tiny_root / "test_soundscapes", "--runtime", "onnx", "--no-progress"]
+    infer = ["infer", "--soundscapes", tiny_root / "test_soundscapes", "infer.runtime=onnx", "--no-progress"]
     cases = {
         "truncated onnx": ("model.onnx", lambda b: b[: len(b) // 3], "model.onnx: cannot be loaded"),
         "missing onnx": ("model.onnx", None, "model.onnx: cannot be loaded"),

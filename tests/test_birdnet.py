@@ -152,7 +152,7 @@ def test_birdnet_backbone_trains_infers_and_exports(tiny_root, tmp_path):
     for runtime in ("torch", "onnx"):
         out = tmp_path / f"{runtime}.csv"
         args = ["infer", "--checkpoint", tmp_path / "run", "--soundscapes", tiny_root / "test_soundscapes",
-                "--out", out, "--runtime", runtime, "--no-progress", "infer.clip_weight=0.5"]  # fmt: skip
+                "--out", out, f"infer.runtime={runtime}", "--no-progress", "infer.clip_weight=0.5"]  # fmt: skip
         assert main([str(a) for a in args]) == 0
         subs[runtime] = pd.read_csv(out).set_index("row_id")
     assert np.abs(subs["torch"].to_numpy() - subs["onnx"].to_numpy()).max() < 1e-4

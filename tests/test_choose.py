@@ -55,7 +55,7 @@ def test_the_better_inference_variant_is_chosen_and_a_tie_keeps_the_configs_own(
 
 def test_birdsed_choose_on_a_2026_folder(tiny_root26, tmp_path, capsys):
     """Two runs, each holding out one fold of the labelled windows; a teacher folder whose BirdNET table guesses and
-    whose embeddings carry the labels: `choose` writes a config that `infer --config` reads, with the figures."""
+    whose embeddings carry the labels: `choose` writes a config that `infer` reads as its CONFIG, with the figures."""
     from birdsed.training.train import fit
 
     root = tiny_root26

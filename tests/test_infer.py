@@ -233,7 +233,7 @@ def test_infer_folder_needs_audio(tmp_path, trained_run):
 
 def test_budget_projects_from_measured_time(trained_run, capsys):
     _, _, run_dir = trained_run
-    args = ["budget", "--checkpoint", str(run_dir), "--soundscapes", "700", "--cores", "4", "--tta-shifts", "0,2.5"]
+    args = ["budget", "--checkpoint", str(run_dir), "--soundscapes", "700", "--cores", "4", "infer.tta_shifts=[0,2.5]"]
     assert main(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     projected = float(out[-1].split("=")[1])

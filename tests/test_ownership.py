@@ -108,7 +108,7 @@ def test_onnx_inference_writes_nothing_into_the_working_folder(trained_run, tiny
     out = tmp_path / "sub.csv"
     run = cli_run(
         ["infer", "--checkpoint", run_dir / "best.pt", "--soundscapes", tiny_root / "test_soundscapes",
-         "--runtime", "onnx", "--out", out],
+         "infer.runtime=onnx", "--out", out],
         cwd=work, env=env,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]

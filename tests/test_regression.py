@@ -91,7 +91,7 @@ def infer_cli(world, soundscapes: Path, out: Path, *over: str) -> pd.DataFrame:
     config = out.with_suffix(".yaml")
     config.write_text(yaml.safe_dump(config_to_dict(load_config(None, [*base, *over])), sort_keys=False))
     args = ["--checkpoint", str(model), "--soundscapes", str(soundscapes), "--out", str(out), "--no-progress"]
-    assert main(["infer", "--config", str(config), *args]) in (0, None)
+    assert main(["infer", str(config), *args]) in (0, None)
     return pd.read_csv(out)
 
 

@@ -280,8 +280,8 @@ def _need_birdnet() -> None:
 
 @pytest.fixture(scope="module")
 def birdnet_clip(real_root, tmp_path_factory):
-    """`birdsed teacher --embeddings` run on 15 s of a real labelled soundscape (the stretch with the most labels):
-    (mini folder, teacher output folder, solution, stem, start second, CLI output)."""
+    """`birdsed teacher ... teacher.embeddings=true` run on 15 s of a real labelled soundscape (the stretch with the
+    most labels): (mini folder, teacher output folder, solution, stem, start second, CLI output)."""
     _need_birdnet()
     import soundfile as sf
 
@@ -299,7 +299,7 @@ def birdnet_clip(real_root, tmp_path_factory):
     sf.write(str(root / "test_soundscapes" / f"{stem}.ogg"), wave[start * sr : (start + 15) * sr], sr)
     mapping = REPO / "configs" / "teacher" / "birdnet_mapping_mini.yaml"
     args = ["teacher", f"data.root={root}", f"teacher.mapping={mapping}"]
-    out = ["--out", str(tmp_path / "t"), "--folders", "test_soundscapes", "--no-progress", "--embeddings"]
+    out = ["--out", str(tmp_path / "t"), "--folders", "test_soundscapes", "--no-progress", "teacher.embeddings=true"]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main([*args, *out]) == 0
@@ -307,8 +307,9 @@ def birdnet_clip(real_root, tmp_path_factory):
 
 
 def test_birdnet_teacher_on_real_audio(birdnet_clip):
-    """`birdsed teacher --embeddings` on 15 s of a real labelled soundscape: 3 windows, the 22 mapped classes scored
-    and the frog/insect/umbrellabird columns NaN, the labelled species found, and a 1,024-d embedding per window."""
+    """`birdsed teacher ... teacher.embeddings=true` on 15 s of a real labelled soundscape: 3 windows, the 22 mapped
+    classes scored and the frog/insect/umbrellabird columns NaN, the labelled species found, and a 1,024-d embedding
+    per window."""
     _, out, solution, stem, start, printed = birdnet_clip
     assert "22 of 25 classes" in printed
     table = read_teacher(out / "test_soundscapes.csv", solution.columns[1:].tolist())

@@ -293,7 +293,9 @@ def make_bundle(
 
     target.check()
     if cfg.infer.runtime not in RUNTIMES:
-        raise ConfigError(f"--runtime: a bundle runs {' or '.join(RUNTIMES)} on Kaggle's CPU, not {cfg.infer.runtime}")
+        raise ConfigError(
+            f"infer.runtime: a bundle runs {' or '.join(RUNTIMES)} on Kaggle's CPU, not {cfg.infer.runtime}"
+        )
     if not checkpoints:
         raise ConfigError("--checkpoint: give at least one")
     here = f"{sys.version_info.major}.{sys.version_info.minor}"

@@ -21,7 +21,7 @@ shares that win on the other folds are applied to it — so the reported figure 
 stands beside BirdNET + agile's (both shares 1) on the same windows. A student share is kept only where that nested
 figure beats the safe entry's (else the shares stay 1 and 1, said in a warning). Ties go to the larger teacher share
 (the safe side, the config's own variant). The final choice, made on every fold, is written into the config that
-``birdsed infer --config`` and ``birdsed bundle --config`` read.
+``birdsed infer`` and ``birdsed bundle`` read as their CONFIG.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def choose_shares(
 
 def run_choose(cfg: Config, teacher_dir: str | Path, runs: list[str | Path], out: str | Path) -> Choice:
     """``birdsed choose``: choose ``infer.teacher_weight`` and ``infer.agile_fill_weight`` on the folder's labelled
-    soundscapes (see the module's text); write `out` (the config with the chosen shares, for ``infer --config``)
+    soundscapes (see the module's text); write `out` (the config with the chosen shares, ``infer``'s CONFIG)
     and ``<out>.json`` (the figures)."""
     out = check_file_output(out, kind="entry")
     record = check_file_output(Path(f"{out}.json"), kind="entry-json")

@@ -2,7 +2,7 @@
 1,024-d window features, trained on our labelled recordings — for the classes the teacher has no label for (our
 frogs and insects) and as a second opinion on the classes it knows.
 
-Training windows (``birdsed teacher --embeddings`` writes them, one row per 5-s window):
+Training windows (``birdsed teacher ... teacher.embeddings=true`` writes them, one row per 5-s window):
 
 - every window of every ``train_audio`` recording, its target the recording's labels (primary 1, secondary
   ``data.secondary_label_value``);
@@ -195,14 +195,15 @@ def load_agile(path: str | Path) -> AgileModel:
 
 
 def read_embeddings(path: str | Path) -> tuple[pd.Index, np.ndarray]:
-    """A ``<folder>.embeddings.npz`` of ``birdsed teacher --embeddings``: row ids and (N, D) float32 features.
+    """A ``<folder>.embeddings.npz`` of ``birdsed teacher ... teacher.embeddings=true``: row ids and (N, D) float32
+    features.
 
     Raises:
         AgileError: missing, unreadable, rows and features disagreeing, or non-finite features.
     """
     path = Path(path)
     if not path.is_file():
-        raise AgileError(f"{path}: no embeddings; run `birdsed teacher ... --embeddings` for this folder")
+        raise AgileError(f"{path}: no embeddings; run `birdsed teacher ... teacher.embeddings=true` for this folder")
     try:
         with np.load(path, allow_pickle=False) as z:
             ids, x = z["row_id"].astype(str), z["embeddings"].astype(np.float32)
@@ -333,7 +334,7 @@ def _teacher_scores(path: Path, classes: list[str], ids: pd.Index, folder: str =
     if not path.is_file():
         raise AgileError(
             f"{path}: the gate compares the agile model with the teacher on {folder}; run `birdsed teacher ... "
-            f"--folders {folder} --embeddings` (it writes this file beside the embeddings)"
+            f"--folders {folder} teacher.embeddings=true` (it writes this file beside the embeddings)"
         )
     table = read_teacher(path, classes)
     missing = ids.difference(table.index)
