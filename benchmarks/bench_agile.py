@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--students", type=Path, default=None, help="bench_teacher.py output (seed<k>/ folders)")
     ap.add_argument(
         "--agile-students", type=Path, default=None,
-        help="the same seeds retrained with BirdNET + agile pool labels (pseudo.teacher=AGILE/train_soundscapes.csv)",
+        help="the same seeds retrained with BirdNET + agile pool labels (teacher.pseudo=AGILE/train_soundscapes.csv)",
     )  # fmt: skip
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "effnet_b0_sed.yaml")
     ap.add_argument("--boot", type=int, default=1000)

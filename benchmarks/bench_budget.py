@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def budget(students: list[Path], agile: Path, runtime: str, shifts: str) -> float:
     cmd = [sys.executable, "-m", "birdsed", "budget", "--soundscapes", "600", "--cores", "4",
-           f"infer.runtime={runtime}", f"infer.tta_shifts=[{shifts}]", "infer.teacher=birdnet",
-           f"infer.agile={agile}"]  # fmt: skip
+           f"infer.runtime={runtime}", f"infer.tta_shifts=[{shifts}]", "teacher.infer=birdnet",
+           f"teacher.agile={agile}"]  # fmt: skip
     for s in students:
         cmd += ["--checkpoint", str(s)]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)

@@ -10,7 +10,7 @@ Usage:
         --blend runs/studies/birdnet_infer/tta runs/studies/birdnet_entry/overlap
 
 `--blend STUDENT TEACHER`: two variant folders of studies (``seed<k>/soundscape_preds.csv``); TEACHER's predictions
-are the teacher as ``infer.teacher`` gives it (e.g. BirdNET + agile at ``teacher_weight`` 1), STUDENT's our model's;
+are the teacher as ``teacher.infer`` gives it (e.g. BirdNET + agile at ``teacher_weight`` 1), STUDENT's our model's;
 the entries ``(1-w)·student + w·teacher`` (as ``birdsed infer`` blends, over every class or over BirdNET's only) are
 compared with the teacher alone through the same out-of-sample choice, paired by seed.
 

@@ -19,7 +19,7 @@ of the teacher over all the audio a cached-target design would need instead.
 
 ``--rounds``: one noisy-student round on each seed's distilled model (``birdsed pseudo``, round 0 given), against
 its same-compute control (``pseudo.control=true``: the same continued epochs without pseudo labels). The pool's
-labels: BirdNET where it knows a class (``pseudo.teacher``, its CSV of ``train_soundscapes``), the distilled model
+labels: BirdNET where it knows a class (``teacher.pseudo``, its CSV of ``train_soundscapes``), the distilled model
 elsewhere; the student trains with MixUp, SpecAugment, stochastic depth and dropout on focal crops each mixed with a
 pseudo chunk whose label mass is capped at the crop's (``pseudo.mass_cap=1``); distillation is off in the round.
 """
@@ -180,7 +180,7 @@ def noisy_student(args: argparse.Namespace, classes: list[str], mapped: list[str
         out = args.out / f"{args.config.stem}_round1_seed{seed}"
         if not args.report_only and not (out / "round_1" / "DONE").is_file():
             birdsed("pseudo", str(args.config), f"train.seed={seed}", "train.progress=false", *ROUND,
-                    f"pseudo.init_checkpoints=[{start}]", f"pseudo.teacher={pool / 'train_soundscapes.csv'}",
+                    f"pseudo.init_checkpoints=[{start}]", f"teacher.pseudo={pool / 'train_soundscapes.csv'}",
                     "--out", str(out), "--overwrite")  # fmt: skip
         if not (out / "round_1" / "DONE").is_file():
             continue

@@ -107,9 +107,9 @@ def scale_stages(s: float, out: Path, steps: int) -> dict:
     stages["pool"] |= {"n": n_pool}
     stages["infer"] = run([*bird, "infer", "--checkpoint", str(work / "birdnet_sed"), "--soundscapes",
                            str(root / "test_soundscapes"), "--out", str(work / "submission.csv"),
-                           "infer.tta_shifts=[0,-2.5,2.5]", "--no-progress", "infer.teacher=birdnet",
+                           "infer.tta_shifts=[0,-2.5,2.5]", "--no-progress", "teacher.infer=birdnet",
                            f"teacher.mapping={mapping}",
-                           f"infer.teacher_taxonomy={root / 'taxonomy.csv'}"], log)  # fmt: skip
+                           f"teacher.taxonomy={root / 'taxonomy.csv'}"], log)  # fmt: skip
     stages["infer"] |= {"n": n_test}
     stages["synth_disk_mb"] = {"disk_mb": du(root), "recordings": n_rec, "pool": n_pool, "test": n_test}
     return stages

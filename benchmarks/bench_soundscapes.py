@@ -125,7 +125,7 @@ def entry_figures(entry: Path, teacher: Path, agile: Path, runs: list[Path]) -> 
         checkpoints = [a for r in runs for a in ("--checkpoint", str(r))]
         args = ["infer", str(entry), *checkpoints, "--soundscapes", str(MINI26 / "test_soundscapes"),
                 "--sample-submission", str(MINI26 / "sample_submission.csv"), "--out", str(out), "--no-progress",
-                "infer.teacher=birdnet", f"infer.agile={agile}"]  # fmt: skip
+                "teacher.infer=birdnet", f"teacher.agile={agile}"]  # fmt: skip
         assert main(args) == 0
         chosen = read_teacher(out, classes).loc[sol.index, classes].to_numpy()
     rows = {

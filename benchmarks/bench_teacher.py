@@ -7,7 +7,7 @@ Usage:
 1. BirdNET alone on the mini set's labelled test soundscapes: macro AUC over all scored classes (a class it cannot
    know is a constant column, AUC 0.5) and over the classes it knows.
 2. Per seed, one ``birdsed pseudo`` folder with round 0 given (`--round0`, the model that fills the classes the
-   teacher lacks), round 1 trained from scratch on labelled clips + BirdNET's pool labels (``pseudo.teacher``,
+   teacher lacks), round 1 trained from scratch on labelled clips + BirdNET's pool labels (``teacher.pseudo``,
    ``pseudo.mode=extra``), and its control (the same seed, epochs and starting point, no pseudo data): the paired
    difference in soundscape macro AUC (best held-out epoch and last epoch).
 3. Teacher + student, blended where BirdNET knows a class (mean and rank blends at w = 0.5, and w = 1: BirdNET where
@@ -82,7 +82,7 @@ def main() -> None:
             "pseudo.continue_training=false",
             "pseudo.control=true",
             "pseudo.mode=extra",
-            f"pseudo.teacher={args.teacher / 'train_soundscapes.csv'}",
+            f"teacher.pseudo={args.teacher / 'train_soundscapes.csv'}",
             "train.progress=false",
             *args.extra,
         ]

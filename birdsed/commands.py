@@ -110,7 +110,8 @@ def cmd_infer(args: argparse.Namespace) -> str:
 
 def cmd_budget(args: argparse.Namespace) -> str:
     from birdsed.inference.budget import measure
-    from birdsed.inference.submit import load_ensemble, teacher_source
+    from birdsed.inference.submit import load_ensemble
+    from birdsed.teacher.source import teacher_source
 
     cfg = config_from_args(args.config_and_overrides)
     if cfg.infer.threads:
@@ -119,7 +120,7 @@ def cmd_budget(args: argparse.Namespace) -> str:
         torch.set_num_threads(cfg.infer.threads)
     members = load_ensemble(args.checkpoint, cfg.infer, "cpu")
     roots = [m.cfg.data.root for m in members]
-    teacher = teacher_source(cfg, list(members[0].classes), roots) if cfg.infer.teacher == "birdnet" else None
+    teacher = teacher_source(cfg, list(members[0].classes), roots) if cfg.teacher.infer == "birdnet" else None
     b = measure(members, cfg.infer, args.soundscapes, args.minutes, args.cores, args.limit, teacher=teacher)
     shifts = len(cfg.infer.tta_shifts)
     print(
@@ -242,7 +243,7 @@ def cmd_choose(args: argparse.Namespace) -> str:
     cfg = config_from_args(args.config_and_overrides)
     c = run_choose(cfg, args.teacher, args.runs, args.out)
     return (
-        f"choose: {args.out}: infer.teacher_weight={c.teacher_weight:g} infer.agile_fill_weight="
+        f"choose: {args.out}: teacher.infer_weight={c.teacher_weight:g} teacher.agile_fill_weight="
         f"{c.agile_fill_weight:g} infer.tta_shifts={c.infer['tta_shifts']} infer.clip_weight={c.infer['clip_weight']:g}"
         f"; out of fold on {c.windows} labelled windows {c.oof_auc:.4f} (BirdNET + agile "
         f"{c.baseline_auc:.4f}, the student alone {c.student_auc:.4f})"

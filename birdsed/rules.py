@@ -291,10 +291,10 @@ def _check_infer(cfg: Config) -> None:
         raise ConfigError(f"infer.weights: must be >= 0, got {i.weights}")
     if i.precision == "bf16" and i.runtime == "onnx":
         raise ConfigError("infer.precision: bf16 needs infer.runtime=torch or openvino (ONNX Runtime's CPU is f32)")
-    if i.teacher == "birdnet" and i.window_seconds < BIRDNET_CHUNK_SECONDS:
+    if cfg.teacher.infer == "birdnet" and i.window_seconds < BIRDNET_CHUNK_SECONDS:
         raise ConfigError(
             f"infer.window_seconds: {i.window_seconds:g} s is shorter than BirdNET's "
-            f"{BIRDNET_CHUNK_SECONDS:g}-s chunk (infer.teacher=birdnet)"
+            f"{BIRDNET_CHUNK_SECONDS:g}-s chunk (teacher.infer=birdnet)"
         )
     room = i.window_seconds - BIRDNET_CHUNK_SECONDS  # a stride beyond it skips whole chunks of some windows
     if room >= 0 and cfg.teacher.stride > room:
@@ -324,6 +324,57 @@ class _UniqueKeys(yaml.SafeLoader):
                 )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+# Keys that moved (issue 39: the teacher in one room); the old names are read for one release, with a note.
+RENAMED = {
+    "infer.teacher": "teacher.infer",
+    "infer.teacher_weight": "teacher.infer_weight",
+    "infer.teacher_taxonomy": "teacher.taxonomy",
+    "infer.agile": "teacher.agile",
+    "infer.agile_weight": "teacher.agile_weight",
+    "infer.agile_classes": "teacher.agile_classes",
+    "infer.agile_fill_weight": "teacher.agile_fill_weight",
+    "pseudo.teacher": "teacher.pseudo",
+    "pseudo.teacher_weight": "teacher.pseudo_weight",
+}
+
+
+def _renamed_note(old: str, source: str) -> None:
+    import logging
+
+    logging.getLogger("birdsed").warning(
+        "%s: %s is now %s (the old name is read until the next release)", source, old, RENAMED[old]
+    )
+
+
+def renamed_override(item: str, source: str = "override") -> str:
+    """``old.key=value`` → ``new.key=value`` for a key in :data:`RENAMED` (with a note), else `item`."""
+    key, sep, value = item.partition("=")
+    if sep and key.strip() in RENAMED:
+        _renamed_note(key.strip(), source)
+        return f"{RENAMED[key.strip()]}={value}"
+    return item
+
+
+def renamed_keys(data: dict[str, Any], source: str, quiet: bool = False) -> dict[str, Any]:
+    """A config mapping with the keys of :data:`RENAMED` under their new names (a note each unless `quiet`: a
+    stored config, e.g. an older checkpoint's, is not the user's to rewrite).
+
+    Raises:
+        ConfigError: the old and the new name both set.
+    """
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    for old, new in RENAMED.items():
+        (osec, okey), (nsec, nkey) = old.split("."), new.split(".")
+        if not isinstance(out.get(osec), dict) or okey not in out[osec]:
+            continue
+        if isinstance(out.get(nsec), dict) and nkey in out[nsec]:
+            raise ConfigError(f"{source}: {old} and {new} both set; {old} is the old name of {new}: keep {new}")
+        if not quiet:
+            _renamed_note(old, source)
+        out[nsec] = {**(out.get(nsec) or {}), nkey: out[osec].pop(okey)}
+    return out
 
 
 MAX_YAML_VALUES = 100_000  # a config is a few hundred values; aliases that multiply ("billion laughs") are refused

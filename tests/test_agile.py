@@ -129,7 +129,7 @@ def test_birdsed_agile_on_the_synthetic_set(tiny_root, tmp_path, capsys):
     assert gate["blended"] == data.classes[2:], gate
     assert gate["classes"][data.classes[1]]["teacher_auc"] > 0.99 and data.classes[0] not in gate["classes"]
     assert load_agile(out).blend.tolist() == [False, False, True, True, True, True]
-    # the pool folder has a teacher CSV: <folder>.csv is the blend (a = infer.agile_weight = 0.5) in the gated
+    # the pool folder has a teacher CSV: <folder>.csv is the blend (a = teacher.agile_weight = 0.5) in the gated
     # classes, the teacher alone in the others it knows, the agile model alone in its NaN column
     alone = read_teacher(out / "train_soundscapes.agile.csv", data.classes).loc[pool_ids].to_numpy()
     blend = read_teacher(out / "train_soundscapes.csv", data.classes).loc[pool_ids].to_numpy()

@@ -86,7 +86,7 @@ def test_bundle_refuses_what_cannot_work_on_kaggle(bundle, trained_run, tiny_roo
         make_bundle([run_dir], load_config(None, []), tmp_path / "a", target)
     with pytest.raises(BundleError, match=r"Python 2\.7"):
         make_bundle([run_dir], onnx, tmp_path / "b", Target(user="u", python="2.7"))
-    csv = load_config(None, ["infer.runtime=onnx", f"infer.teacher={tiny_root / 'sample_submission.csv'}"])
+    csv = load_config(None, ["infer.runtime=onnx", f"teacher.infer={tiny_root / 'sample_submission.csv'}"])
     with pytest.raises(ConfigError, match="hidden"):
         make_bundle([run_dir], csv, tmp_path / "c", target, sample_data=tiny_root)
     with pytest.raises(ConfigError, match=r"no sample_submission\.csv"):

@@ -90,12 +90,12 @@ def test_birdsed_choose_on_a_2026_folder(tiny_root26, tmp_path, capsys):
     ]
     assert main([*map(str, args), "--out", str(out)]) == 0
     headline = capsys.readouterr().out.strip().splitlines()[-1]
-    assert headline.startswith(f"choose: {out}: infer.teacher_weight=") and "out of fold on" in headline
+    assert headline.startswith(f"choose: {out}: teacher.infer_weight=") and "out of fold on" in headline
     assert "infer.tta_shifts=" in headline and "infer.clip_weight=" in headline
     record = json.loads(out.with_name("entry.yaml.json").read_text())
     assert record["windows"] == len(lw) and len(record["folds"]) == 2
     cfg = load_config(out)  # the entry is a config: what infer/bundle --config read
-    assert cfg.infer.teacher_weight == record["teacher_weight"] and out.read_text().startswith("# birdsed choose")
+    assert cfg.teacher.infer_weight == record["teacher_weight"] and out.read_text().startswith("# birdsed choose")
     assert cfg.infer.tta_shifts == record["infer"]["tta_shifts"] and len(record["variants"]) == 2
     # a run that holds out nothing, and a foreign file at --out, are one line each; the foreign file is kept
     line = cli_error(capsys, [*map(str, args[:-3]), "--runs", str(root), "--out", str(out)])

@@ -55,3 +55,32 @@ def test_every_shipped_config_loads_and_round_trips(path):
     cfg = load_config(path)
     again = config_from_dict(config_to_dict(cfg))
     assert again == cfg
+
+
+def test_the_teachers_old_keys_are_read_with_a_note_and_stored_configs_quietly(tmp_path, caplog):
+    """Issue 39 moved every teacher setting under teacher.*: an old key in a file or an override still works (a note
+    naming the new key), both names at once are refused, and a stored config (an older checkpoint's) reads quietly."""
+    import logging
+
+    from birdsed.config import config_from_dict, config_to_dict
+    from birdsed.rules import RENAMED
+
+    path = tmp_path / "old.yaml"
+    path.write_text("infer:\n  teacher: birdnet\n  agile_fill_weight: 0.5\npseudo:\n  teacher_weight: 0.25\n")
+    with caplog.at_level(logging.WARNING, logger="birdsed"):
+        cfg = load_config(path, ["infer.teacher_weight=0.75"])
+    t = cfg.teacher
+    assert (t.infer, t.agile_fill_weight, t.pseudo_weight, t.infer_weight) == ("birdnet", 0.5, 0.25, 0.75)
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 4 and any("infer.teacher_weight is now teacher.infer_weight" in n for n in notes), notes
+    with pytest.raises(ConfigError, match=r"infer\.agile and teacher\.agile both set"):
+        load_config({"infer": {"agile": "a.npz"}, "teacher": {"agile": "b.npz"}})
+    old = config_to_dict(load_config())
+    for key, new in RENAMED.items():
+        (osec, okey), (nsec, nkey) = key.split("."), new.split(".")
+        old[osec][okey] = old[nsec].pop(nkey)
+    old["infer"]["teacher"], old["pseudo"]["teacher_weight"] = "t.csv", 0.5
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="birdsed"):
+        stored = config_from_dict(old)
+    assert (stored.teacher.infer, stored.teacher.pseudo_weight) == ("t.csv", 0.5) and not caplog.records

@@ -214,9 +214,7 @@ def test_one_prediction_entry():
     for rel in users:
         found = _imports(REPO / rel)
         assert "birdsed.inference.predict.predict" in found, rel
-        by_hand = {
-            f"birdsed.inference.submit.{n}" for n in ("infer_folder", "with_teacher")
-        }  # (budgets time a teacher)
+        by_hand = {"birdsed.inference.submit.infer_folder", "birdsed.teacher.source.with_teacher"}
         assert not found & by_hand, (rel, found & by_hand)
 
 

@@ -6,8 +6,9 @@ import pandas as pd
 
 from birdsed.config import load_config
 from birdsed.inference.budget import Budget, measure
-from birdsed.inference.submit import TeacherTable, describe_entry, load_ensemble
+from birdsed.inference.submit import describe_entry, load_ensemble
 from birdsed.kaggle.bundle import setting_files
+from birdsed.teacher.source import TeacherTable
 from tests.conftest import cli_error
 
 
@@ -27,7 +28,7 @@ def test_infer_names_what_it_blended(trained_run):
     assert describe_entry(cfg, members, None, columns).endswith("; no teacher")
     table = pd.DataFrame({c: [0.5] if k < 2 else [float("nan")] for k, c in enumerate(columns)}, index=["x_5"])
     teacher = TeacherTable(table, [columns[1]])
-    cfg = load_config(None, ["infer.teacher=t.csv", "infer.teacher_weight=0.75", "infer.agile_fill_weight=1"])
+    cfg = load_config(None, ["teacher.infer=t.csv", "teacher.infer_weight=0.75", "teacher.agile_fill_weight=1"])
     line = describe_entry(cfg, members, teacher, columns)
     assert "share 0.75 on its 1 class(es), 1 on the 1 only the agile model knows" in line
     assert line.endswith(f"our models alone on {len(columns) - 2}")
@@ -37,15 +38,15 @@ def test_an_agile_folder_means_the_same_in_bundle_as_in_infer(tmp_path, capsys):
     folder = tmp_path / "agile"
     folder.mkdir()
     (folder / "agile.npz").write_bytes(b"x")
-    cfg = load_config(None, [f"infer.agile={folder}", "infer.teacher=birdnet"])
+    cfg = load_config(None, [f"teacher.agile={folder}", "teacher.infer=birdnet"])
     assert setting_files(cfg) == (folder / "agile.npz", None)
     missing = tmp_path / "nothing"
     line = cli_error(
         capsys,
-        ["bundle", "--checkpoint", tmp_path, "--kaggle-user", "me", "--out", tmp_path / "b", f"infer.agile={missing}",
-         "infer.teacher=birdnet", "--no-dry-run"],
+        ["bundle", "--checkpoint", tmp_path, "--kaggle-user", "me", "--out", tmp_path / "b", f"teacher.agile={missing}",
+         "teacher.infer=birdnet", "--no-dry-run"],
     )  # fmt: skip
-    assert "infer.agile:" in line and "not found" in line and not (tmp_path / "b").exists()
+    assert "teacher.agile:" in line and "not found" in line and not (tmp_path / "b").exists()
 
 
 def test_listen_on_a_submission_draws_the_frames_of_the_checkpoint_it_came_from(trained_run, tiny_root, tmp_path):

@@ -98,7 +98,7 @@ def infer_cli(world, soundscapes: Path, out: Path, *over: str) -> pd.DataFrame:
 def test_infer_with_a_teacher_csv_is_unchanged(world, real_root):
     _, _, teacher, tmp = world
     sub = infer_cli(world, real_root / "test_soundscapes", tmp / "csv" / "submission.csv",
-                    f"infer.teacher={teacher}", "infer.teacher_weight=0.4")  # fmt: skip
+                    f"teacher.infer={teacher}", "teacher.infer_weight=0.4")  # fmt: skip
     check("infer_teacher_csv.csv", sub)
 
 
@@ -113,7 +113,7 @@ def test_infer_with_the_birdnet_teacher_is_unchanged(world, real_root):
     for p in sorted((real_root / "test_soundscapes").glob("*.ogg"))[:2]:
         (folder / p.name).symlink_to(p)
     out = tmp / "birdnet" / "submission.csv"
-    sub = infer_cli(world, folder, out, "infer.teacher=birdnet", "infer.teacher_weight=0.5")
+    sub = infer_cli(world, folder, out, "teacher.infer=birdnet", "teacher.infer_weight=0.5")
     check("infer_teacher_birdnet.csv", sub)
 
 
@@ -122,7 +122,7 @@ def test_an_infer_study_run_is_unchanged(world):
     from birdsed.study.runner import infer_run
 
     over, model, teacher, tmp = world
-    cfg = load_config(None, [*over, f"infer.teacher={teacher}", "infer.teacher_weight=0.3", "infer.tta_shifts=[0]"])
+    cfg = load_config(None, [*over, f"teacher.infer={teacher}", "teacher.infer_weight=0.3", "infer.tta_shifts=[0]"])
     infer_run(cfg, model, tmp / "study_run")
     check("study_infer_run.csv", pd.read_csv(tmp / "study_run" / "soundscape_preds.csv"))
 
@@ -133,7 +133,7 @@ def test_a_rounds_pool_labels_are_unchanged(world, real_root):
     from birdsed.pseudo.rounds import label_pool
 
     over, model, teacher, tmp = world
-    cfg = load_config(None, [*over, f"pseudo.teacher={teacher}", "pseudo.teacher_weight=0.5"])
+    cfg = load_config(None, [*over, f"teacher.pseudo={teacher}", "teacher.pseudo_weight=0.5"])
     (tmp / "round2").mkdir()
     label_pool(cfg, load_birdclef(real_root), 2, [str(model)], tmp / "round2")
     check("pool_labels.csv", pd.read_csv(tmp / "round2" / "pseudo.csv"))

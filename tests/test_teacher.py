@@ -18,7 +18,7 @@ import pytest
 
 from birdsed.config import ConfigError, load_config
 from birdsed.data.folder import load_birdclef, split_row_ids
-from birdsed.inference.submit import infer_folder, load_ensemble, with_teacher
+from birdsed.inference.submit import infer_folder, load_ensemble
 from birdsed.pseudo.rounds import PseudoError, label_pool, round_power
 from birdsed.scoring.metrics import SubmissionError
 from birdsed.teacher.agile import read_embeddings, with_agile
@@ -33,6 +33,7 @@ from birdsed.teacher.birdnet_tflite import (
     window_outputs,
 )
 from birdsed.teacher.blend import blend_teacher
+from birdsed.teacher.source import with_teacher
 from tests.conftest import REPO, cli_error, tiny_cfg
 
 LABELS = [
@@ -210,7 +211,7 @@ def test_round_one_pool_labels_come_from_the_teacher_where_it_knows(trained_run,
     data = load_birdclef(tiny_root)
     known = data.classes[:3]
     teacher = _pool_teacher(tiny_root, data.classes, known, tmp_path / "teacher.csv")
-    over = [f"pseudo.teacher={tmp_path / 'teacher.csv'}", "pseudo.min_max_prob=0", "pseudo.trim_prob=0"]
+    over = [f"teacher.pseudo={tmp_path / 'teacher.csv'}", "pseudo.min_max_prob=0", "pseudo.trim_prob=0"]
     pcfg = tiny_cfg(tiny_root, cfg.cache_path, *over)
     (tmp_path / "r1").mkdir()
     label_pool(pcfg, data, 1, [str(run_dir)], tmp_path / "r1")
@@ -224,7 +225,7 @@ def test_round_one_pool_labels_come_from_the_teacher_where_it_knows(trained_run,
     meta = json.loads((tmp_path / "r1" / "pseudo_meta.json").read_text())
     assert meta["teacher_classes"] == known and meta["model_classes"] == rest
     # round 2 with a weight blends; with weight 0 it ignores the teacher
-    pcfg2 = tiny_cfg(tiny_root, cfg.cache_path, *over, "pseudo.teacher_weight=0.5")
+    pcfg2 = tiny_cfg(tiny_root, cfg.cache_path, *over, "teacher.pseudo_weight=0.5")
     (tmp_path / "r2").mkdir()
     label_pool(pcfg2, data, 2, [str(run_dir)], tmp_path / "r2")
     pool2 = pd.read_csv(tmp_path / "r2" / "pseudo.csv", dtype={"row_id": str}).set_index("row_id")
@@ -241,7 +242,7 @@ def test_a_teacher_missing_pool_rows_fails_before_training(trained_run, tiny_roo
     teacher[stems != stems.iloc[0]].to_csv(tmp_path / "t.csv")
     from birdsed.pseudo.rounds import run_pseudo
 
-    over = [f"pseudo.teacher={tmp_path / 't.csv'}", f"pseudo.init_checkpoints=[{run_dir}]", "pseudo.rounds=1"]
+    over = [f"teacher.pseudo={tmp_path / 't.csv'}", f"pseudo.init_checkpoints=[{run_dir}]", "pseudo.rounds=1"]
     with pytest.raises(PseudoError, match="no teacher rows for pool soundscape"):
         run_pseudo(tiny_cfg(tiny_root, cfg.cache_path, *over), tmp_path / "p")
     assert not (tmp_path / "p").exists()
@@ -260,14 +261,14 @@ def test_infer_blends_a_teacher_csv(trained_run, tiny_root, tmp_path, capsys):
     teacher[classes[0]] = np.linspace(0, 1, len(teacher))
     teacher.iloc[:3, 0] = np.nan  # rows it has no opinion on
     teacher.reset_index().to_csv(tmp_path / "teacher.csv", index=False)
-    over = [f"infer.teacher={tmp_path / 'teacher.csv'}", "infer.teacher_weight=0.5"]
+    over = [f"teacher.infer={tmp_path / 'teacher.csv'}", "teacher.infer_weight=0.5"]
     assert main([*base, "--out", str(tmp_path / "blend.csv"), "--no-progress", *over]) == 0
     blend = pd.read_csv(tmp_path / "blend.csv").set_index("row_id")
     expect = np.where(teacher[classes[0]].notna(), 0.5 * ours[classes[0]] + 0.5 * teacher[classes[0]], ours[classes[0]])
     np.testing.assert_allclose(blend[classes[0]], expect, atol=2e-6)
     np.testing.assert_allclose(blend[classes[1:]], ours[classes[1:]], atol=2e-6)
     teacher.drop(columns=classes[-1]).reset_index().to_csv(tmp_path / "bad.csv", index=False)
-    line = cli_error(capsys, [*base, "--out", tmp_path / "x.csv", f"infer.teacher={tmp_path / 'bad.csv'}"])
+    line = cli_error(capsys, [*base, "--out", tmp_path / "x.csv", f"teacher.infer={tmp_path / 'bad.csv'}"])
     assert "bad.csv: teacher columns must be row_id then the taxonomy's classes" in line
 
 
@@ -329,11 +330,11 @@ def test_birdnet_teacher_on_real_audio(birdnet_clip):
 
 
 def test_infer_teacher_birdnet_with_an_agile_model(birdnet_clip, tmp_path):
-    """``infer.teacher=birdnet`` + ``infer.agile``: one BirdNET pass gives scores and embeddings; the teacher table is
+    """``teacher.infer=birdnet`` + ``teacher.agile``: one BirdNET pass gives scores and embeddings; the teacher table is
     a·agile + (1-a)·BirdNET where both know a class, BirdNET or agile alone where only one does, NaN where neither —
     checked against `birdsed teacher`'s own CSV and embeddings of the same audio."""
-    from birdsed.inference.submit import teacher_source
     from birdsed.teacher.agile import AgileModel
+    from birdsed.teacher.source import teacher_source
 
     root, out, solution, *_ = birdnet_clip
     classes = solution.columns[1:].tolist()
@@ -345,11 +346,11 @@ def test_infer_teacher_birdnet_with_an_agile_model(birdnet_clip, tmp_path):
     coef[classes.index("amaumb1")] = np.nan  # neither
     agile = AgileModel(classes, emb.mean(0), emb.std(0) + 1e-6, coef, rng.normal(size=len(classes)))
     agile.save(tmp_path / "agile.npz")
-    cfg = tiny_cfg(root, tmp_path / "cache", "infer.teacher=birdnet", f"infer.teacher_taxonomy={root / 'taxonomy.csv'}",
-                   f"infer.agile={tmp_path / 'agile.npz'}", "infer.agile_weight=0.3",
+    cfg = tiny_cfg(root, tmp_path / "cache", "teacher.infer=birdnet", f"teacher.taxonomy={root / 'taxonomy.csv'}",
+                   f"teacher.agile={tmp_path / 'agile.npz'}", "teacher.agile_weight=0.3",
                    f"teacher.mapping={REPO / 'configs' / 'teacher' / 'birdnet_mapping_mini.yaml'}")  # fmt: skip
     a, b = agile.predict(emb), bn.to_numpy()
-    # a model without a gate: infer.agile_classes=gated (the default) blends nothing, agile only fills
+    # a model without a gate: teacher.agile_classes=gated (the default) blends nothing, agile only fills
     assert not agile.blend_mask("gated").any() and agile.blend_mask("all").all()
     agile.blend = np.array([c == "1122472" or c.startswith("a") for c in classes])  # a gate: these blended
     agile.save(tmp_path / "agile.npz")
@@ -364,19 +365,19 @@ def test_infer_teacher_birdnet_with_an_agile_model(birdnet_clip, tmp_path):
     for mode, expect in (("all", mixed), ("lacking", alone)):  # the other modes, on the same arrays
         np.testing.assert_allclose(with_agile(b, a, 0.3, agile.blend_mask(mode)), expect, atol=1e-9, err_msg=mode)
     assert np.isnan(got[:, classes.index("amaumb1")]).all() and np.isfinite(got[:, classes.index("1122472")]).all()
-    # our models blended in: at infer.teacher_weight where BirdNET knows a class, at infer.agile_fill_weight (1: the
+    # our models blended in: at teacher.infer_weight where BirdNET knows a class, at teacher.agile_fill_weight (1: the
     # agile model alone) where only the agile model does
     only = [c for k, c in enumerate(classes) if not np.isfinite(b[:, k]).any() and np.isfinite(a[:, k]).all()]
     assert teacher.agile_only == only and "1122472" in only
     ours = pd.DataFrame({"row_id": bn.index, **{c: np.full(len(bn), 0.5) for c in classes}})
-    cfg.infer.teacher_weight = 0.75
+    cfg.teacher.infer_weight = 0.75
     mixed = with_teacher(ours, teacher, cfg).set_index("row_id")[classes].to_numpy()
     t = table.loc[bn.index, classes].to_numpy()
     is_only = np.isin(classes, only)
     expect = np.where(np.isfinite(t), np.where(is_only, t, 0.25 * 0.5 + 0.75 * t), 0.5)
     np.testing.assert_allclose(mixed, np.clip(expect, 0, 1), atol=1e-6)
     with pytest.raises(ConfigError, match=r"needs infer\.teacher=birdnet"):
-        teacher_source(tiny_cfg(root, tmp_path / "cache", f"infer.agile={tmp_path / 'agile.npz'}"), classes)
+        teacher_source(tiny_cfg(root, tmp_path / "cache", f"teacher.agile={tmp_path / 'agile.npz'}"), classes)
 
 
 def _labelled_stretch(solution: pd.DataFrame, real_root: Path) -> tuple[str, int]:
@@ -414,25 +415,25 @@ def test_report_shows_a_teacher_entry(trained_run, tiny_root, tmp_path):
 
 
 def test_infer_teacher_finds_the_taxonomy_in_data_root_or_the_checkpoints(tiny_root, tmp_path):
-    """``infer.teacher=birdnet`` without ``infer.teacher_taxonomy``: the config's ``data.root`` taxonomy.csv, else a
+    """``teacher.infer=birdnet`` without ``teacher.taxonomy``: the config's ``data.root`` taxonomy.csv, else a
     member's own ``data.root``; one whose classes differ from the submission's is passed over, and with none the
     error names every place tried."""
-    from birdsed.inference.submit import teacher_taxonomy
+    from birdsed.teacher.source import teacher_taxonomy
 
     classes = pd.read_csv(tiny_root / "taxonomy.csv", dtype=str)["primary_label"].tolist()
-    cfg = tiny_cfg(tiny_root, tmp_path / "cache", "infer.teacher=birdnet")
+    cfg = tiny_cfg(tiny_root, tmp_path / "cache", "teacher.infer=birdnet")
     path, taxonomy = teacher_taxonomy(cfg, classes)
     assert path == str(tiny_root / "taxonomy.csv") and taxonomy["primary_label"].tolist() == classes
     other = tmp_path / "other"
     other.mkdir()
     pd.read_csv(tiny_root / "taxonomy.csv", dtype=str).iloc[::-1].to_csv(other / "taxonomy.csv", index=False)
-    cfg = tiny_cfg(other, tmp_path / "cache", "infer.teacher=birdnet")
+    cfg = tiny_cfg(other, tmp_path / "cache", "teacher.infer=birdnet")
     assert teacher_taxonomy(cfg, classes, [str(tmp_path / "gone"), str(tiny_root)])[0] == str(
         tiny_root / "taxonomy.csv"
     )
     with pytest.raises(ConfigError, match=r"other/taxonomy\.csv \(other classes\); .*gone/taxonomy\.csv \(missing\)"):
         teacher_taxonomy(cfg, classes, [str(tmp_path / "gone")])
-    given = tiny_cfg(other, tmp_path / "cache", f"infer.teacher_taxonomy={other / 'taxonomy.csv'}")
+    given = tiny_cfg(other, tmp_path / "cache", f"teacher.taxonomy={other / 'taxonomy.csv'}")
     with pytest.raises(ConfigError, match="classes differ from the submission's"):
         teacher_taxonomy(given, classes, [str(tiny_root)])  # a given one is never passed over
 

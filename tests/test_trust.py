@@ -95,7 +95,7 @@ def test_window_shorter_than_birdnets_chunk_blames_the_window_only_with_birdnet(
     assert cfg.infer.window_seconds == 0.5  # no teacher: nothing to blame
     with pytest.raises(ConfigError, match=r"^infer\.window_seconds: 0\.5 s is shorter than BirdNET's 3-s chunk"):
         load_config(None, ["infer.window_seconds=0.5", "infer.context_seconds=0.5", "infer.tta_shifts=[0]",
-                           "infer.teacher=birdnet"])  # fmt: skip
+                           "teacher.infer=birdnet"])  # fmt: skip
 
 
 def test_index_settings_solutions_and_counts_are_range_checked(trained_run, tiny_root, tmp_path, capsys):

@@ -58,7 +58,7 @@ def measure(
 ) -> Budget:
     """Time decode and prediction of one minute of noisy audio with chirps and project `soundscapes` files.
 
-    `teacher` (a function of a folder, e.g. BirdNET from :func:`birdsed.inference.submit.teacher_source`) is timed on
+    `teacher` (a function of a folder, e.g. BirdNET from :func:`birdsed.teacher.source.teacher_source`) is timed on
     the same minute and counted with the models.
     """
     sr = members[0].cfg.audio.sample_rate

@@ -2,8 +2,8 @@
 
 ``birdsed infer``, the Kaggle bundle's notebook, ``birdsed study``'s infer runs and the pseudo rounds' pool
 labelling all call it: the ensemble (checkpoints or members already loaded), its TTA, clip/frame blend, smoothing and
-specialist (``infer.*``), then the external teacher and the agile model blended in (``infer.teacher*``,
-``infer.agile*``). Threads and device are set here once; every weight travels as a value of ``cfg``.
+specialist (``infer.*``), then the external teacher and the agile model blended in (``teacher.*``,
+:mod:`birdsed.teacher.source`). Threads and device are set here once; every weight travels as a value of ``cfg``.
 """
 
 from __future__ import annotations
@@ -17,16 +17,8 @@ import torch
 
 from birdsed.config import Config
 from birdsed.inference.ensemble import Member
-from birdsed.inference.submit import (
-    InferResult,
-    TeacherTable,
-    describe_entry,
-    infer_folder,
-    load_ensemble,
-    output_columns,
-    teacher_source,
-    with_teacher,
-)
+from birdsed.inference.submit import InferResult, describe_entry, infer_folder, load_ensemble, output_columns
+from birdsed.teacher.source import TeacherTable, teacher_source, with_teacher
 
 
 @dataclass

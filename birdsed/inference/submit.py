@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from birdsed.outputs import atomic_path, check_file_output, record_output
 from birdsed.outputs import progress as progress_bar
 from birdsed.rules import check_processes, usable_cores
 from birdsed.scoring.metrics import SubmissionError, read_table
-from birdsed.teacher.blend import blend_teacher
+from birdsed.teacher.source import TeacherTable
 
 log = logging.getLogger(__name__)
 
@@ -295,112 +295,6 @@ def infer_folder(
     return result
 
 
-def teacher_taxonomy(cfg: Config, columns: list[str], member_roots: Sequence[str] = ()) -> tuple[str, pd.DataFrame]:
-    """The competition's taxonomy.csv that maps BirdNET's labels to `columns`: ``infer.teacher_taxonomy`` when
-    given, else the first of the config's ``data.root`` and the members' own ``data.root`` (their checkpoints'
-    configs) whose taxonomy.csv exists and lists exactly `columns`, in order."""
-    from birdsed.data.folder import read_taxonomy
-
-    if cfg.infer.teacher_taxonomy:
-        taxonomy = read_taxonomy(cfg.infer.teacher_taxonomy)
-        if taxonomy["primary_label"].tolist() != columns:
-            raise ConfigError(
-                f"infer.teacher_taxonomy: {cfg.infer.teacher_taxonomy} classes differ from the submission's"
-            )
-        return cfg.infer.teacher_taxonomy, taxonomy
-    tried = []
-    for root in dict.fromkeys([cfg.data.root, *member_roots]):
-        path = Path(root) / "taxonomy.csv"
-        if not path.is_file():
-            tried.append(f"{path} (missing)")
-            continue
-        taxonomy = read_taxonomy(path)
-        if taxonomy["primary_label"].tolist() != columns:
-            tried.append(f"{path} (other classes)")
-            continue
-        log.info("infer.teacher=birdnet: classes mapped from %s", path)
-        return str(path), taxonomy
-    raise ConfigError(
-        "infer.teacher_taxonomy: teacher=birdnet needs the competition's taxonomy.csv; none of data.root's or the "
-        f"checkpoints' fits the submission's classes: {'; '.join(tried)}"
-    )
-
-
-@dataclass
-class TeacherTable:
-    """A teacher's scores of a folder: ``table`` (row_id index, the submission's columns, NaN = no opinion) and
-    ``agile_only``, the classes only the agile model knows (blended at ``infer.agile_fill_weight``)."""
-
-    table: pd.DataFrame
-    agile_only: list[str] = field(default_factory=list)
-
-
-def teacher_source(
-    cfg: Config, columns: list[str], member_roots: Sequence[str] = ()
-) -> Callable[[Path], TeacherTable] | None:
-    """What ``infer.teacher`` gives, as a function of the soundscape folder: a validated teacher table (row_id
-    index, `columns`, NaN = no opinion) — read from a CSV, or predicted by BirdNET (with ``infer.agile``, BirdNET's
-    embeddings of the same pass through the agile model, blended in by ``infer.agile_weight``). None without a
-    teacher. `member_roots`: the ensemble members' ``data.root``, where the taxonomy is looked for after the
-    config's own (:func:`teacher_taxonomy`)."""
-    from birdsed.teacher.birdnet_tflite import load_teacher, predict_folder, read_teacher
-
-    source = cfg.infer.teacher
-    if cfg.infer.agile and source != "birdnet":
-        raise ConfigError("infer.agile: an agile model reads BirdNET's embeddings; it needs infer.teacher=birdnet")
-    if not source:
-        return None
-    if source != "birdnet":
-        table = TeacherTable(read_teacher(source, columns))
-        return lambda folder: table
-    taxonomy_path, taxonomy = teacher_taxonomy(cfg, columns, member_roots)
-    agile = None
-    if cfg.infer.agile:
-        from birdsed.teacher.agile import load_agile, with_agile
-
-        agile = load_agile(cfg.infer.agile)
-        if agile.classes != columns:
-            raise ConfigError(f"infer.agile: {cfg.infer.agile} was fitted on other classes than the submission's")
-    model, mapping = load_teacher(cfg, taxonomy, taxonomy_path, embeddings=agile is not None)
-
-    def predict(folder: Path) -> TeacherTable:
-        res = predict_folder(
-            Path(folder), model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, progress=False,
-            window_rule=cfg.teacher.window_rule,
-        )  # fmt: skip
-        table = res.table.set_index("row_id").astype(float)
-        lacking = [c for c in columns if not table[c].notna().any()]  # classes BirdNET has no label for
-        if agile is None:
-            return TeacherTable(table)
-        table[columns] = with_agile(
-            table[columns].to_numpy(),
-            agile.predict(res.embeddings),
-            cfg.infer.agile_weight,
-            agile.blend_mask(cfg.infer.agile_classes),
-        )
-        return TeacherTable(table, [c for c in lacking if table[c].notna().any()])
-
-    return predict
-
-
-def with_teacher(sub: pd.DataFrame, teacher: TeacherTable, cfg: Config) -> pd.DataFrame:
-    """The submission with the teacher blended in (:func:`birdsed.teacher.blend.blend_teacher`) at
-    ``infer.teacher_weight``, and at ``infer.agile_fill_weight`` in the classes only the agile model knows
-    (``teacher.agile_only``); rows the teacher lacks (e.g. unreadable files) keep our scores, with a count in the
-    log."""
-    columns = [c for c in sub.columns if c != "row_id"]
-    only = set(teacher.agile_only)
-    weight = np.array([cfg.infer.agile_fill_weight if c in only else cfg.infer.teacher_weight for c in columns])
-    aligned = teacher.table.reindex(sub["row_id"])[columns].to_numpy(dtype=np.float64)
-    lacking = int((~np.isfinite(aligned).any(axis=1)).sum())
-    if lacking:
-        log.warning("the teacher has no opinion on %d of %d row(s); our models alone decide them", lacking, len(sub))
-    ours = sub[columns].to_numpy(dtype=np.float64)
-    out = sub.copy()
-    out[columns] = np.clip(blend_teacher(ours, aligned, weight, cfg.infer.ensemble), 0, 1)
-    return out
-
-
 def describe_entry(cfg: Config, members: list[Member], teacher: TeacherTable | None, columns: list[str]) -> str:
     """One line naming what a submission blended: members and weights, TTA, clip/frame blend, the teacher's share
     per class group (its classes, the agile model's, none)."""
@@ -411,12 +305,13 @@ def describe_entry(cfg: Config, members: list[Member], teacher: TeacherTable | N
         return line + "; no teacher"
     known = [c for c in columns if c in teacher.table.columns and teacher.table[c].notna().any()]
     only = set(teacher.agile_only)
-    what = "BirdNET" if i.teacher == "birdnet" else i.teacher
-    if i.agile:
-        what += f" + agile ({i.agile}, weight {i.agile_weight:g}, {i.agile_classes} classes)"
+    t = cfg.teacher
+    what = "BirdNET" if t.infer == "birdnet" else t.infer
+    if t.agile:
+        what += f" + agile ({t.agile}, weight {t.agile_weight:g}, {t.agile_classes} classes)"
     return (
-        f"{line}; teacher {what}: share {i.teacher_weight:g} on its {len(known) - len(only)} class(es)"
-        + (f", {i.agile_fill_weight:g} on the {len(only)} only the agile model knows" if only else "")
+        f"{line}; teacher {what}: share {t.infer_weight:g} on its {len(known) - len(only)} class(es)"
+        + (f", {t.agile_fill_weight:g} on the {len(only)} only the agile model knows" if only else "")
         + f"; our models alone on {len(columns) - len(known)}"
     )
 

@@ -39,6 +39,7 @@ from birdsed.config import Config, ConfigError, config_to_dict, load_config
 from birdsed.errors import BirdsedError
 from birdsed.kaggle.image import IMAGE, NOTEBOOK_NEEDS, PLATFORM, PYTHON, RUNTIME_NEEDS, TEACHER_NEEDS
 from birdsed.outputs import atomic_write, check_dir_output, mark_output, read_json, staged_dir
+from birdsed.rules import renamed_keys
 
 if TYPE_CHECKING:
     from birdsed.inference.ensemble import Member
@@ -131,18 +132,18 @@ def member_names(checkpoints: Sequence[str | Path]) -> list[str]:
 
 
 def setting_files(cfg: Config) -> tuple[Path | None, Path | None]:
-    """The files the settings name that a bundle carries: the agile model (``infer.agile``: its ``agile.npz``, or
+    """The files the settings name that a bundle carries: the agile model (``teacher.agile``: its ``agile.npz``, or
     a ``birdsed agile`` folder holding one — what ``infer`` and ``budget`` take) and the mapping
     (``teacher.mapping``); None where unset.
 
     Raises:
         ConfigError: a named file that is not there (checked before any export).
     """
-    agile = Path(cfg.infer.agile) if cfg.infer.agile else None
+    agile = Path(cfg.teacher.agile) if cfg.teacher.agile else None
     if agile is not None and agile.is_dir():
         agile = agile / "agile.npz"
     mapping = Path(cfg.teacher.mapping) if cfg.teacher.mapping else None
-    for key, path in (("infer.agile", agile), ("teacher.mapping", mapping)):
+    for key, path in (("teacher.agile", agile), ("teacher.mapping", mapping)):
         if path is not None and not path.is_file():
             raise ConfigError(f"{key}: {path} not found")
     return agile, mapping
@@ -152,19 +153,19 @@ def _settings(cfg: Config, models: Path) -> dict[str, Any]:
     """The infer and teacher sections as stored; files they name are copied into `models` and named relatively."""
     data = config_to_dict(cfg)
     infer, teacher = data["infer"], data["teacher"]
-    if infer["teacher"] not in ("", "birdnet"):
+    if teacher["infer"] not in ("", "birdnet"):
         raise ConfigError(
-            f"infer.teacher: {infer['teacher']!r} is a CSV of soundscapes predicted here; Kaggle's test soundscapes "
+            f"teacher.infer: {teacher['infer']!r} is a CSV of soundscapes predicted here; Kaggle's test soundscapes "
             "are hidden, so a bundle takes teacher=birdnet (predicted in the notebook) or none"
         )
     for (section, key, name), src in zip(
-        ((infer, "agile", "agile.npz"), (teacher, "mapping", "teacher_mapping")), setting_files(cfg), strict=True
+        ((teacher, "agile", "agile.npz"), (teacher, "mapping", "teacher_mapping")), setting_files(cfg), strict=True
     ):
         if src is not None:
             name = name if name.endswith(src.suffix) else name + src.suffix
             shutil.copyfile(src, models / name)
             section[key] = name
-    infer["teacher_taxonomy"] = ""  # the competition's, found beside the test soundscapes in the notebook
+    teacher["taxonomy"] = ""  # the competition's, found beside the test soundscapes in the notebook
     infer["threads"] = 0
     return {"infer": infer, "teacher": teacher}
 
@@ -184,12 +185,13 @@ def load_bundle(models_dir: str | Path, overrides: Sequence[str] = (), taxonomy:
     if not path.is_file():
         raise ConfigError(f"{path}: not found; is {models_dir} the models folder of a birdsed bundle?")
     meta = read_json(path)
-    settings = meta["config"]
-    for section, key in (("infer", "agile"), ("teacher", "mapping")):
-        if settings[section][key]:
-            settings[section][key] = str(models_dir / settings[section][key])
-    if settings["infer"]["teacher"] == "birdnet" and taxonomy is not None:
-        settings["infer"]["teacher_taxonomy"] = str(taxonomy)
+    settings = renamed_keys(meta["config"], str(path), quiet=True)  # a bundle made before issue 39's names
+    teacher = settings["teacher"]
+    for key in ("agile", "mapping"):
+        if teacher[key]:
+            teacher[key] = str(models_dir / teacher[key])
+    if teacher["infer"] == "birdnet" and taxonomy is not None:
+        teacher["taxonomy"] = str(taxonomy)
     cfg = load_config(settings, overrides)
     if cfg.infer.threads:
         torch.set_num_threads(cfg.infer.threads)
@@ -221,7 +223,7 @@ def predict_competition(
 
 def notebook_needs(cfg: Config) -> list[str]:
     """Distributions the notebook imports for this ensemble (birdsed's inference, its runtime, its teacher)."""
-    return [*NOTEBOOK_NEEDS, *RUNTIME_NEEDS[cfg.infer.runtime], *TEACHER_NEEDS.get(cfg.infer.teacher, [])]
+    return [*NOTEBOOK_NEEDS, *RUNTIME_NEEDS[cfg.infer.runtime], *TEACHER_NEEDS.get(cfg.teacher.infer, [])]
 
 
 def _parameters(comp: str, wheels: str, models: str, working: str, threads: int) -> str:
@@ -378,8 +380,9 @@ def _budget(members: list[Member], cfg: Config, cores: int, soundscapes: int, sa
     from birdsed.inference.budget import measure
 
     teacher = None
-    if cfg.infer.teacher == "birdnet":
-        from birdsed.inference.submit import output_columns, teacher_source
+    if cfg.teacher.infer == "birdnet":
+        from birdsed.inference.submit import output_columns
+        from birdsed.teacher.source import teacher_source
 
         teacher = teacher_source(cfg, output_columns(members, sample / "sample_submission.csv"))
     b = measure(members, cfg.infer, soundscapes, 1.0, cores, teacher=teacher)

@@ -32,7 +32,7 @@ from birdsed.models.build import read_checkpoint, resolve_checkpoint
 from birdsed.outputs import atomic_path, atomic_write, read_csv_own, read_json
 from birdsed.scoring.metrics import macro_auc, read_aligned
 from birdsed.teacher.birdnet_tflite import read_teacher
-from birdsed.teacher.blend import blend_teacher
+from birdsed.teacher.source import pool_with_teacher
 from birdsed.training import tracking
 from birdsed.training.runs import check_run_dir, is_run_folder, open_run_dir, run_lock
 from birdsed.training.train import fit
@@ -101,8 +101,8 @@ def label_pool(
     """
     pool = data.root / "train_soundscapes"
     pcfg = copy.deepcopy(cfg)  # the pool is predicted as infer predicts, with the pool's TTA and no infer teacher:
-    pcfg.infer.tta_shifts = list(cfg.pseudo.tta_shifts)  # the pool's teacher is pseudo.teacher (with_teacher below)
-    pcfg.infer.teacher, pcfg.infer.agile = "", ""
+    pcfg.infer.tta_shifts = list(cfg.pseudo.tta_shifts)  # the pool's teacher is teacher.pseudo (pool_with_teacher)
+    pcfg.teacher.infer, pcfg.teacher.agile = "", ""
     members = [load_member(m, 1.0, "torch", "cpu") for m in models]
     for m in members:
         if m.classes != data.classes:
@@ -125,7 +125,7 @@ def label_pool(
     sub = sub[~split_row_ids(sub["row_id"])[0].isin(bad)].reset_index(drop=True)
     stems, ends = split_row_ids(sub["row_id"])
     c = round_power(cfg, r)
-    probs, taught = with_teacher(cfg, r, sub, data.classes)
+    probs, taught = pool_with_teacher(cfg, r, sub, data.classes)
     probs = power_transform(probs, c, cfg.pseudo.power_normalize)
     keep, trimmed = filter_chunks(probs, cfg.pseudo.min_max_prob, cfg.pseudo.trim_prob)
     files = {p.stem: p.name for p in data.unlabelled_soundscapes}
@@ -170,37 +170,6 @@ def read_kept(path: Path) -> pd.DataFrame:
     """The kept chunks of a ``pseudo.csv``, as written (so a resumed round trains on exactly the same numbers)."""
     table = read_csv_own(path, ("row_id", "soundscape", "kept"), dtype={"row_id": str, "soundscape": str})
     return table[table["kept"].astype(bool)].reset_index(drop=True)
-
-
-def with_teacher(cfg: Config, r: int, sub: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, dict]:
-    """The pool's probabilities for round r: our models' (`sub`), with ``pseudo.teacher`` taking over in round 1
-    and blended in later rounds by ``pseudo.teacher_weight`` — only where the teacher has an opinion (not NaN).
-
-    Returns:
-        (N, C) probabilities and the provenance for ``pseudo_meta.json``.
-    """
-    ours = sub[classes].to_numpy(dtype=np.float64)
-    ps = cfg.pseudo
-    weight = 1.0 if r == 1 else ps.teacher_weight
-    if not ps.teacher or weight == 0:
-        return ours, {"teacher": None}
-    table = read_teacher(ps.teacher, classes)
-    missing = sub["row_id"][~sub["row_id"].isin(table.index)]
-    if len(missing):
-        raise PseudoError(
-            f"{ps.teacher}: the teacher has no rows for {len(missing)} pool window(s), e.g. "
-            f"{missing.iloc[:3].tolist()}; predict train_soundscapes with `birdsed teacher` (row ids <stem>_<end s>)"
-        )
-    teacher = table.loc[sub["row_id"], classes].to_numpy(dtype=np.float64)
-    known = np.isfinite(teacher)
-    probs = blend_teacher(ours, teacher, weight)  # ours are finite: the teacher only where it has an opinion
-    info = {
-        "teacher": str(ps.teacher),
-        "teacher_weight": weight,
-        "teacher_classes": [c for c, k in zip(classes, known.any(axis=0), strict=True) if k],
-        "model_classes": [c for c, k in zip(classes, known.any(axis=0), strict=True) if not k],
-    }
-    return probs, info
 
 
 def check_pool(cfg: Config, data: BirdCLEFData) -> None:
@@ -415,11 +384,11 @@ def _run_pseudo(cfg: Config, root: Path, overwrite: bool, resume: bool) -> Pseud
     for m in given:
         if list(read_checkpoint(m)["classes"]) != data.classes:
             raise PseudoError(f"{m}: pseudo.init_checkpoints must share {data.root}'s class set")
-    if cfg.pseudo.teacher:  # a bad teacher file fails now, not after round 0's training
-        stems = set(split_row_ids(read_teacher(cfg.pseudo.teacher, data.classes).index.to_series())[0])
+    if cfg.teacher.pseudo:  # a bad teacher file fails now, not after round 0's training
+        stems = set(split_row_ids(read_teacher(cfg.teacher.pseudo, data.classes).index.to_series())[0])
         uncovered = sorted({p.stem for p in data.unlabelled_soundscapes} - stems)
         if uncovered:
-            raise PseudoError(f"{cfg.pseudo.teacher}: no teacher rows for pool soundscape(s) {uncovered[:5]}")
+            raise PseudoError(f"{cfg.teacher.pseudo}: no teacher rows for pool soundscape(s) {uncovered[:5]}")
     ensure_cache(cfg, data, soundscapes=cfg.solution_path is not None)
     open_run_dir(root, overwrite, resume, kind="pseudo")
     save_config(cfg, root / "config.yaml")

@@ -14,8 +14,8 @@ so the share is chosen here, on the user's folder, and never shipped as a consta
   are averaged (an ensemble of seeds).
 
 Chosen together, as ``birdsed infer`` uses them: the students' variant (``infer.tta_shifts``,
-``infer.clip_weight``), ``infer.teacher_weight`` (the teacher's share in the classes BirdNET knows) and
-``infer.agile_fill_weight`` (its share where only the agile model knows a class), shares from a grid; the student
+``infer.clip_weight``), ``teacher.infer_weight`` (the teacher's share in the classes BirdNET knows) and
+``teacher.agile_fill_weight`` (its share where only the agile model knows a class), shares from a grid; the student
 alone decides a class neither knows. The choice is scored by nested cross-validation — for each fold, the
 shares that win on the other folds are applied to it — so the reported figure is never the one it was chosen on; it
 stands beside BirdNET + agile's (both shares 1) on the same windows. A student share is kept only where that nested
@@ -97,8 +97,8 @@ def teacher_on_windows(
     for k in np.unique(folds):
         held = folds == k
         model, _, _ = fit_gated(cfg, data, inputs, held_out=held, quiet=True)
-        mask = model.blend_mask(cfg.infer.agile_classes)
-        out[held] = with_agile(scores[held], model.predict(x[held]), cfg.infer.agile_weight, mask)
+        mask = model.blend_mask(cfg.teacher.agile_classes)
+        out[held] = with_agile(scores[held], model.predict(x[held]), cfg.teacher.agile_weight, mask)
     return out, ~np.isfinite(scores).any(axis=0) & np.isfinite(out).any(axis=0)
 
 
@@ -148,7 +148,7 @@ def student_variants(
     for v in infer_variants(cfg):
         vcfg = copy.deepcopy(cfg)
         vcfg.infer.tta_shifts, vcfg.infer.clip_weight = v["tta_shifts"], v["clip_weight"]
-        vcfg.infer.teacher, vcfg.infer.agile = "", ""  # the students alone: the teacher is blended by the choice
+        vcfg.teacher.infer, vcfg.teacher.agile = "", ""  # the students alone: the teacher is blended by the choice
         total, count = np.zeros((len(lw), len(classes))), np.zeros(len(lw))
         for run, rows in held.items():
             names = sorted(set(lw.table["filename"].iloc[rows]))
@@ -228,7 +228,7 @@ def choose_shares(
 
 
 def run_choose(cfg: Config, teacher_dir: str | Path, runs: list[str | Path], out: str | Path) -> Choice:
-    """``birdsed choose``: choose ``infer.teacher_weight`` and ``infer.agile_fill_weight`` on the folder's labelled
+    """``birdsed choose``: choose ``teacher.infer_weight`` and ``teacher.agile_fill_weight`` on the folder's labelled
     soundscapes (see the module's text); write `out` (the config with the chosen shares, ``infer``'s CONFIG)
     and ``<out>.json`` (the figures)."""
     out = check_file_output(out, kind="entry")
@@ -238,7 +238,7 @@ def run_choose(cfg: Config, teacher_dir: str | Path, runs: list[str | Path], out
     if lw is None:
         raise ChooseError(
             f"{data.root}: no labelled soundscapes (train_soundscapes_labels.csv) to choose on; keep the safe "
-            "defaults (infer.teacher_weight=1, infer.agile_fill_weight=1)"
+            "defaults (teacher.infer_weight=1, teacher.agile_fill_weight=1)"
         )
     teacher, agile_only = teacher_on_windows(cfg, data, Path(teacher_dir), lw)
     held = held_out_rows([Path(r) for r in runs], lw, data.classes)
@@ -258,10 +258,10 @@ def run_choose(cfg: Config, teacher_dir: str | Path, runs: list[str | Path], out
     settings = [v for v, _ in variants]
     choice = choose_shares(lw.targets[covered], students, teacher[covered], agile_only, folds, settings)
     chosen = copy.deepcopy(cfg)
-    chosen.infer.teacher_weight, chosen.infer.agile_fill_weight = choice.teacher_weight, choice.agile_fill_weight
+    chosen.teacher.infer_weight, chosen.teacher.agile_fill_weight = choice.teacher_weight, choice.agile_fill_weight
     chosen.infer.tta_shifts, chosen.infer.clip_weight = choice.infer["tta_shifts"], choice.infer["clip_weight"]
     head = (
-        f"{MARKER}: infer.teacher_weight={choice.teacher_weight:g} infer.agile_fill_weight="
+        f"{MARKER}: teacher.infer_weight={choice.teacher_weight:g} teacher.agile_fill_weight="
         f"{choice.agile_fill_weight:g} infer.tta_shifts={choice.infer['tta_shifts']} infer.clip_weight="
         f"{choice.infer['clip_weight']:g}, chosen on {choice.windows} labelled windows of {data.root}; out of fold "
         f"{choice.oof_auc:.4f} vs BirdNET + agile {choice.baseline_auc:.4f} ({out.name}.json)\n"

@@ -53,17 +53,21 @@ EXECUTION_KEYS = (("train", "threads"), ("train", "progress"))
 # validating less often leaves the weights bit for bit the same (tested); with train.select=last it changes only
 # which epochs have curves, so it counts as execution too
 LAST_ONLY_KEYS = (("train", "val_every"),)
-# sections `birdsed train` never reads (they configure `birdsed pseudo`, `birdsed teacher`, `birdsed agile`): a train
-# study's finished run stays valid when a recipe's file changes only there
-TRAIN_UNREAD = ("pseudo", "teacher", "agile")
+# what `birdsed train` never reads (the settings of `birdsed pseudo`, `agile`, and of the teacher but its mapping, which
+# starts a BirdNET-backbone head and maps the distillation targets): a train study's finished run stays valid when a
+# recipe's file changes only there
+TRAIN_UNREAD = ("pseudo", "agile")
+TRAIN_READS_OF_TEACHER = ("mapping",)
 
 
 def _comparable(cfg: Config, command: str) -> dict[str, Any]:
     d = config_to_dict(cfg)
     for section, key in (*EXECUTION_KEYS, *(LAST_ONLY_KEYS if cfg.train.select == "last" else ())):
         d[section].pop(key, None)
-    for section in TRAIN_UNREAD if command == "train" else ():
-        d.pop(section, None)
+    if command == "train":
+        for section in TRAIN_UNREAD:
+            d.pop(section, None)
+        d["teacher"] = {k: v for k, v in d["teacher"].items() if k in TRAIN_READS_OF_TEACHER}
     return d
 
 

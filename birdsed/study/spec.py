@@ -34,7 +34,7 @@ from typing import Any
 
 from birdsed.config import Config, load_config
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.rules import parse_yaml
+from birdsed.rules import RENAMED, parse_yaml
 
 
 class StudyError(BirdsedError, ValueError):
@@ -44,7 +44,7 @@ class StudyError(BirdsedError, ValueError):
 COMMANDS = ("train", "pseudo", "infer")
 SELECTION = {"scheme": "halves", "repeats": 200, "folds": 5}
 # what an infer study's variants may set: inference, and the teacher's window rule and mapping (no training)
-INFER_KEYS = ("infer.", "teacher.window_rule", "teacher.stride", "teacher.mapping")
+INFER_KEYS = ("infer.", "teacher.", *RENAMED)  # the teacher's settings (none of them changes a trained model)
 
 
 @dataclass
@@ -173,8 +173,8 @@ def parse_study(data: Any, source: str) -> Study:
         other = sorted({o.split("=")[0] for o in items if not o.startswith(INFER_KEYS)})
         if other:
             raise StudyError(
-                f"{source}: an infer study's overrides and variants may set infer.* and teacher.window_rule, "
-                f"teacher.stride, teacher.mapping only (its models are trained): {other}"
+                f"{source}: an infer study's overrides and variants may set infer.* and teacher.* only (its models "
+                f"are trained): {other}"
             )
     elif checkpoints:
         raise StudyError(f"{source}: checkpoints: only an infer study (command: infer) names trained checkpoints")

@@ -61,7 +61,7 @@ class AgileModel:
     blend: np.ndarray | None = None  # (C,) bool: the gate (:func:`gate_classes`); None for a model without one
 
     def blend_mask(self, mode: str) -> np.ndarray:
-        """(C,) bool: the classes BirdNET knows that the agile model is blended into, by ``infer.agile_classes``:
+        """(C,) bool: the classes BirdNET knows that the agile model is blended into, by ``teacher.agile_classes``:
         ``gated`` (the model's gate; none for a model fitted without one), ``lacking`` (none) or ``all``."""
         if mode == "all":
             return np.ones(len(self.classes), dtype=bool)
@@ -92,7 +92,7 @@ class AgileModel:
 
 
 def with_agile(teacher: np.ndarray, agile: np.ndarray, weight: float, blend: np.ndarray | None = None) -> np.ndarray:
-    """The teacher with an agile model blended in: ``a·agile + (1-a)·teacher`` (a = `weight`, ``infer.agile_weight``)
+    """The teacher with an agile model blended in: ``a·agile + (1-a)·teacher`` (a = `weight`, ``teacher.agile_weight``)
     where both have an opinion and the class is in `blend` ((C,) bool; default every class), the teacher alone where
     it has an opinion on a class outside `blend`, the agile model alone where only it has one, NaN where neither.
     Shapes (N, C) → (N, C)."""
@@ -398,7 +398,7 @@ def fit_gated(
         counts["labelled_windows"] = len(ly)
     a = cfg.agile
     model = fit_agile(x, y, mask, data.classes, a.c, quiet=quiet)
-    model.blend, gate = gate_classes(gx, gy, positives, teacher, groups, data.classes, a.c, cfg.infer.agile_weight,
+    model.blend, gate = gate_classes(gx, gy, positives, teacher, groups, data.classes, a.c, cfg.teacher.agile_weight,
                                      a.gate_folds, a.gate_margin, evidence)  # fmt: skip
     return model, counts, gate
 
@@ -407,9 +407,9 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
     """``birdsed agile``: fit on `teacher_dir`'s embeddings with ``cfg.agile``'s settings; write ``OUT/agile.npz``,
     ``OUT/agile.json`` and, for each soundscape folder with embeddings there, two CSVs in the teacher layout:
     ``<folder>.agile.csv`` (the agile model alone) and ``<folder>.csv`` (the teacher with the agile model blended
-    in as ``infer.teacher=birdnet infer.agile=OUT`` would: ``a·agile + (1-a)·teacher`` where both know a class and
-    ``infer.agile_classes`` blends it (by default where the gate, :func:`gate_classes`, says it helps), the teacher
-    alone where it knows a class otherwise, the agile model alone where only it does; a = ``infer.agile_weight``)."""
+    in as ``teacher.infer=birdnet teacher.agile=OUT`` would: ``a·agile + (1-a)·teacher`` where both know a class and
+    ``teacher.agile_classes`` blends it (by default where the gate, :func:`gate_classes`, says it helps), the teacher
+    alone where it knows a class otherwise, the agile model alone where only it does; a = ``teacher.agile_weight``)."""
     from birdsed.outputs import atomic_path, atomic_write, check_dir_output, seal_output
 
     teacher_dir = Path(teacher_dir)
@@ -426,7 +426,7 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
              ", ".join(blended) or "none")  # fmt: skip
     gate_info = {"folds": a.gate_folds, "margin": a.gate_margin, "blended": blended, "classes": gate}
     model.info = {"teacher": str(teacher_dir), "pool": pool, "teacher_targets": a.teacher_targets, "C": c,
-                  **counts, "classes_without_model": lacking, "agile_weight": cfg.infer.agile_weight,
+                  **counts, "classes_without_model": lacking, "agile_weight": cfg.teacher.agile_weight,
                   "gate": gate_info}  # fmt: skip
     model.save(out / "agile.npz")
     for folder in ("train_soundscapes", "test_soundscapes"):
@@ -438,8 +438,8 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
         tables = {f"{folder}.agile.csv": ours}
         if (teacher_dir / f"{folder}.csv").is_file():
             teacher = read_teacher(teacher_dir / f"{folder}.csv", data.classes).reindex(ids)[data.classes]
-            mask_c = model.blend_mask(cfg.infer.agile_classes)
-            tables[f"{folder}.csv"] = with_agile(teacher.to_numpy(), ours, cfg.infer.agile_weight, mask_c)
+            mask_c = model.blend_mask(cfg.teacher.agile_classes)
+            tables[f"{folder}.csv"] = with_agile(teacher.to_numpy(), ours, cfg.teacher.agile_weight, mask_c)
         for name, values in tables.items():
             table = pd.DataFrame(values.astype(np.float32), columns=data.classes)
             table.insert(0, "row_id", ids)
