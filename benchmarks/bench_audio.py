@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from birdsed.data.audio import MelFrontend, load_audio
+from birdsed.data.audio import load_audio
 from birdsed.data.cache import WaveStore, prepare_cache
 from birdsed.data.folder import load_birdclef
 from birdsed.data.prepare import cache_sources
+from birdsed.models.frontend import MelFrontend
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "birdclef-real-mini"
 

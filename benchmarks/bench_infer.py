@@ -96,7 +96,7 @@ def main() -> None:
         f"side (default): {e2e:.2f} s = {audio_s / e2e:.0f}x real time (goal >= 150x)"
     )
 
-    from birdsed.data.audio import MelFrontend
+    from birdsed.models.frontend import MelFrontend
 
     spec = window_spec(icfg, sr)
     batches = window_batches(files, spec, MelFrontend.from_config(member.cfg.audio), sr)

@@ -311,7 +311,9 @@ def _check_infer(cfg: Config) -> None:
 
 
 class _UniqueKeys(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a mapping that repeats a key (PyYAML keeps the last one without a word)."""
+    """PyYAML's safe loader, refusing a mapping that repeats a key (PyYAML keeps the last one without a word).
+    OmegaConf's own loader refuses them too, but it is private (``omegaconf._yaml``) and ``OmegaConf.create`` expands
+    aliases before :func:`parse_yaml` can refuse a document that multiplies; study and mapping files are not configs."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}

@@ -3,7 +3,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from birdsed.data.audio import AudioError, MelFrontend, crop_start, iter_blocks, load_audio, pad_to
+from birdsed.data.audio import AudioError, crop_start, iter_blocks, load_audio, pad_to
+from birdsed.models.frontend import MelFrontend
 from tests.conftest import tone, write
 
 

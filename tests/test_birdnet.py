@@ -184,3 +184,29 @@ def test_an_export_says_the_birdnet_licence(tmp_path, tiny_root):
     save_checkpoint(tmp_path / "m.pt", build_model(cfg, 3), cfg, ["a", "b", "c"])
     meta = json.loads((export(tmp_path / "m.pt", tmp_path / "exp") / "model.json").read_text())
     assert "CC BY-NC-SA 4.0" in meta["licence"]
+
+
+def test_the_ports_timm_layers_pad_as_tensorflow_and_drop_whole_samples():
+    """The port's convs take timm's TF-`same` padding (the stem's 4×8 stride-2 conv pads per input: an even width
+    gives the odd-width rule's outputs, TF's extra zero at the end) and its blocks timm's DropPath (eval: identity;
+    training: a whole sample's branch dropped at the rate, the rest scaled by 1/(1-rate))."""
+    import torch.nn.functional as F
+
+    from birdsed.models.birdnet_port import MBConv, TFConv2d
+
+    torch.manual_seed(0)
+    conv = TFConv2d(2, 3, (4, 8), stride=2)
+    for width in (31, 32):
+        x = torch.randn(1, 2, 16, width)
+        by_hand = F.conv2d(F.pad(x, [3, 4, 1, 2]), conv.weight, conv.bias, stride=2)  # TF: (k-1) split, extra last
+        assert conv(x).shape == by_hand.shape and torch.allclose(conv(x), by_hand, atol=1e-6), width
+    block = MBConv(8, 8, 16, 1, 4, drop_path=0.5)
+    x = torch.randn(4000, 8, 2, 2)
+    block.eval()
+    with torch.no_grad():
+        branch = block(x) - x
+        block.train()
+        dropped = block(x) - x
+    zero = dropped.abs().flatten(1).amax(1) == 0
+    assert 0.45 < zero.float().mean() < 0.55  # half the samples lose the branch
+    assert torch.allclose(dropped[~zero], 2 * branch[~zero], atol=1e-5)  # the rest scaled by 1 / (1 - 0.5)

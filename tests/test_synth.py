@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from birdsed.data.audio import MelFrontend, load_audio
+from birdsed.data.audio import load_audio
 from birdsed.data.folder import load_birdclef
 from birdsed.data.synth import make_classes, make_dataset
+from birdsed.models.frontend import MelFrontend
 
 
 def digest(root):

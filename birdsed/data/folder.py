@@ -176,31 +176,9 @@ def load_birdclef(root: str | Path, check_files: bool = True, min_rating: float 
     if "secondary_labels" not in train.columns:
         train["secondary_labels"] = "[]"
 
-    outside = [f for f in train["filename"] if not _inside(f)]
-    if outside:
-        rows = train.index[train["filename"].isin(outside)].tolist()
-        raise DataError(
-            f"{train_path}: filename(s) leave train_audio/ (absolute, '..' or empty): {outside[:5]} "
-            f"(lines {[r + 2 for r in rows[:5]]})"
-        )
+    _check_train_rows(train, train_path, known)
     for folder in ("train_soundscapes", "test_soundscapes"):
         check_unique_stems(list_audio(root / folder), root / folder)
-    # one recording however spelled (a/x.ogg, a/./x.ogg, ./a//x.ogg) is one key: never in training and validation
-    written = train["filename"]
-    train["filename"] = pd.Series([PurePosixPath(f.replace("\\", "/")).as_posix() for f in written], train.index, str)
-    dup = train["filename"][train["filename"].duplicated()].unique().tolist()
-    if dup:
-        spelled = {d: sorted(set(written[train["filename"] == d])) for d in dup[:10]}
-        lines = {d: (train.index[train["filename"] == d] + 2).tolist() for d in dup[:10]}
-        detail = "; ".join(f"{d} as {spelled[d]} (lines {lines[d]})" for d in dup[:10])
-        raise DataError(f"{train_path}: {len(dup)} recording(s) listed more than once: {detail}")
-    unknown = sorted(set(train["primary_label"]) - known)
-    if unknown:
-        rows = train.index[train["primary_label"].isin(unknown)].tolist()
-        raise DataError(
-            f"{train_path}: primary label(s) absent from taxonomy.csv: {unknown[:20]} "
-            f"(lines {[r + 2 for r in rows[:10]]})"
-        )
 
     dropped = 0
     secondary: list[list[str]] = []
@@ -237,6 +215,38 @@ def load_birdclef(root: str | Path, check_files: bool = True, min_rating: float 
         )
         log.warning("%s: %d class(es) have no focal recording: %s%s", train_path, len(empty), empty[:20], covered)
     return data
+
+
+def _check_train_rows(train: pd.DataFrame, train_path: Path, known: set[str]) -> None:
+    """train.csv's rows: every filename inside train_audio/ (normalised in place, so one recording however spelled is
+    one key), listed once, its primary label in the taxonomy.
+
+    Raises:
+        DataError: naming the file, the rows' lines and what is wrong.
+    """
+    outside = [f for f in train["filename"] if not _inside(f)]
+    if outside:
+        rows = train.index[train["filename"].isin(outside)].tolist()
+        raise DataError(
+            f"{train_path}: filename(s) leave train_audio/ (absolute, '..' or empty): {outside[:5]} "
+            f"(lines {[r + 2 for r in rows[:5]]})"
+        )
+    # one recording however spelled (a/x.ogg, a/./x.ogg, ./a//x.ogg) is one key: never in training and validation
+    written = train["filename"]
+    train["filename"] = pd.Series([PurePosixPath(f.replace("\\", "/")).as_posix() for f in written], train.index, str)
+    dup = train["filename"][train["filename"].duplicated()].unique().tolist()
+    if dup:
+        spelled = {d: sorted(set(written[train["filename"] == d])) for d in dup[:10]}
+        lines = {d: (train.index[train["filename"] == d] + 2).tolist() for d in dup[:10]}
+        detail = "; ".join(f"{d} as {spelled[d]} (lines {lines[d]})" for d in dup[:10])
+        raise DataError(f"{train_path}: {len(dup)} recording(s) listed more than once: {detail}")
+    unknown = sorted(set(train["primary_label"]) - known)
+    if unknown:
+        rows = train.index[train["primary_label"].isin(unknown)].tolist()
+        raise DataError(
+            f"{train_path}: primary label(s) absent from taxonomy.csv: {unknown[:20]} "
+            f"(lines {[r + 2 for r in rows[:10]]})"
+        )
 
 
 def _inside(filename: str) -> bool:

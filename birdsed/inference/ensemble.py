@@ -18,9 +18,9 @@ import torch
 from scipy.stats import rankdata
 
 from birdsed.config import Config, config_from_dict
-from birdsed.data.audio import MelFrontend
 from birdsed.inference.infer import Runner
 from birdsed.models.build import load_checkpoint, read_checkpoint
+from birdsed.models.frontend import MelFrontend
 from birdsed.training.losses import activation as loss_activation
 
 log = logging.getLogger(__name__)

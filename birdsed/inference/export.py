@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from birdsed.config import Config, ConfigError
-from birdsed.data.audio import MelFrontend
 from birdsed.inference.infer import Runner
 from birdsed.models.backbones import BIRDNET
 from birdsed.models.birdnet_port import BIRDNET_LICENCE
@@ -34,6 +33,7 @@ from birdsed.models.build import (
     read_checkpoint,
     resolve_checkpoint,
 )
+from birdsed.models.frontend import MelFrontend
 from birdsed.outputs import atomic_path, atomic_write, check_dir_output, mark_output, staged_dir
 
 log = logging.getLogger(__name__)

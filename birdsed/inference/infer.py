@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import expit, softmax
 
 from birdsed.data.audio import audio_info, iter_blocks, load_audio
 from birdsed.data.folder import n_windows
@@ -135,11 +136,9 @@ def smooth(scores: np.ndarray, kernel: Sequence[float]) -> np.ndarray:
 
 
 def _activation(logits: np.ndarray, kind: str) -> np.ndarray:
+    """Probabilities of (..., C) `logits` in float64: ``softmax`` over classes, else the sigmoid."""
     logits = logits.astype(np.float64)
-    if kind == "softmax":
-        z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return z / z.sum(axis=-1, keepdims=True)
-    return 1.0 / (1.0 + np.exp(-logits))
+    return softmax(logits, axis=-1) if kind == "softmax" else expit(logits)
 
 
 class _SharedMel:

@@ -197,6 +197,63 @@ def worker_count(icfg: InferConfig, members: list[Member], device: torch.device 
     return max(1, min(workers, n_files))
 
 
+def _predict_side_by_side(
+    files: list[Path],
+    members: list[Member],
+    spec: WindowSpec,
+    fronts: dict[tuple, torch.nn.Module],
+    device: torch.device | str,
+    icfg: InferConfig,
+    workers: int,
+    bar: Any,
+) -> list[_FileOutcome]:
+    """:func:`_predict_files` in `workers` threads, worker k taking every k-th file with its own runtime sessions of
+    ``threads / workers`` threads; the outcomes in file order. Ctrl-C stops the workers after their current file."""
+    threads = max(1, (icfg.threads or os.cpu_count() or 1) // workers)
+    crews = [[m.with_threads(threads) for m in members] for _ in range(workers)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the front-end's share, per worker
+    stop = threading.Event()
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [
+                pool.submit(
+                    _predict_files, files[k::workers], crews[k], spec, fronts, device, icfg.max_whole_seconds, bar, stop
+                )
+                for k in range(workers)
+            ]
+            try:
+                parts = [f.result() for f in futures]
+            except BaseException:
+                stop.set()
+                raise
+    finally:
+        torch.set_num_threads(before)
+    return [parts[i % workers][i // workers] for i in range(len(files))]
+
+
+def _collect(
+    outcomes: list[_FileOutcome], members: list[Member], spec: WindowSpec, result: InferResult
+) -> tuple[list[str], list[list[np.ndarray]], list[tuple[int, int]]]:
+    """Row ids, each member's per-file predictions and the (first row, count) blocks of fallback files; the files,
+    audio seconds and fallback reasons counted into `result`."""
+    ids: list[str] = []
+    member_preds: list[list[np.ndarray]] = [[] for _ in members]
+    fallback_rows: list[tuple[int, int]] = []
+    for o in outcomes:
+        if o.preds is None:
+            log.warning("%s: %s; its %d row(s) use the fallback prior", o.path, o.reason, o.count)
+            result.fallback_files[str(o.path)] = o.reason
+            fallback_rows.append((len(ids), o.count))
+        preds = o.preds or [np.full((o.count, len(m.classes)), np.nan) for m in members]
+        ids += row_ids(o.path.stem, o.count, spec.window_seconds)
+        for i, p in enumerate(preds):
+            member_preds[i].append(p)
+        result.audio_seconds += o.audio_seconds
+        result.files += 1
+    return ids, member_preds, fallback_rows
+
+
 def infer_folder(
     soundscapes: str | Path,
     members: list[Member],
@@ -228,49 +285,8 @@ def infer_folder(
         if workers == 1:
             outcomes = _predict_files(files, members, spec, fronts, device, icfg.max_whole_seconds, bar)
         else:
-            threads = max(1, (icfg.threads or os.cpu_count() or 1) // workers)
-            crews = [[m.with_threads(threads) for m in members] for _ in range(workers)]
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads)  # the front-end's share, per worker
-            stop = threading.Event()
-            try:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    futures = [
-                        pool.submit(
-                            _predict_files,
-                            files[k::workers],
-                            crews[k],
-                            spec,
-                            fronts,
-                            device,
-                            icfg.max_whole_seconds,
-                            bar,
-                            stop,
-                        )
-                        for k in range(workers)
-                    ]
-                    try:
-                        parts = [f.result() for f in futures]
-                    except BaseException:  # Ctrl-C: the workers stop after their current file
-                        stop.set()
-                        raise
-            finally:
-                torch.set_num_threads(before)
-            outcomes = [parts[i % workers][i // workers] for i in range(len(files))]
-    ids: list[str] = []
-    member_preds: list[list[np.ndarray]] = [[] for _ in members]
-    fallback_rows: list[tuple[int, int]] = []  # (first row, count) of fallback blocks
-    for o in outcomes:
-        if o.preds is None:
-            log.warning("%s: %s; its %d row(s) use the fallback prior", o.path, o.reason, o.count)
-            result.fallback_files[str(o.path)] = o.reason
-            fallback_rows.append((len(ids), o.count))
-        preds = o.preds or [np.full((o.count, len(m.classes)), np.nan) for m in members]
-        ids += row_ids(o.path.stem, o.count, spec.window_seconds)
-        for i, p in enumerate(preds):
-            member_preds[i].append(p)
-        result.audio_seconds += o.audio_seconds
-        result.files += 1
+            outcomes = _predict_side_by_side(files, members, spec, fronts, device, icfg, workers, bar)
+    ids, member_preds, fallback_rows = _collect(outcomes, members, spec, result)
     scores = combine(
         [np.concatenate(p) for p in member_preds],
         members,

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
+from timm.layers.padding import get_padding_value, pad_same
 from torch import nn
 
 from birdsed.errors import BirdsedError
@@ -75,7 +77,9 @@ def birdnet_labels() -> list[str]:
 
 # ---- layers ---------------------------------------------------------------------------------------------------------
 class TFConv2d(nn.Conv2d):
-    """A conv with TensorFlow's padding (``same``: extra row/column at the end, as TF pads) and a fused activation.
+    """A conv with TensorFlow's padding and a fused activation; the padding is timm's TF-``same`` rule
+    (:func:`timm.layers.padding.get_padding_value`: static where it can be, else :func:`~timm.layers.padding.pad_same`
+    per input, as TF pads: the odd extra at the end).
 
     Args:
         padding: ``same`` or ``valid``, as TF means them.
@@ -92,33 +96,18 @@ class TFConv2d(nn.Conv2d):
         padding: str = "same",
         activation: str = "none",
     ) -> None:
-        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-        same = padding == "same"
-        (top, bottom), (left, right) = (_same_pads(kh, stride), _same_pads(kw, stride)) if same else ((0, 0), (0, 0))
-        symmetric = top == bottom and left == right  # then the conv pads (no extra op)
-        super().__init__(cin, cout, (kh, kw), stride, padding=(top, left) if symmetric else 0, groups=groups)
-        self.tf_padding, self.activation = padding, activation
-        self.pads = None if symmetric else [left, right, top, bottom]
+        kernel = (kernel, kernel) if isinstance(kernel, int) else kernel
+        pad, dynamic = get_padding_value(padding, kernel, stride=stride, dilation=1)
+        super().__init__(cin, cout, kernel, stride, padding=pad, groups=groups)
+        self.tf_padding, self.activation, self.dynamic = padding, activation, dynamic
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pads is not None:
-            x = F.pad(x, self.pads)
+        if self.dynamic:
+            x = pad_same(x, self.kernel_size, self.stride)
         x = super().forward(x)
         if self.activation == "relu":
             return F.relu(x)
         return F.relu6(x) if self.activation == "relu6" else x
-
-
-def _same_pads(k: int, stride: int) -> tuple[int, int]:
-    """TF "same" padding (before, after) of a kernel of size `k`, the odd extra at the end, fixed for any input size.
-
-    TF pads ``(ceil(n / s) - 1) · s + k - n`` in all. At stride 1 that is k - 1 for every n. At stride 2 with an even
-    kernel it is k - 1 for odd n and k - 2 for even n, with the same leading part: padding k - 1 always gives the same
-    outputs (an even input never reads the last pad). Other strides and kernels depend on n and are not needed here.
-    """
-    if stride != 1 and not (stride == 2 and k % 2 == 0):
-        raise ValueError(f"TF same padding of a {k}-kernel at stride {stride} depends on the input size")
-    return (k - 1) // 2, k - 1 - (k - 1) // 2
 
 
 class Affine(nn.Module):
@@ -160,7 +149,7 @@ class MBConv(nn.Module):
         self.se = SqueezeExcite(expanded, se) if se else None
         self.project = TFConv2d(expanded, cout, 1)
         self.residual = stride == 1 and cin == cout
-        self.drop_path = drop_path
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()  # stochastic depth, per sample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.silu(self.expand(x))
@@ -170,12 +159,7 @@ class MBConv(nn.Module):
         if self.se is not None:
             y = self.se(y)
         y = self.project(y)
-        if not self.residual:
-            return y
-        if self.training and self.drop_path > 0:  # stochastic depth: drop the whole branch per sample
-            keep = torch.rand(y.shape[0], 1, 1, 1, device=y.device) >= self.drop_path
-            y = y * keep.to(y.dtype) / (1.0 - self.drop_path)
-        return x + y
+        return x + self.drop_path(y) if self.residual else y
 
 
 class Stem(nn.Module):

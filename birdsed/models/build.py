@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from birdsed.config import Config, config_from_dict, config_to_dict
-from birdsed.data.audio import MelFrontend
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.models.backbones import BIRDNET, create_backbone
 from birdsed.models.birdnet_port import BirdNetFrontend, birdnet_files, load_body, load_frontend
+from birdsed.models.frontend import MelFrontend
 from birdsed.models.sed import SEDModel
 from birdsed.models.tflite_graph import read_graph
 from birdsed.outputs import atomic_path
@@ -34,7 +34,7 @@ class CheckpointError(BirdsedError, ValueError):
 
 def build_frontend(cfg: Config) -> nn.Module:
     """The spectrogram front-end a config describes: BirdNET's own for ``birdnet_v24`` (its weights zero until filled
-    from the TFLite file or a checkpoint), else the log-mel :class:`~birdsed.data.audio.MelFrontend` of ``audio``."""
+    from the TFLite file or a checkpoint), else the log-mel :class:`~birdsed.models.frontend.MelFrontend`."""
     if cfg.model.backbone == BIRDNET:
         return BirdNetFrontend(cfg.audio.sample_rate)
     return MelFrontend.from_config(cfg.audio)

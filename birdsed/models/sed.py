@@ -115,7 +115,7 @@ class SEDModel(nn.Module):
 
     Args:
         frontend: the spectrogram front-end (its buffers are part of this model's state dict): a
-            :class:`~birdsed.data.audio.MelFrontend`, or BirdNET's own for the ``birdnet_v24`` backbone.
+            :class:`~birdsed.models.frontend.MelFrontend`, or BirdNET's own for the ``birdnet_v24`` backbone.
         backbone: a timm model with ``forward_features`` and ``num_features``.
         n_classes: output classes.
         head: a name in :data:`HEADS`: ``sed`` (PANNs attention pooling), ``attention`` (attention pooling

@@ -113,8 +113,8 @@ def listen(
     Raises:
         ListenError: a soundscape named by a row id is not in `soundscapes`.
     """
-    from birdsed.data.audio import MelFrontend
     from birdsed.models import load_checkpoint
+    from birdsed.models.frontend import MelFrontend
 
     picks = pick_windows(y_true, y_score, classes, n, named=named)
     if not picks:

@@ -124,30 +124,7 @@ def parse_study(data: Any, source: str) -> Study:
         raise StudyError(f"{source}: command must be one of {list(COMMANDS)}, got {command!r}")
     if not isinstance(data.get("config"), str):
         raise StudyError(f"{source}: config: the base config file is required")
-    variants_in = data.get("variants")
-    if not isinstance(variants_in, dict) or not variants_in:
-        raise StudyError(f"{source}: variants: a mapping of names to overrides is required")
-    variants: dict[str, list[str]] = {}
-    variant_checkpoints: dict[str, str] = {}
-    for name, over in variants_in.items():
-        if not isinstance(name, str) or not name.replace("-", "_").isidentifier():
-            raise StudyError(f"{source}: variant name {name!r}: letters, digits, - and _ only (it names a folder)")
-        if over is None:
-            over = {}
-        if isinstance(over, dict) and "checkpoints" in over:
-            over = dict(over)
-            variant_checkpoints[name] = over.pop("checkpoints")
-            if command != "infer" or not _names_each_seed(variant_checkpoints[name]):
-                raise StudyError(
-                    f"{source}: variant {name!r}: checkpoints: an infer study's variant may name its own models, "
-                    "each seed's, e.g. runs/x/seed{seed}"
-                )
-        if isinstance(over, dict):
-            variants[name] = [_override(k, v) for k, v in over.items()]
-        elif isinstance(over, list) and all(isinstance(o, str) and "=" in o for o in over):
-            variants[name] = list(over)
-        else:
-            raise StudyError(f"{source}: variant {name!r}: a mapping of dotted keys or a list of key=value")
+    variants, variant_checkpoints = _variants(data.get("variants"), command, source)
     seeds = data.get("seeds", [0, 1, 2])
     if (
         not isinstance(seeds, list)
@@ -166,18 +143,7 @@ def parse_study(data: Any, source: str) -> Study:
     if not isinstance(bootstrap, int) or bootstrap < 100:
         raise StudyError(f"{source}: bootstrap: an integer ≥ 100 (resamples), got {bootstrap!r}")
     checkpoints = data.get("checkpoints", "")
-    if command == "infer":
-        if not _names_each_seed(checkpoints):
-            raise StudyError(f"{source}: checkpoints: an infer study names each seed's, e.g. runs/x/seed{{seed}}")
-        items = [*overrides, *(o for v in variants.values() for o in v)]
-        other = sorted({o.split("=")[0] for o in items if not o.startswith(INFER_KEYS)})
-        if other:
-            raise StudyError(
-                f"{source}: an infer study's overrides and variants may set infer.* and teacher.* only (its models "
-                f"are trained): {other}"
-            )
-    elif checkpoints:
-        raise StudyError(f"{source}: checkpoints: only an infer study (command: infer) names trained checkpoints")
+    _check_infer_study(command, checkpoints, [*overrides, *(o for v in variants.values() for o in v)], source)
     selection = _selection(data.get("selection"), source)
     study = Study(
         command,
@@ -199,6 +165,50 @@ def parse_study(data: Any, source: str) -> Study:
         if absent:
             raise StudyError(f"{source}: checkpoints: no checkpoint at {absent[:3]}")
     return study
+
+
+def _variants(given: Any, command: str, source: str) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The study file's ``variants:`` as (name → overrides, name → its own checkpoints pattern)."""
+    if not isinstance(given, dict) or not given:
+        raise StudyError(f"{source}: variants: a mapping of names to overrides is required")
+    variants: dict[str, list[str]] = {}
+    variant_checkpoints: dict[str, str] = {}
+    for name, over in given.items():
+        if not isinstance(name, str) or not name.replace("-", "_").isidentifier():
+            raise StudyError(f"{source}: variant name {name!r}: letters, digits, - and _ only (it names a folder)")
+        if over is None:
+            over = {}
+        if isinstance(over, dict) and "checkpoints" in over:
+            over = dict(over)
+            variant_checkpoints[name] = over.pop("checkpoints")
+            if command != "infer" or not _names_each_seed(variant_checkpoints[name]):
+                raise StudyError(
+                    f"{source}: variant {name!r}: checkpoints: an infer study's variant may name its own models, "
+                    "each seed's, e.g. runs/x/seed{seed}"
+                )
+        if isinstance(over, dict):
+            variants[name] = [_override(k, v) for k, v in over.items()]
+        elif isinstance(over, list) and all(isinstance(o, str) and "=" in o for o in over):
+            variants[name] = list(over)
+        else:
+            raise StudyError(f"{source}: variant {name!r}: a mapping of dotted keys or a list of key=value")
+    return variants, variant_checkpoints
+
+
+def _check_infer_study(command: str, checkpoints: Any, items: list[str], source: str) -> None:
+    """An infer study names each seed's checkpoints and sets infer.* / teacher.* only; no other study names any."""
+    if command != "infer":
+        if checkpoints:
+            raise StudyError(f"{source}: checkpoints: only an infer study (command: infer) names trained checkpoints")
+        return
+    if not _names_each_seed(checkpoints):
+        raise StudyError(f"{source}: checkpoints: an infer study names each seed's, e.g. runs/x/seed{{seed}}")
+    other = sorted({o.split("=")[0] for o in items if not o.startswith(INFER_KEYS)})
+    if other:
+        raise StudyError(
+            f"{source}: an infer study's overrides and variants may set infer.* and teacher.* only (its models are "
+            f"trained): {other}"
+        )
 
 
 def _selection(given: Any, source: str) -> dict[str, Any]:

@@ -16,7 +16,6 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from birdsed.config import Config
-from birdsed.data.audio import MelFrontend
 from birdsed.data.augment import loader_spec_transform
 from birdsed.data.cache import WaveStore
 from birdsed.data.datasets import (
@@ -34,6 +33,7 @@ from birdsed.data.datasets import (
 from birdsed.data.folder import BirdCLEFData, DataError, SoundscapeLabels, assign_folds
 from birdsed.data.prepare import background_sources
 from birdsed.data.soundscapes import LabelledWindows
+from birdsed.models.frontend import MelFrontend
 
 log = logging.getLogger(__name__)
 

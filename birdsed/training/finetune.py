@@ -27,7 +27,9 @@ def lr_factor(step: int, total: int, warmup: int, scheduler: str, period: int, m
     """Multiplier of the base learning rate at optimiser step `step` (linear warm-up, then the schedule).
 
     ``cosine`` decays to `min_ratio` over the remaining steps; ``cosine_restarts`` repeats that decay every
-    `period` steps (1st place BirdCLEF 2025: every 5 epochs); ``constant`` stays at 1.
+    `period` steps (1st place BirdCLEF 2025: every 5 epochs); ``constant`` stays at 1. A factor, for torch's
+    ``LambdaLR``: torch's and timm's cosine schedulers take one absolute floor and warm-up start for every parameter
+    group, where the layer-wise learning rates need each group's own (``min_ratio`` × its rate).
     """
     if step < warmup:
         return 0.01 + 0.99 * step / max(1, warmup)

@@ -237,7 +237,9 @@ class RunRecorder(L.Callback):
 
     Every file is replaced atomically, and the history travels inside the Lightning checkpoint (this callback's
     state), so a run killed at any instant resumes after its last finished epoch with each epoch listed once; files
-    a kill left one epoch behind are rewritten from the checkpoint on resume.
+    a kill left one epoch behind are rewritten from the checkpoint on resume. (Not Lightning's ``ModelCheckpoint``:
+    its comparison is strict, so a tie on the held-out AUC — common, the tails saturate at 1.0 — keeps the earlier
+    epoch where this takes the later, and its files are not the self-describing ``best.pt`` inference loads.)
     """
 
     def __init__(self, run_dir: Path, cfg: Config, facts: RunFacts) -> None:
