@@ -179,15 +179,24 @@ def check_processes(key: str, count: int, per_core: int = 1) -> None:
 # ---- the rules that join fields --------------------------------------------------------------------------------
 
 
-def _check_devices(devices: str) -> None:
+def parse_devices(devices: str) -> str | int | list[int]:
+    """``train.devices`` as Lightning takes it, parsed once: ``auto``, a device count (-1: all) or device ids
+    (``0,1`` or ``[0, 1]``: a list).
+
+    Raises:
+        ConfigError: anything else.
+    """
     text = devices.strip()
-    if text == "auto" or text == "-1" or text.isdigit():
-        return
+    if text == "auto":
+        return text
+    if text == "-1" or text.isdigit():
+        return int(text)
     ids = [s.strip() for s in text.strip("[]").split(",") if s.strip()]
     if not ids or not all(s.isdigit() for s in ids):
         raise ConfigError(
             f"train.devices: {devices!r} is not 'auto', a device count (-1: all) or device ids such as '0,1'"
         )
+    return [int(s) for s in ids]
 
 
 def validate(cfg: Config) -> None:  # the config module calls it on every config it makes
@@ -232,7 +241,7 @@ def validate(cfg: Config) -> None:  # the config module calls it on every config
         raise ConfigError("augment.background_prob: > 0 needs augment.background_dir")
     if cfg.train.min_lr > cfg.train.lr:
         raise ConfigError(f"train.min_lr: must be in [0, train.lr], got {cfg.train.min_lr!r}")
-    _check_devices(cfg.train.devices)
+    parse_devices(cfg.train.devices)
     for key, epochs in (("train.epochs", cfg.train.epochs), ("pseudo.epochs", ps.epochs)):
         if epochs % cfg.train.val_every:
             raise ConfigError(

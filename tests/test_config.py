@@ -84,3 +84,12 @@ def test_the_teachers_old_keys_are_read_with_a_note_and_stored_configs_quietly(t
     with caplog.at_level(logging.WARNING, logger="birdsed"):
         stored = config_from_dict(old)
     assert (stored.teacher.infer, stored.teacher.pseudo_weight) == ("t.csv", 0.5) and not caplog.records
+
+
+def test_train_devices_parsed_once_as_lightning_takes_them():
+    from birdsed.rules import parse_devices
+
+    assert [parse_devices(d) for d in ("auto", "-1", "2", "0,1", "[0, 1]", " 3 ")] == ["auto", -1, 2, [0, 1], [0, 1], 3]
+    for bad in ("abc", "1.5", "[]", "0,x"):
+        with pytest.raises(ConfigError, match=r"train\.devices"):
+            parse_devices(bad)

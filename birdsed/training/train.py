@@ -40,7 +40,7 @@ from birdsed.errors import BirdsedError, ConfigError, Stopped
 from birdsed.models.build import CheckpointError, build_model, check_forward, init_from_checkpoint, load_plain
 from birdsed.models.sed import clip_frame_blend
 from birdsed.outputs import show_bars
-from birdsed.rules import check_backbone_name, check_processes
+from birdsed.rules import check_backbone_name, check_processes, parse_devices
 from birdsed.scoring.metrics import macro_auc
 from birdsed.training import tracking
 from birdsed.training.averaging import averaging_callback
@@ -262,13 +262,12 @@ def check_machine(cfg: Config) -> None:
         raise ConfigError("train.accelerator: mps is not available on this machine; use auto or cpu")
     if t.accelerator == "tpu" and importlib.util.find_spec("torch_xla") is None:
         raise ConfigError("train.accelerator: tpu needs torch_xla, which is not installed; use auto or cpu")
-    text = t.devices.strip().strip("[]")
-    if text not in ("auto", "-1"):
-        ids = [int(v) for v in text.split(",") if v.strip()] if "," in text or t.devices.startswith("[") else None
-        count = len(ids) if ids is not None else int(text)
+    devices = parse_devices(t.devices)
+    if devices not in ("auto", -1):
+        count = len(devices) if isinstance(devices, list) else int(devices)
         if _on_cpu(cfg):
             check_processes("train.devices", count)
-        elif gpus and (count > gpus if ids is None else max(ids) >= gpus):
+        elif gpus and (count > gpus if isinstance(devices, int) else max(devices) >= gpus):
             raise ConfigError(f"train.devices: {t.devices} but this machine has {gpus} CUDA device(s)")
     check_processes("data.num_workers", cfg.data.num_workers, per_core=2)
 
@@ -294,10 +293,9 @@ def trainer_kwargs(cfg: Config) -> dict:
     if precision in ("32", "32-true") and _on_cpu(cfg) and cpu_has_bf16() and "bf16" not in _HINTED:
         _HINTED.add("bf16")  # once per command, not once per pseudo round or study run
         log.info("32-bit; this CPU has bf16 units: train.precision=bf16-mixed trains faster (benchmarks/RESULTS.md)")
-    devices: int | str = int(t.devices) if t.devices.isdigit() else t.devices
     return {
         "accelerator": t.accelerator,
-        "devices": devices,
+        "devices": parse_devices(t.devices),
         "num_nodes": t.num_nodes,
         "strategy": t.strategy,
         "precision": precision,
