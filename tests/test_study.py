@@ -342,8 +342,8 @@ def test_an_infer_study_compares_inference_settings_on_trained_checkpoints(train
 
     # refusals name the key
     for change, message in (
-        ({"variants": {"plain": {}, "lr": {"train.lr": 0.01}}}, r"infer\.\* and teacher\.window_rule.*only.*train\.lr"),
-        ({"overrides": ["train.epochs=3"]}, r"infer\.\* and teacher\.window_rule.*only.*train\.epochs"),
+        ({"variants": {"plain": {}, "lr": {"train.lr": 0.01}}}, r"infer\.\* and teacher\.\* only.*train\.lr"),
+        ({"overrides": ["train.epochs=3"]}, r"infer\.\* and teacher\.\* only.*train\.epochs"),
         ({"checkpoints": str(tmp_path / "seed0")}, r"checkpoints:.*\{seed\}"),
         ({"seeds": [0, 7]}, r"no checkpoint at .*seed7"),
         ({"command": "train", "variants": {"plain": {}}}, "only an infer study"),

@@ -275,6 +275,28 @@ def _write_metadata(out: Path, target: Target, names: list[str]) -> None:
     atomic_write(out / "kernel-metadata.json", json.dumps(kernel, indent=1) + "\n")
 
 
+def write_models(checkpoints: Sequence[str | Path], cfg: Config, models: Path, target: Target) -> Path:
+    """The bundle's models folder: each checkpoint exported for ``infer.runtime``, the settings and the files they
+    name, and ``ensemble.json`` (what :func:`load_bundle` and the notebook read)."""
+    from birdsed.inference.export import export
+
+    models.mkdir()
+    names = member_names(checkpoints)
+    for ckpt, name in zip(checkpoints, names, strict=True):
+        export(ckpt, models / name, cfg.infer.runtime)
+    meta = {
+        "birdsed": __version__,
+        "members": names,
+        "sources": [str(c) for c in checkpoints],
+        "config": _settings(cfg, models),
+        "image": IMAGE,
+        "python": target.python,
+        "platform": target.platform,
+    }
+    atomic_write(models / ENSEMBLE_FILE, json.dumps(meta, indent=1) + "\n")
+    return models
+
+
 def make_bundle(
     checkpoints: Sequence[str | Path],
     cfg: Config,
@@ -290,7 +312,6 @@ def make_bundle(
     overwrite: bool = False,
 ) -> BundleResult:
     """Write the bundle to `out` (replaced only once complete and, with `dry_run`, proven); see the module doc."""
-    from birdsed.inference.export import export
     from birdsed.kaggle.wheels import ship_wheels
 
     target.check()
@@ -315,20 +336,7 @@ def make_bundle(
     names = member_names(checkpoints)
     with staged_dir(out) as stage:
         mark_output(stage, "bundle")
-        models = stage / "models"
-        models.mkdir()
-        for ckpt, name in zip(checkpoints, names, strict=True):
-            export(ckpt, models / name, cfg.infer.runtime)
-        meta = {
-            "birdsed": __version__,
-            "members": names,
-            "sources": [str(c) for c in checkpoints],
-            "config": _settings(cfg, models),
-            "image": IMAGE,
-            "python": target.python,
-            "platform": target.platform,
-        }
-        atomic_write(models / ENSEMBLE_FILE, json.dumps(meta, indent=1) + "\n")
+        models = write_models(checkpoints, cfg, stage / "models", target)
         sample = _sample_root(sample_data, models)  # before the downloads: a bad folder fails fast
         shipped = ship_wheels(
             notebook_needs(cfg), stage / "wheels", target.python, target.platform, list(find_links), no_index
