@@ -376,7 +376,7 @@ def test_infer_teacher_birdnet_with_an_agile_model(birdnet_clip, tmp_path):
     is_only = np.isin(classes, only)
     expect = np.where(np.isfinite(t), np.where(is_only, t, 0.25 * 0.5 + 0.75 * t), 0.5)
     np.testing.assert_allclose(mixed, np.clip(expect, 0, 1), atol=1e-6)
-    with pytest.raises(ConfigError, match=r"needs infer\.teacher=birdnet"):
+    with pytest.raises(ConfigError, match=r"needs teacher\.infer=birdnet"):
         teacher_source(tiny_cfg(root, tmp_path / "cache", f"teacher.agile={tmp_path / 'agile.npz'}"), classes)
 
 
