@@ -86,15 +86,17 @@ DEPRECATED_FLAGS = {
 }
 
 
+def _old(flag: str) -> str:
+    """Where a deprecated flag's value lands: ``--tta-shifts`` → ``old_tta_shifts``."""
+    return "old_" + flag[2:].replace("-", "_")
+
+
 def _deprecated(p: argparse.ArgumentParser, *flags: str) -> None:
     """Hidden flags kept for one release: ``--config YAML`` (now the positional CONFIG) and `flags`."""
     p.add_argument("--config", dest="old_config", help=argparse.SUPPRESS)
     for flag in flags:
-        dest = "old_" + flag[2:].replace("-", "_")
-        if flag == "--embeddings":
-            p.add_argument(flag, dest=dest, action="store_true", help=argparse.SUPPRESS)
-        else:
-            p.add_argument(flag, dest=dest, help=argparse.SUPPRESS)
+        action = "store_true" if flag == "--embeddings" else "store"
+        p.add_argument(flag, dest=_old(flag), action=action, help=argparse.SUPPRESS)
 
 
 def apply_deprecated(args: argparse.Namespace) -> None:
@@ -110,7 +112,7 @@ def apply_deprecated(args: argparse.Namespace) -> None:
         items.insert(0, old_config)
         notes.append(f"--config {old_config} is now the first argument: birdsed {args.command} {old_config} ...")
     for flag, key in DEPRECATED_FLAGS.items():
-        value = getattr(args, "old_" + flag[2:].replace("-", "_"), None)
+        value = getattr(args, _old(flag), None)
         if value in (None, False):
             continue
         value = "true" if value is True else f"[{value}]" if key == "infer.tta_shifts" else value

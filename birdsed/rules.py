@@ -316,25 +316,7 @@ def _check_infer(cfg: Config) -> None:
         raise ConfigError(f"teacher.window_rule: an overlap of {x:g} s is longer than a 3-s chunk")
 
 
-# ---- the rules a config's text follows: YAML without repeated keys or aliases that multiply ----------------------
-
-
-class _UniqueKeys(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a mapping that repeats a key (PyYAML keeps the last one without a word).
-    OmegaConf's own loader refuses them too, but it is private (``omegaconf._yaml``) and ``OmegaConf.create`` expands
-    aliases before :func:`parse_yaml` can refuse a document that multiplies; study and mapping files are not configs."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
-                )
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
+# ---- keys that moved ---------------------------------------------------------------------------------------------
 
 
 # Keys that moved (issue 39: the teacher in one room); the old names are read for one release, with a note.
@@ -359,11 +341,11 @@ def _renamed_note(old: str, source: str) -> None:
     )
 
 
-def renamed_override(item: str, source: str = "override") -> str:
+def renamed_override(item: str) -> str:
     """``old.key=value`` → ``new.key=value`` for a key in :data:`RENAMED` (with a note), else `item`."""
     key, sep, value = item.partition("=")
     if sep and key.strip() in RENAMED:
-        _renamed_note(key.strip(), source)
+        _renamed_note(key.strip(), "override")
         return f"{RENAMED[key.strip()]}={value}"
     return item
 
@@ -386,6 +368,27 @@ def renamed_keys(data: dict[str, Any], source: str, quiet: bool = False) -> dict
             _renamed_note(old, source)
         out[nsec] = {**(out.get(nsec) or {}), nkey: out[osec].pop(okey)}
     return out
+
+
+# ---- the rules a config's text follows: YAML without repeated keys or aliases that multiply ----------------------
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key (PyYAML keeps the last one without a word).
+    OmegaConf's own loader refuses them too, but it is private (``omegaconf._yaml``) and ``OmegaConf.create`` expands
+    aliases before :func:`parse_yaml` can refuse a document that multiplies; study and mapping files are not configs."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 MAX_YAML_VALUES = 100_000  # a config is a few hundred values; aliases that multiply ("billion laughs") are refused

@@ -198,10 +198,7 @@ class BirdDataModule(L.LightningDataModule):
             self.store, table["key"].tolist(), np.array(starts), window, targets, self.cfg, len(self.train_set),
             backgrounds, spec_fn,
         )  # fmt: skip
-        share = self.cfg.data.soundscape_share
-        focal = self.sample_weights / self.sample_weights.sum() * (1 - share)
-        self.train_set = ConcatDataset([self.train_set, windows])
-        self.sample_weights = np.concatenate([focal, np.full(len(windows), share / len(windows))])
+        self._append(windows, self.cfg.data.soundscape_share)
 
     def _unlabelled_windows(self) -> tuple[list[str], list[int]]:
         """Cache key and start sample of every whole window of the unlabelled soundscapes (the background files)."""
@@ -224,21 +221,23 @@ class BirdDataModule(L.LightningDataModule):
         windows = LabelledWindowDataset(
             self.store, keys, np.array(starts), window, targets, self.cfg, len(self.train_set), backgrounds, None, 0.0
         )
-        share = self.cfg.train.distill_unlabelled
-        self.train_set = ConcatDataset([self.train_set, windows])
-        self.sample_weights = np.concatenate(
-            [self.sample_weights / self.sample_weights.sum() * (1 - share), np.full(len(windows), share / len(keys))]
-        )
-        log.info("distillation: %d unlabelled soundscape windows, %.0f%% of the draws", len(keys), 100 * share)
+        self._append(windows, self.cfg.train.distill_unlabelled)
+        log.info("distillation: %d unlabelled soundscape windows, %.0f%% of the draws", len(keys),
+                 100 * self.cfg.train.distill_unlabelled)  # fmt: skip
 
     def _add_pseudo_extra(self, pseudo: PseudoChunks) -> None:
         """Pseudo-labelled soundscape chunks as added training items (``pseudo.mode=extra``)."""
         ps = self.cfg.pseudo
         extra = PseudoExtraDataset(pseudo, self.cfg.crop_samples, ps.loss_weight, offset=len(self.train_set))
-        labelled = self.sample_weights / self.sample_weights.sum() * (1 - ps.extra_fraction)
-        chunks = pseudo.weights / pseudo.weights.sum() * ps.extra_fraction
-        self.train_set = ConcatDataset([self.train_set, extra])
-        self.sample_weights = np.concatenate([labelled, chunks])
+        self._append(extra, ps.extra_fraction, pseudo.weights)
+
+    def _append(self, dataset: torch.utils.data.Dataset, share: float, weights: np.ndarray | None = None) -> None:
+        """Add `dataset` to the training set as `share` of the draws, spread by `weights` ((n,), default uniform);
+        the items already there keep their relative weights in the rest."""
+        before = self.sample_weights / self.sample_weights.sum() * (1 - share)
+        added = np.full(len(dataset), share / len(dataset)) if weights is None else weights / weights.sum() * share
+        self.train_set = ConcatDataset([self.train_set, dataset])
+        self.sample_weights = np.concatenate([before, added])
 
     def _loader(self, dataset, **kw) -> DataLoader:
         n = self.cfg.data.num_workers
