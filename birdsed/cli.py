@@ -162,7 +162,7 @@ def _infer(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "infer",
         parents=[parents["config"], parents["ensemble"], parents["progress"]],
-        help="predict soundscapes with one or more checkpoints; write a submission",
+        help="predict soundscapes with checkpoints and/or the teacher (teacher.*); write a submission",
     )
     p.add_argument("--soundscapes", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
@@ -220,6 +220,7 @@ def _teacher(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
         "--folders", default="train_soundscapes,test_soundscapes", help="comma-separated: " + ",".join(TEACHER_FOLDERS)
     )
     _deprecated(p, "--model", "--embeddings")
+    p.add_argument("--overwrite", action="store_true", help="replace the folder if birdsed wrote it (and only then)")
     p.set_defaults(func=commands.cmd_teacher)
 
 
@@ -228,15 +229,26 @@ def _agile(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = sub.add_parser("agile", parents=[parents["config"]], help=help_)
     p.add_argument("--teacher", required=True, type=Path, help="a `birdsed teacher ... teacher.embeddings=true` folder")
     p.add_argument("--out", required=True, type=Path, help="folder for agile.npz, agile.json and <folder>.csv")
+    p.add_argument("--overwrite", action="store_true", help="replace the folder if birdsed wrote it (and only then)")
     p.set_defaults(func=commands.cmd_agile)
+
+
+def _student(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
+    help_ = "train the soundscape student on the teacher's window table, with pseudo-label rounds over the pool"
+    p = sub.add_parser("student", parents=[parents["config"], parents["progress"]], help=help_)
+    p.add_argument("--teacher", required=True, type=Path, help="a `birdsed teacher ... teacher.embeddings=true` folder")
+    p.add_argument("--out", required=True, type=Path, help="folder for student.pt, labelled_preds.csv, student.json")
+    p.add_argument("--overwrite", action="store_true", help="replace the folder if birdsed wrote it (and only then)")
+    p.set_defaults(func=commands.cmd_student)
 
 
 def _choose(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     help_ = "choose the teacher's shares in the entry on the folder's labelled soundscapes, out of fold"
     p = sub.add_parser("choose", parents=[parents["config"]], help=help_)
     p.add_argument("--teacher", required=True, type=Path, help="a `birdsed teacher ... teacher.embeddings=true` folder")
+    p.add_argument("--runs", nargs="+", type=Path, help="SED run folders trained with data.soundscape_fold=k")
     p.add_argument(
-        "--runs", nargs="+", required=True, type=Path, help="run folders trained with data.soundscape_fold=k"
+        "--students", nargs="+", type=Path, help="`birdsed student` folders trained with data.soundscape_fold=k"
     )
     p.add_argument("--out", required=True, type=Path, help="the config with the chosen shares (infer's CONFIG)")
     p.set_defaults(func=commands.cmd_choose)
@@ -280,15 +292,19 @@ def _report(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p.set_defaults(func=commands.cmd_report)
 
 
-SUBCOMMANDS = (_synth, _prepare, _train, _pseudo, _infer, _budget, _export, _bundle, _teacher, _agile, _choose,
-               _study, _score, _report)  # fmt: skip
+SUBCOMMANDS = (_synth, _prepare, _train, _pseudo, _infer, _budget, _export, _bundle, _teacher, _agile, _student,
+               _choose, _study, _score, _report)  # fmt: skip
 
 
 def _parents() -> dict[str, argparse.ArgumentParser]:
     """The options several commands share: the positional CONFIG, the ensemble's checkpoints, --no-progress."""
     ensemble = argparse.ArgumentParser(add_help=False)
     ensemble.add_argument(
-        "--checkpoint", action="append", required=True, help="a .pt file, run folder or export folder (repeat)"
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="a .pt file, run folder or export folder (repeat); "
+        "none: the teacher alone (teacher.infer=birdnet with its agile model and soundscape students)",
     )
     progress = argparse.ArgumentParser(add_help=False)
     progress.add_argument("--no-progress", action="store_true", help="no progress bar")

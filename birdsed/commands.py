@@ -94,8 +94,10 @@ def cmd_infer(args: argparse.Namespace) -> str:
     from birdsed.inference.submit import write_submission
 
     cfg = config_from_args(args.config_and_overrides)
+    if not args.checkpoint and not cfg.teacher.infer:
+        raise ConfigError("infer: give --checkpoint, or teacher.infer (the teacher alone makes the submission)")
     config = split_config(args.config_and_overrides)[0]
-    inputs = (args.sample_submission, config, *args.checkpoint, *list_audio(args.soundscapes))
+    inputs = (args.sample_submission, config, *args.checkpoint, *cfg.teacher.student, *list_audio(args.soundscapes))
     check_file_output(args.out, inputs, kind="submission")  # before minutes of compute, not after
     pred = predict(cfg, args.checkpoint, args.soundscapes, args.sample_submission, progress=not args.no_progress)
     path = write_submission(pred.submission, args.out, args.checkpoint)
@@ -118,13 +120,22 @@ def cmd_budget(args: argparse.Namespace) -> str:
         import torch
 
         torch.set_num_threads(cfg.infer.threads)
-    members = load_ensemble(args.checkpoint, cfg.infer, "cpu")
+    if not args.checkpoint and cfg.teacher.infer != "birdnet":
+        raise ConfigError("budget: give --checkpoint, or teacher.infer=birdnet (the teacher alone)")
+    members = load_ensemble(args.checkpoint, cfg.infer, "cpu") if args.checkpoint else []
     roots = [m.cfg.data.root for m in members]
-    teacher = teacher_source(cfg, list(members[0].classes), roots) if cfg.teacher.infer == "birdnet" else None
+    if members:
+        columns = list(members[0].classes)
+    else:
+        from birdsed.data.folder import read_taxonomy
+
+        columns = read_taxonomy(Path(cfg.data.root) / "taxonomy.csv")["primary_label"].astype(str).tolist()
+    teacher = teacher_source(cfg, columns, roots) if cfg.teacher.infer == "birdnet" else None
     b = measure(members, cfg.infer, args.soundscapes, args.minutes, args.cores, args.limit, teacher=teacher)
     shifts = len(cfg.infer.tta_shifts)
     print(
-        f"{len(members)} model(s) x {shifts} shift(s){' + BirdNET' if teacher else ''}, runtime "
+        f"{len(members)} model(s) x {shifts} shift(s){' + BirdNET' if teacher else ''}"
+        f"{f' + {len(cfg.teacher.student)} soundscape student run(s)' if cfg.teacher.student else ''}, runtime "
         f"{cfg.infer.runtime} at {cfg.infer.precision}, "
         f"{b.local_threads} thread(s) here"
     )
@@ -215,7 +226,7 @@ def cmd_teacher(args: argparse.Namespace) -> str:
 
     cfg = config_from_args(args.config_and_overrides)
     folders = [f.strip() for f in args.folders.split(",") if f.strip()]
-    mapping, results = run_teacher(cfg, args.out, folders, progress=not args.no_progress)
+    mapping, results = run_teacher(cfg, args.out, folders, progress=not args.no_progress, overwrite=args.overwrite)
     print(mapping.table())
     for name, r in results.items():
         rate = f"{r.audio_seconds / r.seconds:.0f}x real time" if r.seconds else ""
@@ -228,7 +239,7 @@ def cmd_agile(args: argparse.Namespace) -> str:
     from birdsed.teacher.agile import run_agile
 
     cfg = config_from_args(args.config_and_overrides)
-    model = run_agile(cfg, args.teacher, args.out)
+    model = run_agile(cfg, args.teacher, args.out, overwrite=args.overwrite)
     lacking = model.info["classes_without_model"]
     return (
         f"agile: {args.out} ({int(model.known.sum())} of {len(model.classes)} classes have a model"
@@ -237,16 +248,24 @@ def cmd_agile(args: argparse.Namespace) -> str:
     )
 
 
+def cmd_student(args: argparse.Namespace) -> str:
+    from birdsed.pseudo.student import run_student
+
+    cfg = config_from_args(args.config_and_overrides)
+    info = run_student(cfg, args.teacher, args.out, progress=not args.no_progress, overwrite=args.overwrite)
+    held = f"; held-out labelled windows {info['labelled_auc']:.4f}" if "labelled_auc" in info else ""
+    seconds = sum(map(sum, info["round_seconds"]))
+    return f"student: {args.out} ({info['seeds']} student(s), fold {info['fold']}, {seconds:.0f} s{held})"
+
+
 def cmd_choose(args: argparse.Namespace) -> str:
     from birdsed.study.choose import run_choose
 
     cfg = config_from_args(args.config_and_overrides)
-    c = run_choose(cfg, args.teacher, args.runs, args.out)
+    c = run_choose(cfg, args.teacher, args.runs or [], args.out, args.students or [])
     return (
-        f"choose: {args.out}: teacher.infer_weight={c.teacher_weight:g} teacher.agile_fill_weight="
-        f"{c.agile_fill_weight:g} infer.tta_shifts={c.infer['tta_shifts']} infer.clip_weight={c.infer['clip_weight']:g}"
-        f"; out of fold on {c.windows} labelled windows {c.oof_auc:.4f} (BirdNET + agile "
-        f"{c.baseline_auc:.4f}, the student alone {c.student_auc:.4f})"
+        f"choose: {args.out}: {c.settings()}; out of fold on {c.windows} labelled windows {c.oof_auc:.4f} "
+        f"(BirdNET + agile {c.baseline_auc:.4f}, the students alone {c.student_auc:.4f})"
     )
 
 
@@ -295,10 +314,12 @@ def cmd_report(args: argparse.Namespace) -> str:
     from birdsed.training import tracking
 
     inputs = (args.solution, *(args.submission or []), *(args.teacher or []))
+    if Path(args.out).suffix.lower() not in (".html", ".htm"):
+        raise BirdsedError(f"--out {args.out}: the page is an .html file (its numbers go beside it as .json)")
     check_file_output(args.out, inputs, kind="report")
     check_file_output(Path(args.out).with_suffix(".json"), inputs, kind="report-json")  # written beside the page
     if args.screenshot:
-        check_file_output(args.screenshot, (args.out,))
+        check_file_output(args.screenshot, (args.out, *inputs), kind="screenshot")
     if args.mlflow_run and not args.mlflow_uri:
         raise BirdsedError("--mlflow-run needs --mlflow-uri (the tracking store, e.g. sqlite:///mlflow.db)")
     with tempfile.TemporaryDirectory(prefix="birdsed-mlflow-") as tmp:

@@ -25,6 +25,7 @@ from birdsed.rules import (
     positive,
     renamed_keys,
     renamed_override,
+    solution_path,
     unit,
     validate,
 )
@@ -302,6 +303,10 @@ class TeacherConfig:
     # the teacher's share in the classes only the agile model knows: 1 = the agile model alone there, whatever
     # infer_weight gives BirdNET's classes (`birdsed choose` chooses both)
     agile_fill_weight: float = unit(1.0)
+    # soundscape students (`birdsed student` folders) on the same pass's embeddings join the teacher at this share:
+    # (1 - s)·(BirdNET + agile) + s·students, the students alone where neither knows a class (needs infer=birdnet)
+    student: list[str] = field(default_factory=list)
+    student_weight: float = unit(0.0)
     # ---- the teacher in pseudo rounds: a teacher CSV of train_soundscapes (``birdsed teacher``, or any model's
     # predictions in that layout) labels round 1's pool where it has an opinion (round 0's model elsewhere); rounds
     # >= 2 label with our models, blending the teacher in at pseudo_weight where it knows the class
@@ -325,28 +330,36 @@ class AgileConfig:
 
 
 @dataclass
+class StudentConfig:
+    """``birdsed student``: the soundscape student on the teacher's window table (:mod:`birdsed.pseudo.student`)."""
+
+    temporal: str = choice("gru", "transformer", "none")  # the layer over a file's windows
+    hidden: int = positive(256)
+    max_windows: int = positive(12)  # a focal recording's windows are cut into pieces of at most this many
+    dropout: float = unit(0.2)
+    gate_init: float = -1.0  # per-class gate's starting logit: sigmoid(-1) = 0.27 of the student, the rest teacher
+    epochs: int = positive(30)
+    batch_size: int = positive(32)
+    lr: float = positive(2e-3)
+    weight_decay: float = non_negative(1e-2)
+    feature_dropout: float = unit(0.1)  # noisy student: dropout on the input embeddings
+    feature_noise: float = non_negative(0.1)  # Gaussian noise, times each window's embedding spread
+    mixup: float = unit(0.5)  # probability that a batch is mixed with itself shuffled (whole sequences)
+    rounds: int = non_negative(2)  # pseudo-label rounds over the pool (0: focal + labelled windows only)
+    pool_weight: float = non_negative(0.5)  # loss weight of pool windows (pseudo-labelled)
+    labelled_weight: float = non_negative(2.0)  # loss weight of the labelled soundscape windows
+    pool_mix: float = unit(0.5)  # round r >= 2: the previous student's share in the pool labels
+    mass_cap: float = non_negative(0.0)  # a pool window's label mass at most this (0: no cap)
+    seeds: int = positive(1)  # students per fold, averaged
+
+
+@dataclass
 class TrackingConfig:
     """Experiment tracking beyond the CSV log every run writes."""
 
     mlflow_uri: str = ""  # e.g. sqlite:///mlflow.db (no server) or http://host:5000; empty: no MLflow
     experiment: str = "birdsed"
     parent_run: str = ""  # an MLflow run id to nest this run under (birdsed pseudo sets it for its rounds)
-
-
-def solution_path(root: str | Path, solution: str, strict: bool = False) -> Path | None:
-    """The one rule for ``data.solution``: ``none`` → None; ``auto`` → ``ROOT/test_solution.csv`` if it exists;
-    else that path — which must exist when `strict` (a config being used), or gives None (an old run's record)."""
-    if solution == "none":
-        return None
-    if solution == "auto":
-        path = Path(root) / "test_solution.csv"
-        return path if path.is_file() else None
-    path = Path(solution)
-    if path.is_file():
-        return path
-    if strict:
-        raise ConfigError(f"data.solution: {path} is not a file (auto: ROOT/test_solution.csv if present; none)")
-    return None
 
 
 @dataclass
@@ -363,6 +376,7 @@ class Config:
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     agile: AgileConfig = field(default_factory=AgileConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     # ---- derived values: the one place they are computed -------------------------------------------------------
@@ -458,6 +472,10 @@ def load_config(path: str | Path | Mapping[str, Any] | None = None, overrides: S
     for item in map(renamed_override, overrides):
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")
+        try:  # a plain YAML value (no tags, closed brackets), read by the same safe loader as config files
+            parse_yaml(item.partition("=")[2] or "null")
+        except ValueError as err:
+            raise ConfigError(f"override {item!r}: not a plain YAML value ({err})") from None
         try:
             conf = OmegaConf.merge(conf, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as err:

@@ -190,6 +190,7 @@ _KINDS = {
     "report-json": ("a `birdsed report` JSON", lambda head: head.lstrip().startswith(b'{\n "threshold"')),
     "entry": ("a `birdsed choose` entry", lambda head: head.startswith(b"# birdsed choose")),
     "entry-json": ("a `birdsed choose` record", lambda head: head.startswith(b'{\n "birdsed": "choose"')),
+    "screenshot": ("a `birdsed report --screenshot` picture", lambda head: head.startswith(b"\x89PNG")),
 }
 
 
@@ -204,6 +205,8 @@ def check_file_output(path: str | Path, inputs: tuple[str | Path | None, ...] = 
         OutputError: naming the path and the reason.
     """
     path = Path(path)
+    if path.is_symlink():
+        raise OutputError(f"{path}: is a symbolic link; birdsed does not write through links (give a real file)")
     if path.is_dir():
         raise OutputError(f"{path}: is an existing folder; give a file name")
     resolved = path.resolve()
@@ -250,10 +253,15 @@ def _ledger(folder: Path) -> dict[str, dict]:
 def record_output(path: str | Path, kind: str, **facts: Any) -> None:
     """Enter `path` (just written) in its folder's ledger as birdsed's output of `kind`, with `facts` about it (a
     submission's checkpoints, which ``report --listen`` reads)."""
+    from filelock import FileLock
+
     path = Path(path)
-    ledger = _ledger(path.parent)
-    ledger[path.name] = {"kind": kind, "sha256": _digest(path), **facts}
-    atomic_write(path.parent / LEDGER, json.dumps(ledger, indent=1))
+    entry = {"kind": kind, "sha256": _digest(path), **facts}
+    # read, changed and rewritten under a lock: two processes recording at once lose nothing
+    with FileLock(str(path.parent / f"{LEDGER}.lock"), timeout=120):
+        ledger = _ledger(path.parent)
+        ledger[path.name] = entry
+        atomic_write(path.parent / LEDGER, json.dumps(ledger, indent=1))
 
 
 def output_facts(path: str | Path, kind: str) -> dict[str, Any]:
@@ -281,6 +289,7 @@ _FOLDER_KINDS = {
     "bundle": "a `birdsed bundle` folder",
     "teacher": "a `birdsed teacher` folder",
     "agile": "a `birdsed agile` folder",
+    "student": "a `birdsed student` folder",
     "synth": "a `birdsed synth` dataset",
 }
 
@@ -299,21 +308,38 @@ def folder_kind(path: Path) -> str:
 
 
 def _files(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()} - {OUTPUT_MARKER}
+    own = {OUTPUT_MARKER, LEDGER, f"{LEDGER}.lock"}
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink()} - own
 
 
 def foreign_files(folder: Path) -> list[str]:
     """Files in a birdsed output folder that birdsed did not write: those beyond the list its marker was sealed with
-    (:func:`seal_output`); none for a folder not sealed yet (one being written)."""
+    (:func:`seal_output`), those whose content changed since (a file edited by hand is the user's now), and any
+    symbolic link (never followed into a user's files); none for a folder not sealed yet (one being written)."""
     lines = _marker_lines(folder)
     if len(lines) < 2:
         return []
-    return sorted(_files(folder) - set(lines[1:]))
+    sealed = dict(line.split("\t", 1) if "\t" in line else (line, "") for line in lines[1:])
+    out = []
+    for name in sorted(_files(folder)):
+        path = folder / name
+        if name not in sealed or path.is_symlink():
+            out.append(name)
+        elif sealed[name]:
+            try:
+                changed = _digest(path) != sealed[name]
+            except OSError:
+                changed = True
+            if changed:
+                out.append(f"{name} (changed since birdsed wrote it)")
+    return out
 
 
 def seal_output(folder: Path, kind: str) -> None:
-    """Mark a finished output folder with the list of the files birdsed wrote in it."""
-    atomic_write(folder / OUTPUT_MARKER, "\n".join([kind, *sorted(_files(folder))]) + "\n")
+    """Mark a finished output folder with the files birdsed wrote in it and each one's SHA-256 (ownership goes by
+    content: a file edited since is the user's)."""
+    lines = [f"{name}\t{_digest(folder / name)}" for name in sorted(_files(folder)) if not (folder / name).is_symlink()]
+    atomic_write(folder / OUTPUT_MARKER, "\n".join([kind, *lines]) + "\n")
 
 
 def check_dir_output(
@@ -334,6 +360,8 @@ def check_dir_output(
         OutputError: naming the path and the reason.
     """
     path = Path(path)
+    if path.is_symlink():
+        raise OutputError(f"{path}: is a symbolic link; birdsed does not write through links (give a real folder)")
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: exists and is a file, not a folder")
     if kind:
@@ -446,7 +474,12 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
             seal_output(tmp, kind)
         if path.exists():
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old.exists() and not path.exists():  # the old folder back where it was
+                os.replace(old, path)
+            raise
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, OutputError):

@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import field, fields, is_dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -63,6 +64,9 @@ def unit(default: float) -> Any:
 def check_field(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     """The rules a field carries in its metadata, plus: every number is finite."""
     numbers = value if isinstance(value, list) else [value]
+    nested = [v for v in numbers if isinstance(v, list | dict)] if isinstance(value, list) else []
+    if nested:
+        raise ConfigError(f"{key}: a list of plain values, got {nested[0]!r} inside {value!r}")
     for v in numbers:
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"{key}: must be a finite number, got {value!r}")
@@ -229,6 +233,8 @@ def validate(cfg: Config) -> None:  # the config module calls it on every config
         re.compile(d.name_pattern)
     except re.error as err:
         raise ConfigError(f"data.name_pattern: not a regular expression ({err})") from None
+    if d.val_group == "site" and "(?P<site>" not in d.name_pattern:
+        raise ConfigError("data.val_group: site, but data.name_pattern has no (?P<site>...) group to group by")
     if d.crop_mode == "first_random" and d.first_seconds < d.crop_seconds:
         raise ConfigError(
             f"data.first_seconds: {d.first_seconds:g} is shorter than data.crop_seconds={d.crop_seconds:g}"
@@ -290,6 +296,11 @@ def _check_infer(cfg: Config) -> None:
     i = cfg.infer
     if i.context_seconds < i.window_seconds:
         raise ConfigError(f"infer.context_seconds: {i.context_seconds:g} is shorter than infer.window_seconds")
+    if i.window_seconds < 1 or abs(i.window_seconds - round(i.window_seconds)) > 1e-9:
+        raise ConfigError(
+            f"infer.window_seconds: {i.window_seconds:g} s; row ids name each window's end in whole seconds "
+            "(<stem>_<end second>), so a window is a whole number of seconds (BirdCLEF: 5)"
+        )
     if not i.tta_shifts:
         raise ConfigError("infer.tta_shifts: give at least one shift (0 for no TTA)")
     if any(abs(s) >= i.window_seconds for s in i.tta_shifts):
@@ -305,6 +316,7 @@ def _check_infer(cfg: Config) -> None:
             f"infer.window_seconds: {i.window_seconds:g} s is shorter than BirdNET's "
             f"{BIRDNET_CHUNK_SECONDS:g}-s chunk (teacher.infer=birdnet)"
         )
+    _check_teacher_memory(cfg)
     room = i.window_seconds - BIRDNET_CHUNK_SECONDS  # a stride beyond it skips whole chunks of some windows
     if room >= 0 and cfg.teacher.stride > room:
         raise ConfigError(
@@ -314,6 +326,31 @@ def _check_infer(cfg: Config) -> None:
     kind, x = parse_window_rule(cfg.teacher.window_rule)
     if kind == "overlap" and x > BIRDNET_CHUNK_SECONDS:  # (a window shorter than a chunk is refused above, at use)
         raise ConfigError(f"teacher.window_rule: an overlap of {x:g} s is longer than a 3-s chunk")
+
+
+def machine_memory() -> int:
+    """Bytes of memory on this machine (0 where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+TEACHER_CHUNK_BYTES = round(BIRDNET_CHUNK_SECONDS * 48000) * 4  # one 3-s chunk at 48 kHz, float32
+
+
+def _check_teacher_memory(cfg: Config) -> None:
+    """``teacher.stride``: the teacher holds one window's chunks at once at the least (``window / stride`` chunks);
+    refused, with the estimate, where that passes a quarter of this machine's memory."""
+    chunks = math.ceil(cfg.infer.window_seconds / cfg.teacher.stride)
+    per_window = chunks * TEACHER_CHUNK_BYTES
+    total = machine_memory()
+    if total and per_window > total / 4:
+        raise ConfigError(
+            f"teacher.stride: {cfg.teacher.stride:g} s makes {chunks:,} chunks per {cfg.infer.window_seconds:g}-s "
+            f"window, ≈ {per_window / 2**30:.1f} GiB held at once; this machine has {total / 2**30:.0f} GiB (use a "
+            "stride of 0.5-1 s)"
+        )
 
 
 # ---- keys that moved ---------------------------------------------------------------------------------------------
@@ -438,3 +475,19 @@ def _load_yaml(text: str) -> Any:
         raise ValueError(f"{where}{err.problem or err.context}") from None
     except yaml.YAMLError as err:
         raise ValueError(str(err).splitlines()[0]) from None
+
+
+def solution_path(root: str | Path, solution: str, strict: bool = False) -> Path | None:
+    """The one rule for ``data.solution``: ``none`` → None; ``auto`` → ``ROOT/test_solution.csv`` if it exists;
+    else that path — which must exist when `strict` (a config being used), or gives None (an old run's record)."""
+    if solution == "none":
+        return None
+    if solution == "auto":
+        path = Path(root) / "test_solution.csv"
+        return path if path.is_file() else None
+    path = Path(solution)
+    if path.is_file():
+        return path
+    if strict:
+        raise ConfigError(f"data.solution: {path} is not a file (auto: ROOT/test_solution.csv if present; none)")
+    return None

@@ -95,3 +95,19 @@ def test_albumentations_masks_without_clipping():
     assert any((o == 0).sum() > 100 for o in outs)
     kept = [o[o != 0] for o in outs]
     assert min(k.min() for k in kept) < -3  # negative log-mel values survive
+
+
+def test_a_mixture_with_an_unlabelled_window_stays_unlabelled():
+    """A weight-0 window (no labels: a distillation window) mixed into a labelled one gives weight 0, never a
+    labelled sample whose partner's calls count as negatives (issue 46, honest folds)."""
+    wave, t, w = batch()
+    w[2] = 0.0
+    cfg = AugmentConfig(mixup_prob=1.0, mixup_weight=0.5, mixup_targets="max")
+    for seed in range(8):
+        g = torch.Generator().manual_seed(seed)
+        _, _, mw = mixup(wave, t, w, cfg, generator=g)
+        perm = torch.randperm(4, generator=torch.Generator().manual_seed(seed))
+        for i in range(4):
+            j = int(perm[i])
+            mixed_with_unlabelled = i == 2 or (j == 2 and i != j)
+            assert (mw[i] == 0) == mixed_with_unlabelled, (seed, i, j, mw)

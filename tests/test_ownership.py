@@ -57,7 +57,8 @@ def test_a_folder_is_birdseds_only_by_its_marker_and_only_with_the_files_it_wrot
     with staged_dir(out) as stage:
         (stage / OUTPUT_MARKER).write_text("export\n")
         (stage / "model.json").write_text("{}")
-    assert (out / OUTPUT_MARKER).read_text().splitlines() == ["export", "model.json"]
+    lines = (out / OUTPUT_MARKER).read_text().splitlines()  # each file with its content's SHA-256
+    assert lines[0] == "export" and [line.split("\t")[0] for line in lines[1:]] == ["model.json"]
     check_dir_output(out, kind="export", overwrite=True)  # ours, unchanged: may be replaced
     (out / "notes.txt").write_text("mine")
     assert foreign_files(out) == ["notes.txt"]

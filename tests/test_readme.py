@@ -27,11 +27,11 @@ def test_every_command_of_the_best_entry_parses():
                 part = part.strip()
                 if part.startswith("birdsed "):
                     commands.append(part)
-    assert len(commands) == 9, commands
+    assert len(commands) == 13, commands
     for command in commands:
         expanded = re.sub(r"\$(\w+)", lambda m: env[m.group(1)], command)
         args = parse(shlex.split(expanded)[1:])
-        assert args.command in ("teacher", "agile", "train", "infer", "score", "bundle", "choose")
+        assert args.command in ("teacher", "agile", "train", "infer", "score", "bundle", "choose", "student")
         items = getattr(args, "config_and_overrides", [])
         if items and items[0].startswith("configs/"):  # the shipped config loads with the overrides as written
             from birdsed.commands import config_from_args

@@ -237,3 +237,49 @@ def test_birdnet_recipe_trains_on_another_2026_folder_with_only_root_and_backgro
     assert "labelled soundscapes:" in run.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["finished"] and "labelled_auc" in metrics["history"][-1]
+
+
+@pytest.mark.parametrize("by_path", [False, True])
+def test_a_held_out_file_is_never_read_by_its_folds_training(tiny_root26, tmp_path, monkeypatch, by_path):
+    """Honest folds (issue 46): with the folder's own train_soundscapes as backgrounds, every training draw of fold
+    0 (focal crops, labelled windows, background mixes) reads no file of the held-out fold; the labelled files are
+    in neither the backgrounds nor the pseudo-label pool — also when the labels file is given by path."""
+    import shutil
+
+    from birdsed.data.cache import WaveStore
+    from birdsed.data.folder import load_data
+    from birdsed.data.prepare import background_sources, ensure_cache
+    from birdsed.training.data import BirdDataModule, split_recordings
+    from birdsed.training.train import labelled_windows
+
+    extra = ["data.soundscape_folds=3", "augment.background_prob=1.0"]
+    root = tiny_root26
+    if by_path:  # the labels elsewhere, under another name
+        root = tmp_path / "moved"
+        shutil.copytree(tiny_root26, root)
+        elsewhere = tmp_path / "labels" / "mine.csv"
+        elsewhere.parent.mkdir()
+        (root / "train_soundscapes_labels.csv").rename(elsewhere)
+        extra.append(f"data.soundscape_labels={elsewhere}")
+    cfg = tiny_cfg(root, tmp_path / "cache", *extra)
+    data = load_data(cfg)
+    lw = labelled_windows(cfg, data)
+    assert data.labelled_files == set(lw.files)
+    held = {f"train_soundscapes/{f}" for f in lw.table.loc[lw.table["fold"] == 0, "filename"]}
+    assert held and not held & {k for k, _ in background_sources(cfg, data)}
+    assert not {p.name for p in data.unlabelled_soundscapes} & data.labelled_files  # the pool
+    store = ensure_cache(cfg, data, soundscapes=True)
+    dm = BirdDataModule(cfg, data, store, split_recordings(cfg, data, store), None, None, lw)
+    dm.setup("fit")
+    read: set[str] = set()
+    original = WaveStore.read
+
+    def spy(self, key, *args, **kwargs):
+        read.add(key)
+        return original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(WaveStore, "read", spy)
+    for i in range(len(dm.train_set)):
+        dm.train_set[i]
+    assert read and not read & held, sorted(read & held)
+    assert any(k.startswith("train_soundscapes/") for k in read)  # labelled windows and backgrounds were drawn

@@ -91,11 +91,14 @@ def test_a_yaml_whose_aliases_multiply_is_refused_at_once(tmp_path):
 
 
 def test_window_shorter_than_birdnets_chunk_blames_the_window_only_with_birdnet():
-    cfg = load_config(None, ["infer.window_seconds=0.5", "infer.context_seconds=0.5", "infer.tta_shifts=[0]"])
-    assert cfg.infer.window_seconds == 0.5  # no teacher: nothing to blame
-    with pytest.raises(ConfigError, match=r"^infer\.window_seconds: 0\.5 s is shorter than BirdNET's 3-s chunk"):
-        load_config(None, ["infer.window_seconds=0.5", "infer.context_seconds=0.5", "infer.tta_shifts=[0]",
+    cfg = load_config(None, ["infer.window_seconds=2", "infer.context_seconds=2", "infer.tta_shifts=[0]"])
+    assert cfg.infer.window_seconds == 2  # no teacher: nothing to blame
+    with pytest.raises(ConfigError, match=r"^infer\.window_seconds: 2 s is shorter than BirdNET's 3-s chunk"):
+        load_config(None, ["infer.window_seconds=2", "infer.context_seconds=2", "infer.tta_shifts=[0]",
                            "teacher.infer=birdnet"])  # fmt: skip
+    # a window the row-id grid (<stem>_<end second>) cannot hold is refused at load, teacher or not (issue 49)
+    with pytest.raises(ConfigError, match=r"^infer\.window_seconds: 0\.5 s; row ids name each window's end"):
+        load_config(None, ["infer.window_seconds=0.5", "infer.context_seconds=0.5", "infer.tta_shifts=[0]"])
 
 
 def test_index_settings_solutions_and_counts_are_range_checked(trained_run, tiny_root, tmp_path, capsys):

@@ -47,7 +47,8 @@ def mixup(
     """MixUp inside a batch: each sample, with probability ``mixup_prob``, is mixed with a random partner.
 
     The partner's share w is ``mixup_weight`` when > 0 (1st place: constant 0.5) else min(λ, 1-λ) with
-    λ ~ Beta(α, α). Waveforms and sample weights mix linearly; targets by ``max``, ``sum_clip`` or ``weighted``.
+    λ ~ Beta(α, α). Waveforms and sample weights mix linearly (a mixture with a weight-0 sample keeps weight 0);
+    targets by ``max``, ``sum_clip`` or ``weighted``.
 
     Args:
         wave: (B, N) waveforms (or (B, 1, M, T) spectrograms in the loader-side mode).
@@ -86,7 +87,10 @@ def mixup(
         w = share.view(-1, 1).to(targets.dtype)
         new_t = (1 - w) * targets + w * partner
     new_w = (1 - share) * weights + share * weights[perm]
-    return wave, new_t, new_w
+    # a window without labels (weight 0: a distillation window) makes its mixture unlabelled too: its calls would
+    # otherwise count as negatives of the partner's target
+    unlabelled = (weights == 0) | ((weights[perm] == 0) & on)
+    return wave, new_t, torch.where(unlabelled, torch.zeros_like(new_w), new_w)
 
 
 def spec_augment(mel: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:

@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,9 @@ import pandas as pd
 from birdsed.data.audio import list_audio
 from birdsed.errors import BirdsedError
 from birdsed.scoring.metrics import SubmissionError, solution_labels
+
+if TYPE_CHECKING:
+    from birdsed.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,7 @@ class BirdCLEFData:
     classes: list[str]
     taxonomy: pd.DataFrame
     train: pd.DataFrame
+    labels_file: Path | None = None  # the labelled soundscapes' CSV (``data.soundscape_labels``), or None
 
     @property
     def class_index(self) -> dict[str, int]:
@@ -114,11 +119,11 @@ class BirdCLEFData:
 
     @cached_property
     def labelled_files(self) -> set[str]:
-        """File names listed in ``ROOT/train_soundscapes_labels.csv`` (empty without one)."""
-        path = self.root / LABELS_FILE
-        if not path.is_file():
+        """File names listed in the labelled soundscapes' CSV (``labels_file``, however ``data.soundscape_labels``
+        gave it; empty without one): the one answer every stage asks (pool, agile, background, folds)."""
+        if self.labels_file is None:
             return set()
-        names = _read_csv(path, ("filename",))["filename"].str.strip()
+        names = _read_csv(self.labels_file, ("filename",))["filename"].str.strip()
         return set(names)
 
     @property
@@ -151,7 +156,32 @@ class BirdCLEFData:
         return self.train["primary_label"].value_counts().reindex(self.classes, fill_value=0)
 
 
-def load_birdclef(root: str | Path, check_files: bool = True, min_rating: float = 0.0) -> BirdCLEFData:
+def labels_file(root: str | Path, setting: str = "auto") -> Path | None:
+    """The labelled soundscapes' CSV by ``data.soundscape_labels``: ``auto`` → ``ROOT/train_soundscapes_labels.csv``
+    where it exists, ``none`` → None, else that path (which must exist).
+
+    Raises:
+        DataError: a path that is not a file.
+    """
+    if setting == "none":
+        return None
+    path = Path(root) / LABELS_FILE if setting == "auto" else Path(setting)
+    if setting == "auto":
+        return path if path.is_file() else None
+    if not path.is_file():
+        raise DataError(f"data.soundscape_labels: {path} is not a file (auto: ROOT/{LABELS_FILE} if present; none)")
+    return path
+
+
+def load_data(cfg: Config, **kwargs: Any) -> BirdCLEFData:
+    """``cfg.data.root`` read with ``cfg``'s labelled soundscapes (``data.soundscape_labels``): what every stage
+    that asks which soundscapes are labelled loads."""
+    return load_birdclef(cfg.data.root, labels=cfg.data.soundscape_labels, **kwargs)
+
+
+def load_birdclef(
+    root: str | Path, check_files: bool = True, min_rating: float = 0.0, labels: str = "auto"
+) -> BirdCLEFData:
     """Read and validate a BirdCLEF-format folder.
 
     Errors (DataError): missing train.csv/taxonomy.csv or columns, duplicate recordings, primary labels absent
@@ -162,8 +192,10 @@ def load_birdclef(root: str | Path, check_files: bool = True, min_rating: float 
         root: the folder.
         check_files: verify that every train.csv file exists under train_audio/.
         min_rating: drop recordings whose rating is below this (unrated or 0-rated ones are kept).
+        labels: ``data.soundscape_labels`` (:func:`labels_file`).
     """
     root = Path(root)
+    found = labels_file(root, labels)  # first: a bad setting fails before the folder is read
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
     tax = read_taxonomy(root / "taxonomy.csv")
@@ -205,12 +237,12 @@ def load_birdclef(root: str | Path, check_files: bool = True, min_rating: float 
                 + (" ..." if len(missing) > 10 else "")
             )
 
-    data = BirdCLEFData(root=root, classes=classes, taxonomy=tax, train=train.reset_index(drop=True))
+    data = BirdCLEFData(root=root, classes=classes, taxonomy=tax, train=train.reset_index(drop=True), labels_file=found)
     empty = data.soundscape_only
     if empty:
         covered = (
-            f"; they are learnt from {LABELS_FILE} (or a teacher)"
-            if (root / LABELS_FILE).is_file()
+            f"; they are learnt from {found.name} (or a teacher)"
+            if found is not None
             else f"; without {LABELS_FILE} only a teacher covers them"
         )
         log.warning("%s: %d class(es) have no focal recording: %s%s", train_path, len(empty), empty[:20], covered)

@@ -29,7 +29,7 @@ from sklearn.model_selection import GroupKFold
 
 from birdsed.config import NAME_PATTERN, Config
 from birdsed.data.audio import AudioError, audio_info, list_audio
-from birdsed.data.folder import LABELS_FILE, DataError, SoundscapeLabels
+from birdsed.data.folder import DataError, SoundscapeLabels, labels_file
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,8 @@ def read_labelled_windows(
             past its file's end, a label absent from the taxonomy, a listed file missing from `folder`.
     """
     path, folder = Path(path), Path(folder)
+    if group_by == "site" and "(?P<site>" not in pattern:
+        raise DataError("data.val_group=site: data.name_pattern has no (?P<site>...) group to group by; use file")
     df = _read(path)
     start = df["start"].map(parse_seconds)
     end = df["end"].map(parse_seconds)
@@ -167,7 +169,11 @@ def read_labelled_windows(
     table["key"] = "train_soundscapes/" + table["filename"]
     table["row_id"] = [f"{s}_{round(e)}" for s, e in zip(stems, table["end"], strict=True)]
     if group_by == "site":
-        table["group"] = [name_fields(s, pattern).get("site", s) for s in stems]
+        sites = [name_fields(s, pattern).get("site") for s in stems]
+        if not any(sites):
+            log.warning("data.val_group=site: no labelled soundscape's name gives a site (data.name_pattern): "
+                        "each file is its own group")  # fmt: skip
+        table["group"] = [site or s for site, s in zip(sites, stems, strict=True)]
     else:
         table["group"] = table["filename"]
     table["fold"] = _folds(table["group"], n_folds)
@@ -175,15 +181,24 @@ def read_labelled_windows(
 
 
 def _read(path: Path) -> pd.DataFrame:
+    """The labels CSV as text: a byte-order mark, CRLF line ends, spaces around names and a trailing comma on every
+    row (as spreadsheets export it) are read as the same table; no rows is an error."""
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig")
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise DataError(f"{path}: cannot parse as CSV ({str(err).splitlines()[0]})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    df = df.loc[:, [c for c in df.columns if c and not c.startswith("Unnamed:")]]  # a trailing comma's empty column
     need = ("filename", "start", "end", "primary_label")
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(df.columns)})")
-    df["filename"] = df["filename"].str.strip()
+    if df.empty:
+        raise DataError(
+            f"{path}: lists no window (a header only); give labelled windows or data.soundscape_labels=none"
+        )
+    for c in need:
+        df[c] = df[c].str.strip()
     bad = df["filename"].map(lambda f: not f or "/" in f or "\\" in f)
     if bad.any():
         line = int(np.flatnonzero(bad)[0]) + 2
@@ -239,13 +254,9 @@ def read_if_present(cfg: Config, root: Path, classes: list[str]) -> LabelledWind
     ``ROOT/train_soundscapes_labels.csv`` where it exists, ``none`` ignores it, anything else is a path that must
     exist; windows of ``infer.window_seconds``, folds by ``soundscape_folds`` and ``val_group``."""
     d = cfg.data
-    if d.soundscape_labels == "none":
+    path = labels_file(root, d.soundscape_labels)
+    if path is None:
         return None
-    path = root / LABELS_FILE if d.soundscape_labels == "auto" else Path(d.soundscape_labels)
-    if d.soundscape_labels == "auto" and not path.is_file():
-        return None
-    if not path.is_file():
-        raise DataError(f"data.soundscape_labels: {path} is not a file (auto: ROOT/{LABELS_FILE} if present; none)")
     return read_labelled_windows(
         path, root / "train_soundscapes", classes, cfg.infer.window_seconds, d.val_group, d.soundscape_folds,
         d.name_pattern,

@@ -8,17 +8,24 @@ specialist (``infer.*``), then the external teacher and the agile model blended 
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-from birdsed.config import Config
+from birdsed.config import Config, ConfigError
+from birdsed.data.folder import DataError
 from birdsed.inference.ensemble import Member
 from birdsed.inference.submit import InferResult, describe_entry, infer_folder, load_ensemble, output_columns
+from birdsed.scoring.metrics import read_table
 from birdsed.teacher.source import TeacherTable, teacher_source, with_teacher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,7 +62,8 @@ def predict(
 
     Args:
         cfg: the settings (``infer.*``, ``teacher.*``; ``data.root`` is where the teacher's taxonomy is looked for).
-        models: checkpoints (``.pt``, run or export folders) or members already loaded.
+        models: checkpoints (``.pt``, run or export folders) or members already loaded; none: the teacher alone
+            (``teacher.infer``, with its agile model and soundscape students) makes the submission.
         sample_submission: the submission's columns (else the first member's classes).
         files: a subset of the folder's files (default: all).
         device: default :func:`device_for`.
@@ -66,6 +74,8 @@ def predict(
     """
     if cfg.infer.threads:
         torch.set_num_threads(cfg.infer.threads)
+    if not models:
+        return _teacher_alone(cfg, Path(soundscapes), sample_submission, files, columns)
     device = device or device_for(cfg)
     members = (
         list(models) if models and isinstance(models[0], Member) else load_ensemble(list(models), cfg.infer, device)  # type: ignore[arg-type]
@@ -77,3 +87,58 @@ def predict(
     table = teacher(Path(soundscapes)) if teacher is not None else None
     submission = with_teacher(result.submission, table, cfg) if table is not None else result.submission
     return Prediction(submission, result, members, columns, table)
+
+
+def _teacher_alone(
+    cfg: Config,
+    soundscapes: Path,
+    sample_submission: str | Path | None,
+    files: Sequence[Path] | None,
+    columns: list[str] | None,
+) -> Prediction:
+    """The submission of the teacher alone: its table's rows for every file it read; a file it could not read, and
+    a class it has no opinion of, get 1 / C (a logged fallback: the submission stays complete).
+
+    Raises:
+        ConfigError: no teacher (``teacher.infer`` empty), or no sample submission to take the columns from.
+    """
+    from birdsed.data.audio import list_audio
+    from birdsed.data.folder import check_unique_stems, row_ids
+    from birdsed.inference.submit import _expected_windows, window_spec
+
+    if not cfg.teacher.infer:
+        raise ConfigError("no --checkpoint and no teacher.infer: there is nothing to predict with")
+    if columns is None:
+        if sample_submission is None:
+            raise ConfigError("the teacher alone needs --sample-submission for the submission's columns")
+        columns = [str(c) for c in read_table(sample_submission, "the sample submission").columns[1:]]
+    files = list_audio(soundscapes) if files is None else list(files)
+    if not files:
+        raise DataError(f"{soundscapes}: no audio files (ogg/flac/wav/mp3) to predict")
+    check_unique_stems(files, soundscapes)
+    source = teacher_source(cfg, columns)
+    t0 = time.perf_counter()
+    table = source(soundscapes) if source is not None else None
+    assert table is not None
+    known = table.table.reindex(columns=columns)
+    stems = known.index.str.rsplit("_", n=1).str[0]
+    spec = window_spec(cfg.infer, cfg.audio.sample_rate)
+    result = InferResult(submission=pd.DataFrame())
+    ids: list[str] = []
+    for path in files:
+        n = int((stems == path.stem).sum())
+        if n == 0:
+            n = _expected_windows(path, spec)
+            result.fallback_files[str(path)] = "the teacher could not read it"
+            log.warning("%s: the teacher has no rows for it; its %d row(s) use the fallback 1/C", path, n)
+        ids += row_ids(path.stem, n, cfg.infer.window_seconds)
+        result.files += 1
+        result.audio_seconds += n * cfg.infer.window_seconds
+    values = known.reindex(ids).to_numpy(dtype=np.float64)
+    lacking = [c for c, ok in zip(columns, np.isfinite(values).any(axis=0), strict=True) if not ok]
+    if lacking:
+        log.warning("%d class(es) the teacher has no opinion of get the fallback 1/C: %s", len(lacking), lacking[:10])
+    sub = pd.DataFrame(np.clip(np.where(np.isfinite(values), values, 1.0 / len(columns)), 0, 1), columns=columns)
+    sub.insert(0, "row_id", ids)
+    result.submission, result.seconds = sub, time.perf_counter() - t0
+    return Prediction(sub, result, [], columns, table)

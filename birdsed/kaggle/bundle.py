@@ -40,6 +40,7 @@ from birdsed.errors import BirdsedError
 from birdsed.kaggle.image import IMAGE, NOTEBOOK_NEEDS, PLATFORM, PYTHON, RUNTIME_NEEDS, TEACHER_NEEDS
 from birdsed.outputs import atomic_write, check_dir_output, mark_output, read_json, staged_dir
 from birdsed.rules import renamed_keys
+from birdsed.teacher.windows import STUDENT_FILE, load_students
 
 if TYPE_CHECKING:
     from birdsed.inference.ensemble import Member
@@ -165,6 +166,12 @@ def _settings(cfg: Config, models: Path) -> dict[str, Any]:
             name = name if name.endswith(src.suffix) else name + src.suffix
             shutil.copyfile(src, models / name)
             section[key] = name
+    names = []
+    for i, run in enumerate(cfg.teacher.student):  # the soundscape students: their student.pt, named in order
+        src = Path(run) / STUDENT_FILE if Path(run).is_dir() else Path(run)
+        names.append(f"student_{i}.pt")
+        shutil.copyfile(src, models / names[-1])
+    teacher["student"] = names
     teacher["taxonomy"] = ""  # the competition's, found beside the test soundscapes in the notebook
     infer["threads"] = 0
     return {"infer": infer, "teacher": teacher}
@@ -190,6 +197,7 @@ def load_bundle(models_dir: str | Path, overrides: Sequence[str] = (), taxonomy:
     for key in ("agile", "mapping"):
         if teacher[key]:
             teacher[key] = str(models_dir / teacher[key])
+    teacher["student"] = [str(models_dir / name) for name in teacher.get("student", [])]
     if teacher["infer"] == "birdnet" and taxonomy is not None:
         teacher["taxonomy"] = str(taxonomy)
     cfg = load_config(settings, overrides)
@@ -198,6 +206,8 @@ def load_bundle(models_dir: str | Path, overrides: Sequence[str] = (), taxonomy:
     missing = [m for m in meta["members"] if not (models_dir / m / "model.json").is_file()]
     if missing:
         raise ConfigError(f"{path}: member folder(s) {missing} missing or incomplete in {models_dir}")
+    if not meta["members"]:  # the teacher alone (BirdNET, its agile model and soundscape students)
+        return cfg, []
     return cfg, load_ensemble([models_dir / m for m in meta["members"]], cfg.infer, "cpu")
 
 
@@ -223,7 +233,7 @@ def predict_competition(
 
 def notebook_needs(cfg: Config) -> list[str]:
     """Distributions the notebook imports for this ensemble (birdsed's inference, its runtime, its teacher)."""
-    return [*NOTEBOOK_NEEDS, *RUNTIME_NEEDS[cfg.infer.runtime], *TEACHER_NEEDS.get(cfg.teacher.infer, [])]
+    return [*NOTEBOOK_NEEDS, *RUNTIME_NEEDS.get(cfg.infer.runtime, []), *TEACHER_NEEDS.get(cfg.teacher.infer, [])]
 
 
 def _parameters(comp: str, wheels: str, models: str, working: str, threads: int) -> str:
@@ -315,12 +325,12 @@ def make_bundle(
     from birdsed.kaggle.wheels import ship_wheels
 
     target.check()
-    if cfg.infer.runtime not in RUNTIMES:
+    if checkpoints and cfg.infer.runtime not in RUNTIMES:  # (the teacher alone runs no member)
         raise ConfigError(
             f"infer.runtime: a bundle runs {' or '.join(RUNTIMES)} on Kaggle's CPU, not {cfg.infer.runtime}"
         )
-    if not checkpoints:
-        raise ConfigError("--checkpoint: give at least one")
+    if not checkpoints and cfg.teacher.infer != "birdnet":
+        raise ConfigError("--checkpoint: give at least one, or teacher.infer=birdnet (the teacher alone)")
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     if dry_run and ".".join(target.python.split(".")[:2]) != here:
         raise BundleError(
@@ -333,11 +343,15 @@ def make_bundle(
         out, kind="bundle", inputs=(*checkpoints, sample_data, *find_links), overwrite=overwrite, create=False
     )
     setting_files(cfg)  # every input checked before the first export
+    for run in cfg.teacher.student:
+        load_students(run)
     names = member_names(checkpoints)
     with staged_dir(out) as stage:
         mark_output(stage, "bundle")
         models = write_models(checkpoints, cfg, stage / "models", target)
-        sample = _sample_root(sample_data, models)  # before the downloads: a bad folder fails fast
+        sample = _sample_root(
+            sample_data or (None if checkpoints else cfg.data.root), models
+        )  # before the downloads: a bad folder fails fast
         shipped = ship_wheels(
             notebook_needs(cfg), stage / "wheels", target.python, target.platform, list(find_links), no_index
         )
@@ -373,6 +387,13 @@ def _sample_root(sample_data: str | Path | None, models: Path) -> Path:
     return root
 
 
+def _columns(sample: Path) -> list[str]:
+    """The sample submission's classes (a bundle of the teacher alone has no member to take them from)."""
+    from birdsed.scoring.metrics import read_table
+
+    return [str(c) for c in read_table(sample / "sample_submission.csv", "the sample submission").columns[1:]]
+
+
 def _sample_files(root: Path, n: int) -> list[Path]:
     from birdsed.data.audio import list_audio
 
@@ -392,7 +413,8 @@ def _budget(members: list[Member], cfg: Config, cores: int, soundscapes: int, sa
         from birdsed.inference.submit import output_columns
         from birdsed.teacher.source import teacher_source
 
-        teacher = teacher_source(cfg, output_columns(members, sample / "sample_submission.csv"))
+        columns = output_columns(members, sample / "sample_submission.csv") if members else _columns(sample)
+        teacher = teacher_source(cfg, columns)
     b = measure(members, cfg.infer, soundscapes, 1.0, cores, teacher=teacher)
     print(
         f"budget: {len(members)} model(s) x {len(cfg.infer.tta_shifts)} shift(s)"

@@ -140,6 +140,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a birdsed checkpoint (a Lightning .ckpt? use the run's best.pt)")
+    missing = [k for k in ("config", "classes", "state_dict") if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: damaged birdsed checkpoint: no {', '.join(missing)}")
+    classes = payload["classes"]
+    if not isinstance(classes, list | tuple) or not classes or not all(isinstance(c, str) for c in classes):
+        raise CheckpointError(f"{path}: damaged birdsed checkpoint: its class list is not a list of names")
+    if len(set(classes)) != len(classes):
+        raise CheckpointError(f"{path}: damaged birdsed checkpoint: its class list names a class twice")
     return payload
 
 
@@ -150,7 +158,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     cfg.model.pretrained_weights = ""  # the weights below replace any starting point
     classes = list(payload["classes"])
     model = build_model(cfg, len(classes), pretrained=False)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).strip().splitlines()
+        raise CheckpointError(
+            f"{path}: damaged birdsed checkpoint: its weights do not fit its own config and {len(classes)} classes "
+            f"({first[1].strip() if len(first) > 1 else first[0][:200]})"
+        ) from None
     return model.to(device).eval(), cfg, classes
 
 

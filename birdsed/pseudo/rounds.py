@@ -23,7 +23,7 @@ import pandas as pd
 from birdsed.config import Config, save_config
 from birdsed.data.cache import WaveStore
 from birdsed.data.datasets import PseudoChunks
-from birdsed.data.folder import BirdCLEFData, load_birdclef, split_row_ids
+from birdsed.data.folder import BirdCLEFData, load_data, split_row_ids
 from birdsed.data.prepare import ensure_cache
 from birdsed.errors import BirdsedError
 from birdsed.inference.ensemble import load_member
@@ -377,7 +377,7 @@ def run_pseudo(
 def _run_pseudo(cfg: Config, root: Path, overwrite: bool, resume: bool) -> PseudoSummary:
     """:func:`run_pseudo` under the folder's lock."""
     check_run_dir(root, overwrite, resume)
-    data = load_birdclef(cfg.data.root)
+    data = load_data(cfg)
     if cfg.pseudo.rounds:
         check_pool(cfg, data)
     given = [str(resolve_checkpoint(c)) for c in cfg.pseudo.init_checkpoints]

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
-from birdsed.outputs import atomic_write, check_file_output, record_output
+from birdsed.outputs import atomic_path, atomic_write, check_file_output, record_output
 from birdsed.reports.listen import describe, page_megabytes
 from birdsed.reports.plots import plot_calibration, plot_curves, plot_rounds, plot_study, plot_training, plot_window
 from birdsed.reports.report import EVALUATIONS, TITLES, Listening, Report, ReportError, StudyView, to_json
@@ -330,8 +330,12 @@ def write_report(report: Report, out: str | Path, screenshot: str | Path | None 
 
     With `screenshot`, headless Chromium also renders the page to that PNG.
     """
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ReportError(f"--out {out}: the page is an .html file (its numbers go beside it as .json)")
     out = check_file_output(out, kind="report")
     beside = check_file_output(out.with_suffix(".json"), kind="report-json")
+    shot = check_file_output(screenshot, (out,), kind="screenshot") if screenshot else None
     numbers = to_json(report)
     page = render_html(report, numbers)
     had = beside.exists()
@@ -344,6 +348,8 @@ def write_report(report: Report, out: str | Path, screenshot: str | Path | None 
         raise
     record_output(beside, "report-json")
     record_output(out, "report")
-    if screenshot:
-        screenshot_html(out, Path(screenshot))
+    if shot is not None:  # rendered beside, then renamed: a failed render leaves what was there
+        with atomic_path(shot) as tmp:
+            screenshot_html(out, Path(tmp))
+        record_output(shot, "screenshot")
     return out

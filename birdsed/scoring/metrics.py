@@ -5,6 +5,7 @@ runs before scoring.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -149,9 +150,14 @@ def read_table(path: str | Path, what: str) -> pd.DataFrame:
     if not path.is_file():
         raise SubmissionError(f"{path}: {what} file not found")
     try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = [h.strip() for h in next(csv.reader(f), [])]
         df = pd.read_csv(path, dtype={"row_id": str})
     except Exception as err:
         raise SubmissionError(f"{path}: cannot parse {what} as CSV ({err})") from None
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise SubmissionError(f"{path}: {what} names column(s) {twice[:5]} more than once")
     if "row_id" not in df.columns:
         raise SubmissionError(f"{path}: {what} has no row_id column")
     df.columns = [str(c) for c in df.columns]

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from birdsed.config import Config, to_yaml
-from birdsed.data.folder import BirdCLEFData, load_birdclef
+from birdsed.data.folder import BirdCLEFData, load_data
 from birdsed.data.soundscapes import LabelledWindows, read_if_present
 from birdsed.errors import BirdsedError
 from birdsed.inference.predict import predict
@@ -63,13 +63,29 @@ class Choice:
 
     teacher_weight: float
     agile_fill_weight: float
-    oof_auc: float  # the choice procedure, nested: each fold blended with the shares chosen on the others
+    student_weight: float  # the soundscape students' share in the teacher (teacher.student_weight)
+    oof_auc: float  # the kept entry, out of fold: the nested figure of the choice where kept, else the safe entry's
+    procedure_auc: float  # the choice procedure, nested: each fold blended with the shares chosen on the others
     baseline_auc: float  # BirdNET + agile (both shares 1) on the same windows
-    student_auc: float  # the student alone
+    student_auc: float  # the students alone (SED and soundscape students' mean)
     windows: int
     folds: list[dict] = field(default_factory=list)
     infer: dict = field(default_factory=dict)  # the student's chosen inference settings (TTA shifts, clip weight)
     variants: dict = field(default_factory=dict)  # each variant's students-alone figure
+
+    def settings(self) -> str:
+        """The chosen keys as ``key=value`` words."""
+        words = [
+            f"teacher.infer_weight={self.teacher_weight:g}",
+            f"teacher.agile_fill_weight={self.agile_fill_weight:g}",
+            f"teacher.student_weight={self.student_weight:g}",
+        ]
+        if self.infer:
+            words += [
+                f"infer.tta_shifts={self.infer['tta_shifts']}",
+                f"infer.clip_weight={self.infer['clip_weight']:g}",
+            ]
+        return " ".join(words)
 
 
 def teacher_on_windows(
@@ -120,8 +136,16 @@ def held_out_rows(runs: list[Path], lw: LabelledWindows, classes: list[str]) -> 
         if len(unknown):
             raise ChooseError(f"{path}: rows that are not labelled windows of this folder, e.g. {list(unknown[:3])}")
         rows = index.loc[preds.index].to_numpy()
-        if len(np.unique(lw.table["fold"].to_numpy()[rows])) != 1:
+        folds = lw.table["fold"].to_numpy()
+        if len(np.unique(folds[rows])) != 1:
             raise ChooseError(f"{path}: its rows span several folds here; use the run's data.soundscape_* settings")
+        whole = int((folds == folds[rows[0]]).sum())
+        gaps = int((~np.isfinite(preds.to_numpy(dtype=float))).any(axis=1).sum())
+        if len(rows) != whole or gaps:
+            raise ChooseError(
+                f"{path}: damaged: {len(rows)} of fold {folds[rows[0]]}'s {whole} labelled windows, {gaps} with "
+                "missing values (cut short?); retrain the run or remove it"
+            )
         held[Path(run)] = rows
     return held
 
@@ -163,24 +187,52 @@ def student_variants(
     return out
 
 
-def blend(student: np.ndarray, teacher: np.ndarray, weight: float, fill: float, agile_only: np.ndarray) -> np.ndarray:
-    """As ``birdsed infer`` blends: the teacher's share `weight` in the classes BirdNET knows, `fill` in those only
-    the agile model knows (`agile_only`, (C,) bool), the student alone where the teacher has no opinion. (M, C)."""
+def blend(
+    student: np.ndarray,
+    teacher: np.ndarray,
+    weight: float,
+    fill: float,
+    agile_only: np.ndarray,
+    soundscape: np.ndarray | None = None,
+    share: float = 0.0,
+    mode: str = "mean",
+) -> np.ndarray:
+    """As ``birdsed infer`` blends: the soundscape students (`soundscape`) join the teacher at their share `share`
+    (``teacher.student_weight``; they alone where the teacher has no opinion), then that teacher takes `weight` in
+    the classes BirdNET knows, `fill` in those only the agile model knows (`agile_only`, (C,) bool), the SED
+    students alone where the teacher has no opinion. (M, C)."""
+    if soundscape is not None:
+        teacher = blend_teacher(soundscape, teacher, 1.0 - share)
     shares = np.where(agile_only, fill, weight)
-    return blend_teacher(student, teacher, shares)
+    return blend_teacher(student, teacher, shares, mode)
+
+
+SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the soundscape students' share in the teacher, the safe side first
+
+
+def _candidates(n_variants: int, sed: bool, soundscape: bool) -> list[tuple[int, float, float, float]]:
+    """(variant, teacher share, agile fill, soundscape share), the safe entry first: without SED students their
+    shares stay 1 (nothing to share with), without soundscape students theirs 0."""
+    grid = GRID if sed else (1.0,)
+    return list(product(range(n_variants), grid, grid, SHARES if soundscape else (0.0,)))
 
 
 def _best(
-    y: np.ndarray, students: list[np.ndarray], teacher: np.ndarray, agile_only: np.ndarray
-) -> tuple[int, float, float]:
-    """(variant, teacher share, agile fill) with the best macro AUC; ties go to the earlier variant (the config's
-    own) and the larger teacher shares (GRID's order)."""
-    best, pick = -np.inf, (0, 1.0, 1.0)
-    for v, student in enumerate(students):
-        for w, f in product(GRID, GRID):
-            auc = macro_auc(y, blend(student, teacher, w, f, agile_only))
-            if auc > best + 1e-12:
-                best, pick = auc, (v, w, f)
+    y: np.ndarray,
+    students: list[np.ndarray],
+    teacher: np.ndarray,
+    agile_only: np.ndarray,
+    soundscape: np.ndarray | None,
+    candidates: list[tuple[int, float, float, float]],
+    mode: str,
+) -> tuple[int, float, float, float]:
+    """The candidate with the best macro AUC; ties go to the earlier one (the config's own variant, the larger
+    teacher shares, the smaller soundscape share)."""
+    best, pick = -np.inf, candidates[0]
+    for v, w, f, s in candidates:
+        auc = macro_auc(y, blend(students[v], teacher, w, f, agile_only, soundscape, s, mode))
+        if auc > best + 1e-12:
+            best, pick = auc, (v, w, f, s)
     return pick
 
 
@@ -191,61 +243,106 @@ def choose_shares(
     agile_only: np.ndarray,
     folds: np.ndarray,
     variants: list[dict] | None = None,
+    soundscape: np.ndarray | None = None,
+    mode: str = "mean",
 ) -> Choice:
-    """The students' inference variant and the teacher's shares, chosen on all windows; their nested out-of-fold
-    figure and the baselines'. Shapes: y, each of `students` (one per variant), teacher (M, C); agile_only (C,)
-    bool; folds (M,)."""
+    """The SED students' inference variant, the teacher's shares and the soundscape students' share, chosen on all
+    windows; their nested out-of-fold figure and the baselines'. Shapes: y, each of `students` (one per variant;
+    empty: no SED students), teacher, soundscape (M, C); agile_only (C,) bool; folds (M,).
+
+    ``oof_auc`` is the figure of the entry kept: the nested figure of the choice where it beat the safe entry (and
+    the choice is kept), else the safe entry's (the choice is dropped, and so is its figure: ``procedure_auc``)."""
+    sed = bool(students)
+    students = students or [np.full_like(teacher, np.nan)]
     variants = variants or [{} for _ in students]
-    oof = np.full_like(teacher, np.nan)
-    per_fold = []
+    candidates = _candidates(len(students), sed, soundscape is not None)
+    per_fold, chosen_aucs, safe_aucs = [], [], []
     for k in np.unique(folds):
         held = folds == k
-        v, w, f = _best(y[~held], [s[~held] for s in students], teacher[~held], agile_only)
-        oof[held] = blend(students[v][held], teacher[held], w, f, agile_only)
+        part = None if soundscape is None else soundscape[~held]
+        v, w, f, s = _best(y[~held], [x[~held] for x in students], teacher[~held], agile_only, part, candidates, mode)
+        here = None if soundscape is None else soundscape[held]
+        chosen_aucs.append(macro_auc(y[held], blend(students[v][held], teacher[held], w, f, agile_only, here, s, mode)))
+        safe_aucs.append(
+            macro_auc(y[held], blend(students[v][held], teacher[held], 1.0, 1.0, agile_only, here, 0.0, mode))
+        )
         per_fold.append({"fold": int(k), "windows": int(held.sum()), "infer": variants[v], "teacher_weight": w,
-                         "agile_fill_weight": f})  # fmt: skip
-    v, w, f = _best(y, students, teacher, agile_only)
-    oof_auc = macro_auc(y, oof)
-    safe = macro_auc(y, blend(students[v], teacher, 1.0, 1.0, agile_only))
-    if (w, f) != (1.0, 1.0) and not oof_auc > safe:
+                         "agile_fill_weight": f, "student_weight": s, "auc": chosen_aucs[-1],
+                         "safe_auc": safe_aucs[-1]})  # fmt: skip
+    v, w, f, s = _best(y, students, teacher, agile_only, soundscape, candidates, mode)
+    # each fold scored on its own windows and the folds averaged: folds blended with other shares are never ranked
+    # against each other (a pooled AUC would mix their scales), and the safe entry is scored the same way, paired
+    procedure, safe = float(np.nanmean(chosen_aucs)), float(np.nanmean(safe_aucs))
+    kept = procedure
+    if (w, f, s) != (1.0, 1.0, 0.0) and not procedure > safe:
         # the procedure that chose a student share did not beat the safe entry out of fold: keep the safe shares
         log.warning(
-            "choose: a student share (teacher %g, agile fill %g) wins in sample, but choosing one scored %.4f out of "
-            "fold against the safe entry's %.4f: the safe shares (1, 1) are kept", w, f, oof_auc, safe,
+            "choose: student shares (teacher %g, agile fill %g, soundscape students %g) win in sample, but choosing "
+            "them scored %.4f out of fold against the safe entry's %.4f: the safe shares are kept", w, f, s,
+            procedure, safe,
         )  # fmt: skip
-        w, f = 1.0, 1.0
+        w, f, s, kept = 1.0, 1.0, 0.0, safe
+    alone = [x for x in (students[v] if sed else None, soundscape) if x is not None]
     return Choice(
         teacher_weight=w,
         agile_fill_weight=f,
-        oof_auc=oof_auc,
+        student_weight=s,
+        oof_auc=kept,
+        procedure_auc=procedure,
         baseline_auc=safe,
-        student_auc=macro_auc(y, students[v]),
+        student_auc=macro_auc(y, np.nanmean(alone, axis=0)) if alone else float("nan"),
         windows=len(y),
         folds=per_fold,
         infer=variants[v],
-        variants={str(var): round(macro_auc(y, s), 4) for var, s in zip(variants, students, strict=True)},
+        variants={str(var): round(macro_auc(y, x), 4) for var, x in zip(variants, students, strict=True)}
+        if sed
+        else {},
     )
 
 
-def run_choose(cfg: Config, teacher_dir: str | Path, runs: list[str | Path], out: str | Path) -> Choice:
-    """``birdsed choose``: choose ``teacher.infer_weight`` and ``teacher.agile_fill_weight`` on the folder's labelled
-    soundscapes (see the module's text); write `out` (the config with the chosen shares, ``infer``'s CONFIG)
-    and ``<out>.json`` (the figures)."""
+def soundscape_rows(runs: list[Path], lw: LabelledWindows, classes: list[str]) -> np.ndarray:
+    """(M, C) the soundscape students' predictions of the labelled windows they held out (their
+    ``labelled_preds.csv``; the mean where several runs held a window out, NaN where none did)."""
+    held = held_out_rows(runs, lw, classes)
+    total, count = np.zeros((len(lw), len(classes))), np.zeros(len(lw))
+    for run, rows in held.items():
+        preds = read_teacher(Path(run) / "labelled_preds.csv", classes)
+        total[rows] += preds.loc[lw.table["row_id"].iloc[rows], classes].to_numpy(dtype=np.float64)
+        count[rows] += 1
+    out = np.full_like(total, np.nan)
+    out[count > 0] = total[count > 0] / count[count > 0, None]
+    return out
+
+
+def run_choose(
+    cfg: Config, teacher_dir: str | Path, runs: list[str | Path], out: str | Path, students: list[str | Path] = ()
+) -> Choice:
+    """``birdsed choose``: choose ``teacher.infer_weight``, ``teacher.agile_fill_weight`` and, given soundscape
+    students (`students`, ``birdsed student`` runs), ``teacher.student_weight`` on the folder's labelled soundscapes
+    (see the module's text); write `out` (the config with the chosen shares, ``infer``'s CONFIG) and ``<out>.json``
+    (the figures)."""
+    if not runs and not students:
+        raise ChooseError("nothing to choose a share for: give --runs (SED students) and/or --students")
     out = check_file_output(out, kind="entry")
     record = check_file_output(Path(f"{out}.json"), kind="entry-json")
-    data = load_birdclef(cfg.data.root)
+    data = load_data(cfg)
     lw = read_if_present(cfg, data.root, data.classes)
     if lw is None:
         raise ChooseError(
             f"{data.root}: no labelled soundscapes (train_soundscapes_labels.csv) to choose on; keep the safe "
-            "defaults (teacher.infer_weight=1, teacher.agile_fill_weight=1)"
+            "defaults (teacher.infer_weight=1, teacher.agile_fill_weight=1, teacher.student_weight=0)"
         )
     teacher, agile_only = teacher_on_windows(cfg, data, Path(teacher_dir), lw)
-    held = held_out_rows([Path(r) for r in runs], lw, data.classes)
-    variants = student_variants(cfg, data.root, held, lw, data.classes)
-    covered = np.isfinite(variants[0][1]).all(axis=1)
+    variants = []
+    if runs:
+        variants = student_variants(cfg, data.root, held_out_rows([Path(r) for r in runs], lw, data.classes), lw,
+                                    data.classes)  # fmt: skip
+    soundscape = soundscape_rows([Path(r) for r in students], lw, data.classes) if students else None
+    covered = np.ones(len(lw), dtype=bool)
+    for pred in [p for _, p in variants] + ([soundscape] if soundscape is not None else []):
+        covered &= np.isfinite(pred).all(axis=1)
     if not covered.any():
-        raise ChooseError("the runs hold out no labelled window; train with data.soundscape_fold=k (k >= 0)")
+        raise ChooseError("the runs hold out no labelled window in common; train with data.soundscape_fold=k (k >= 0)")
     if not covered.all():
         log.warning(
             "choose: the runs hold out %d of %d labelled windows (folds %s); the choice is made and scored on those",
@@ -254,20 +351,28 @@ def run_choose(cfg: Config, teacher_dir: str | Path, runs: list[str | Path], out
     folds = lw.table["fold"].to_numpy()[covered]
     if len(np.unique(folds)) < 2:
         raise ChooseError("the runs hold out one fold only; nested choice needs runs of at least 2 folds")
-    students = [pred[covered] for _, pred in variants]
-    settings = [v for v, _ in variants]
-    choice = choose_shares(lw.targets[covered], students, teacher[covered], agile_only, folds, settings)
+    choice = choose_shares(
+        lw.targets[covered], [p[covered] for _, p in variants], teacher[covered], agile_only, folds,
+        [v for v, _ in variants], None if soundscape is None else soundscape[covered], cfg.infer.ensemble,
+    )  # fmt: skip
     chosen = copy.deepcopy(cfg)
-    chosen.teacher.infer_weight, chosen.teacher.agile_fill_weight = choice.teacher_weight, choice.agile_fill_weight
-    chosen.infer.tta_shifts, chosen.infer.clip_weight = choice.infer["tta_shifts"], choice.infer["clip_weight"]
+    t = chosen.teacher
+    t.infer_weight, t.agile_fill_weight, t.student_weight = (
+        choice.teacher_weight,
+        choice.agile_fill_weight,
+        choice.student_weight,
+    )
+    if students:
+        t.student = [str(Path(r)) for r in students]
+    if runs:
+        chosen.infer.tta_shifts, chosen.infer.clip_weight = choice.infer["tta_shifts"], choice.infer["clip_weight"]
     head = (
-        f"{MARKER}: teacher.infer_weight={choice.teacher_weight:g} teacher.agile_fill_weight="
-        f"{choice.agile_fill_weight:g} infer.tta_shifts={choice.infer['tta_shifts']} infer.clip_weight="
-        f"{choice.infer['clip_weight']:g}, chosen on {choice.windows} labelled windows of {data.root}; out of fold "
+        f"{MARKER}: {choice.settings()}, chosen on {choice.windows} labelled windows of {data.root}; out of fold "
         f"{choice.oof_auc:.4f} vs BirdNET + agile {choice.baseline_auc:.4f} ({out.name}.json)\n"
     )
     atomic_write(out, head + to_yaml(chosen))
     record_output(out, "entry")
-    atomic_write(record, json.dumps({"birdsed": "choose", **choice.__dict__, "runs": [str(r) for r in runs]}, indent=1))
+    runs_info = {"runs": [str(r) for r in runs], "students": [str(r) for r in students]}
+    atomic_write(record, json.dumps({"birdsed": "choose", **choice.__dict__, **runs_info}, indent=1))
     record_output(record, "entry-json")
     return choice

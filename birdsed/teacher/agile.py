@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from birdsed.config import Config
-from birdsed.data.folder import BirdCLEFData, load_birdclef, split_row_ids
+from birdsed.data.folder import BirdCLEFData, load_data, split_row_ids
 from birdsed.data.soundscapes import read_if_present
 from birdsed.errors import BirdsedError
 from birdsed.teacher.birdnet_tflite import EMBEDDINGS_SUFFIX, read_teacher
@@ -186,8 +187,8 @@ def load_agile(path: str | Path) -> AgileModel:
                 intercept=z["intercept"], info=json.loads(str(z["info"])),
                 blend=z["blend"].astype(bool) if "blend" in z.files else None,
             )  # fmt: skip
-    except (OSError, KeyError, ValueError) as err:
-        raise AgileError(f"{path}: not an agile model ({err})") from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise AgileError(f"{path}: not an agile model, or damaged ({type(err).__name__}: {err})") from None
     d = len(model.mean)
     if model.coef.shape != (len(model.classes), d) or model.intercept.shape != (len(model.classes),):
         raise AgileError(f"{path}: inconsistent shapes coef {model.coef.shape}, intercept {model.intercept.shape}")
@@ -207,8 +208,8 @@ def read_embeddings(path: str | Path) -> tuple[pd.Index, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             ids, x = z["row_id"].astype(str), z["embeddings"].astype(np.float32)
-    except (OSError, KeyError, ValueError) as err:
-        raise AgileError(f"{path}: not a birdsed embeddings file ({err})") from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise AgileError(f"{path}: not a birdsed embeddings file, or damaged ({type(err).__name__}: {err})") from None
     if x.ndim != 2 or len(ids) != len(x):
         raise AgileError(f"{path}: {len(ids)} row ids but embeddings of shape {x.shape}")
     if not np.isfinite(x).all():
@@ -403,7 +404,7 @@ def fit_gated(
     return model, counts, gate
 
 
-def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileModel:
+def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path, overwrite: bool = False) -> AgileModel:
     """``birdsed agile``: fit on `teacher_dir`'s embeddings with ``cfg.agile``'s settings; write ``OUT/agile.npz``,
     ``OUT/agile.json`` and, for each soundscape folder with embeddings there, two CSVs in the teacher layout:
     ``<folder>.agile.csv`` (the agile model alone) and ``<folder>.csv`` (the teacher with the agile model blended
@@ -413,10 +414,10 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path) -> AgileMod
     from birdsed.outputs import atomic_path, atomic_write, check_dir_output, seal_output
 
     teacher_dir = Path(teacher_dir)
-    data = load_birdclef(cfg.data.root)
+    data = load_data(cfg)
     if Path(out).resolve() == teacher_dir.resolve():
         raise AgileError(f"--out {out}: is the teacher folder; its <folder>.csv files would be replaced")
-    out = check_dir_output(out, kind="agile", inputs=(data.root,))
+    out = check_dir_output(out, kind="agile", inputs=(data.root, teacher_dir), overwrite=overwrite)
     pool, c = cfg.agile.pool, cfg.agile.c
     model, counts, gate = fit_gated(cfg, data, agile_inputs(cfg, data, teacher_dir))
     lacking = [k for k, ok in zip(data.classes, model.known, strict=True) if not ok]

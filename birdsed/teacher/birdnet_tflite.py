@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ClassMapping", "TeacherError", "map_classes", "near_misses", "normalise", "read_overrides"]
 
+CHUNK_BUDGET = 256 * 2**20  # bytes of chunks one call of the teacher holds (a fine stride takes fewer windows)
 EMBEDDINGS_SUFFIX = ".embeddings.npz"  # beside <folder>.csv: row_id and (rows, 1024) float32
 
 
@@ -170,7 +171,8 @@ def window_outputs(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Per 5-s window, the max of the scores of the chunks `rule` gives it (:func:`chunk_offsets`; chunks that
     would start before the audio are left out), and the mean of the embeddings of the chunks lying inside it;
-    `block` windows at a time (a long soundscape never holds all its chunks in memory). A chunk two windows share
+    `block` windows at a time, fewer where their chunks pass :data:`CHUNK_BUDGET` (a long soundscape or a fine
+    stride never holds all its chunks in memory). A chunk two windows share
     is run once.
 
     Args:
@@ -188,6 +190,7 @@ def window_outputs(
     step = round(stride * sr)
     offsets = chunk_offsets(rule, sr, win, chunk, step)  # (J,)
     inside = (offsets >= 0) & (offsets + chunk <= win)
+    block = max(1, min(block, CHUNK_BUDGET // max(1, len(offsets) * chunk * 4)))  # chunks held at once: bounded
     padded = np.zeros(n * win + chunk, dtype=np.float32)  # a chunk may reach past the last window
     padded[: min(len(wave), n * win)] = wave[: n * win]
     scores, embs = [], []
@@ -341,7 +344,7 @@ def load_teacher(
 
 
 def run_teacher(
-    cfg: Config, out: str | Path, folders: list[str], progress: bool = True
+    cfg: Config, out: str | Path, folders: list[str], progress: bool = True, overwrite: bool = False
 ) -> tuple[ClassMapping, dict[str, TeacherResult]]:
     """``birdsed teacher``: predict `folders` of ``cfg.data.root`` with BirdNET into ``OUT/<folder>.csv`` and
     describe it all in ``OUT/teacher.json`` (model file and hash, labels, stride, window rule, class mapping).
@@ -359,7 +362,7 @@ def run_teacher(
             f"{BIRDNET_CHUNK_SECONDS:g}-s chunk"
         )
     data = load_birdclef(cfg.data.root)
-    out = check_dir_output(out, kind="teacher", inputs=(data.root,))
+    out = check_dir_output(out, kind="teacher", inputs=(data.root,), overwrite=overwrite)
     model, mapping = load_teacher(cfg, data.taxonomy, data.root / "taxonomy.csv")
     results: dict[str, TeacherResult] = {}
     rule = cfg.teacher.window_rule

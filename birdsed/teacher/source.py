@@ -16,9 +16,12 @@ import numpy as np
 import pandas as pd
 
 from birdsed.config import Config, ConfigError
+from birdsed.models.sequence import SoundscapeStudent
+from birdsed.teacher.agile import AgileModel
 from birdsed.teacher.birdnet_tflite import read_teacher
 from birdsed.teacher.blend import blend_teacher
 from birdsed.teacher.mapping import TeacherError
+from birdsed.teacher.windows import Folder, load_students, students_probs
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +75,11 @@ def teacher_source(
     from birdsed.teacher.birdnet_tflite import load_teacher, predict_folder
 
     source = cfg.teacher.infer
-    if cfg.teacher.agile and source != "birdnet":
-        raise ConfigError("teacher.agile: an agile model reads BirdNET's embeddings; it needs teacher.infer=birdnet")
+    for key, value in (("agile", cfg.teacher.agile), ("student", cfg.teacher.student)):
+        if value and source != "birdnet":
+            raise ConfigError(
+                f"teacher.{key}: it reads BirdNET's embeddings of the same pass; it needs teacher.infer=birdnet"
+            )
     if not source:
         return None
     if source != "birdnet":
@@ -82,31 +88,50 @@ def teacher_source(
     taxonomy_path, taxonomy = teacher_taxonomy(cfg, columns, member_roots)
     agile = None
     if cfg.teacher.agile:
-        from birdsed.teacher.agile import load_agile, with_agile
+        from birdsed.teacher.agile import load_agile
 
         agile = load_agile(cfg.teacher.agile)
         if agile.classes != columns:
             raise ConfigError(f"teacher.agile: {cfg.teacher.agile} was fitted on other classes than the submission's")
-    model, mapping = load_teacher(cfg, taxonomy, taxonomy_path, embeddings=agile is not None)
+    students = [m for run in cfg.teacher.student for m in load_students(run, columns)]
+    embeddings = agile is not None or bool(students)
+    model, mapping = load_teacher(cfg, taxonomy, taxonomy_path, embeddings=embeddings)
 
     def predict(folder: Path) -> TeacherTable:
         res = predict_folder(
             Path(folder), model, mapping, cfg.teacher.stride, cfg.infer.window_seconds, progress=False,
             window_rule=cfg.teacher.window_rule,
         )  # fmt: skip
-        table = res.table.set_index("row_id").astype(float)
-        lacking = [c for c in columns if not table[c].notna().any()]  # classes BirdNET has no label for
-        if agile is None:
-            return TeacherTable(table)
-        table[columns] = with_agile(
-            table[columns].to_numpy(),
-            agile.predict(res.embeddings),
-            cfg.teacher.agile_weight,
-            agile.blend_mask(cfg.teacher.agile_classes),
-        )
-        return TeacherTable(table, [c for c in lacking if table[c].notna().any()])
+        return teacher_table(cfg, res.table, res.embeddings, columns, agile, students)
 
     return predict
+
+
+def teacher_table(
+    cfg: Config,
+    birdnet: pd.DataFrame,
+    embeddings: np.ndarray | None,
+    columns: list[str],
+    agile: AgileModel | None = None,
+    students: Sequence[SoundscapeStudent] = (),
+) -> TeacherTable:
+    """The teacher of one folder from BirdNET's table (``row_id`` then `columns`, NaN = no opinion) and its (N, D)
+    window embeddings: the agile model blended in (``teacher.agile_weight``), then the soundscape students'
+    mean at ``teacher.student_weight`` (they alone where neither knows a class)."""
+    from birdsed.teacher.agile import with_agile
+
+    table = birdnet.set_index("row_id").astype(float)
+    raw = table[columns].to_numpy()
+    lacking = [c for c in columns if not table[c].notna().any()]  # classes BirdNET has no label for
+    if agile is not None:
+        table[columns] = with_agile(raw, agile.predict(embeddings), cfg.teacher.agile_weight,
+                                    agile.blend_mask(cfg.teacher.agile_classes))  # fmt: skip
+    only = [c for c in lacking if table[c].notna().any()]
+    if students:
+        folder = Folder(table.index, embeddings, raw)
+        ours = students_probs(list(students), folder, cfg.data.name_pattern)
+        table[columns] = blend_teacher(ours, table[columns].to_numpy(), 1.0 - cfg.teacher.student_weight)
+    return TeacherTable(table, only if agile is not None else [])
 
 
 def with_teacher(sub: pd.DataFrame, teacher: TeacherTable, cfg: Config) -> pd.DataFrame:

@@ -133,7 +133,7 @@ class BirdDataModule(L.LightningDataModule):
             table = labelled.table.iloc[self.labelled_rows]
             self.train_keys += [f"{k}@{s:g}s" for k, s in zip(table["key"], table["start"], strict=True)]
         cached = set(store.files)  # the background files the cache holds (an unreadable one is left out)
-        self.background_keys = [k for k, _ in background_sources(cfg, data.root) if k in cached]
+        self.background_keys = [k for k, _ in background_sources(cfg, data) if k in cached]
         self.unlabelled = self._unlabelled_windows() if cfg.train.distill_unlabelled else ([], [])
         self.train_keys += [f"{k}@{s / cfg.audio.sample_rate:g}s" for k, s in zip(*self.unlabelled, strict=True)]
         if pseudo is not None and cfg.pseudo.mode == "extra":

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -93,6 +94,25 @@ def check_resume_config(run_dir: Path, cfg: Config) -> None:
         )
 
 
+# every file a training run or a pseudo folder writes (its rounds are run folders inside it); anything else in a run
+# folder is a user's, and --overwrite refuses to remove it
+RUN_FILES = re.compile(
+    r"^(?:round_\d+/)*(?:logs/.*|checkpoints/last\.ckpt(?:\.part)?|best\.pt|last\.pt|last\.ckpt(?:\.part)?|config\.yaml|metrics\.json|mlflow\.json|oof\.csv"
+    r"|pseudo\.csv|pseudo_meta\.json|pseudo_soundscapes\.json|rounds\.csv|run\.json|soundscape_preds(?:_last)?\.csv"
+    r"|taxonomy\.csv|labelled_preds\.csv|DONE|\.birdsed-run|\..*\.part)$"
+)
+
+
+def foreign_run_files(run_dir: Path) -> list[str]:
+    """Files in `run_dir` that birdsed does not write in a run folder (:data:`RUN_FILES`), and symbolic links."""
+    out = []
+    for p in sorted(run_dir.rglob("*")):
+        name = p.relative_to(run_dir).as_posix()
+        if p.is_symlink() or (p.is_file() and not RUN_FILES.match(name)):
+            out.append(name)
+    return out
+
+
 def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
     """Check what `overwrite`/`resume` will do with `run_dir`, touching nothing (so errors found later in the
     validation of config and data leave an old run as it was).
@@ -122,6 +142,12 @@ def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
         raise RunExistsError(
             f"{run_dir}: --overwrite replaces only birdsed run folders, and this one is not (no {MARKER}, "
             "config.yaml with run.json or rounds.csv); remove it yourself or choose another --out"
+        )
+    foreign = foreign_run_files(run_dir)
+    if foreign:
+        raise RunExistsError(
+            f"{run_dir}: holds {len(foreign)} file(s) birdsed does not write in a run folder "
+            f"({', '.join(foreign[:5])}); move them out first: --overwrite replaces only what birdsed wrote"
         )
     check_dir_output(run_dir.parent)
 

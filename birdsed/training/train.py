@@ -31,7 +31,7 @@ from birdsed.data.datasets import (
 from birdsed.data.folder import (
     BirdCLEFData,
     SoundscapeLabels,
-    load_birdclef,
+    load_data,
     read_soundscape_labels,
 )
 from birdsed.data.prepare import ensure_cache
@@ -419,7 +419,7 @@ def _fit(cfg: Config, run_dir: Path, overwrite: bool, resume: bool, pseudo: Pseu
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    data = load_birdclef(cfg.data.root, min_rating=cfg.data.min_rating)
+    data = load_data(cfg, min_rating=cfg.data.min_rating)
     sol_path = cfg.solution_path
     store = ensure_cache(cfg, data, soundscapes=sol_path is not None)
     soundscapes = None
