@@ -166,12 +166,116 @@ def cases(w: Path, data: Path, run1: Path) -> list[Case]:
              "--out", w / "rc"], 1, "train.accelerator", check=lambda: not (w / "rc").exists()),
         Case("tracebacks", "a truncated last.ckpt, --resume", lambda: ["train", *cfg[:-1], "train.epochs=3",
              "train.progress=false", "--out", w / "run3", "--resume"], 1, "damaged", prepare=truncated_ckpt),
-        Case("tracebacks", "infer.window_seconds=0.5 without a teacher blames no teacher key", lambda: ["prepare",
-             *cfg, "infer.window_seconds=0.5", "infer.context_seconds=0.5", "infer.tta_shifts=[0]"], 0),
+        Case("tracebacks", "infer.window_seconds=0.5 is refused at load, naming the window", lambda: ["prepare",
+             *cfg, "infer.window_seconds=0.5", "infer.context_seconds=0.5", "infer.tta_shifts=[0]"], 1,
+             "infer.window_seconds"),
         Case("families", "report on a cut-off oof.csv", lambda: ["report", w / "run4", "--out", w / "r.html"], 1,
              "oof.csv", prepare=cut_oof),
         Case("families", "infer.specialist=5 with one checkpoint", lambda: [*infer, "--out", w / "sp.csv",
              "infer.specialist=5"], 1, "infer.specialist"),
+        *wave49(w, data, run1, cfg, infer),
+    ]  # fmt: skip
+
+
+def wave49(w: Path, data: Path, run1: Path, cfg: list, infer: list) -> list[Case]:
+    """Issue 49's named cases and this session's own of the same families."""
+    from birdsed.ownership import mark_output, seal_output
+
+    def run_with_notes() -> None:
+        shutil.rmtree(w / "rn", ignore_errors=True)
+        shutil.copytree(run1, w / "rn")
+        (w / "rn" / "notes.txt").write_text("mine")
+
+    def sealed(name: str, kind: str, edit: bool = False) -> Callable[[], None]:
+        def make() -> None:
+            folder = w / name
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            mark_output(folder, kind)
+            (folder / "test_soundscapes.csv").write_text("row_id\n")
+            seal_output(folder, kind)
+            if edit:
+                (folder / "test_soundscapes.csv").write_text("row_id\nmy edit\n")
+
+        return make
+
+    def user_png() -> None:
+        (w / "shot.png").write_bytes(b"\x89PNG mine")
+
+    def link() -> None:
+        (w / "real").mkdir(exist_ok=True)
+        (w / "real" / "thesis.txt").write_text("mine")
+        if not (w / "lnk").is_symlink():
+            (w / "lnk").symlink_to(w / "real")
+
+    def header_only() -> None:
+        (w / "labels.csv").write_text("filename,start,end,primary_label\n")
+
+    def edited_classes() -> None:
+        (w / "ce").mkdir(exist_ok=True)
+        payload = torch.load(run1 / "best.pt", weights_only=True)
+        torch.save(dict(payload, classes=payload["classes"][:-1]), w / "ce" / "best.pt")
+        payload.pop("classes")
+        torch.save(payload, w / "nc.pt")
+
+    def cut_npz() -> None:
+        (w / "agbad").mkdir(exist_ok=True)
+        import numpy as np
+
+        np.savez(w / "full.npz", classes=np.array(["a"]), mean=np.zeros(2))
+        (w / "agbad" / "agile.npz").write_bytes((w / "full.npz").read_bytes()[:100])
+        (w / "stbad").mkdir(exist_ok=True)
+        (w / "stbad" / "student.pt").write_bytes(b"PK\x03\x04 cut")
+
+    def dup_columns() -> None:
+        (w / "dup.csv").write_text("row_id,a,b,a\ns_5,1,0,1\ns_10,0,1,0\n")
+
+    sub = [*infer, "--out", w / "s49.csv", "--sample-submission", data / "sample_submission.csv"]
+    notes_kept = lambda: [w / "rn" / "notes.txt"]  # noqa: E731
+    return [
+        Case("files", "train --overwrite a run holding the user's notes.txt", lambda: ["train", *cfg, "--out",
+             w / "rn", "--overwrite"], 1, "notes.txt", notes_kept, run_with_notes),
+        Case("files", "report --screenshot onto a user's PNG", lambda: ["report", run1, "--out", w / "r49.html",
+             "--screenshot", w / "shot.png"], 1, "shot.png", lambda: [w / "shot.png"], user_png),
+        Case("files", "report --out r.json (the page and its numbers in one file)", lambda: ["report", run1,
+             "--out", w / "r.json"], 1, ".html file", check=lambda: not (w / "r.json").exists()),
+        Case("files", "teacher into its own folder without --overwrite", lambda: ["teacher", *cfg, "--out",
+             w / "t49"], 1, "--overwrite", lambda: [w / "t49"], sealed("t49", "teacher")),
+        Case("files", "agile --overwrite a folder with a file edited by hand", lambda: ["agile", *cfg, "--teacher",
+             w / "t49", "--out", w / "a49", "--overwrite"], 1, "changed since", lambda: [w / "a49"],
+             sealed("a49", "agile", edit=True)),
+        Case("files", "export --out a symbolic link to a user's folder", lambda: ["export", "--checkpoint", run1,
+             "--format", "onnx", "--out", w / "lnk"], 1, "symbolic link", lambda: [w / "real"], link),
+        Case("resources", "teacher.stride=0.0001 (50,000 chunks a window)", lambda: [*sub, "teacher.infer=birdnet",
+             "teacher.stride=0.0001"], 1, "teacher.stride"),
+        Case("silent", "data.val_group=site with a pattern without a site", lambda: ["prepare", *cfg,
+             "data.val_group=site", "data.name_pattern=^(?P<n>.+)$"], 1, "data.val_group"),
+        Case("silent", "score with a class column named twice", lambda: ["score", "--solution", w / "dup.csv",
+             "--submission", w / "dup.csv"], 1, "more than once", prepare=dup_columns),
+        Case("tracebacks", "a labels CSV with its header only", lambda: ["train", *cfg, f"data.soundscape_labels="
+             f"{w / 'labels.csv'}", "--out", w / "rl"], 1, "lists no window", prepare=header_only),
+        Case("tracebacks", "a python tag in an override", lambda: ["prepare", *cfg,
+             'name=!!python/object/apply:os.system ["touch x"]'], 1, "not a plain YAML value"),
+        Case("tracebacks", "an unclosed list in an override", lambda: ["prepare", *cfg, "infer.tta_shifts=[0,"], 1,
+             "not a plain YAML value"),
+        Case("tracebacks", "a nested list for a number list", lambda: ["prepare", *cfg, "infer.tta_shifts=[[0,1]]"],
+             1, "infer.tta_shifts"),
+        Case("tracebacks", "best.pt with its class list edited", lambda: ["infer", "--checkpoint", w / "ce",
+             "--soundscapes", data / "test_soundscapes", "--out", w / "ce.csv"], 1, "damaged", prepare=edited_classes),
+        Case("tracebacks", "a .pt without its class list", lambda: ["export", "--checkpoint", w / "nc.pt",
+             "--format", "onnx", "--out", w / "e49"], 1, "no classes"),
+        Case("tracebacks", "a truncated agile.npz", lambda: [*sub, "teacher.infer=birdnet",
+             f"teacher.agile={w / 'agbad'}"], 1, "agile.npz", prepare=cut_npz),
+        Case("tracebacks", "a damaged student.pt", lambda: [*sub, "teacher.infer=birdnet",
+             f"teacher.student=[{w / 'stbad'}]"], 1, "student.pt"),
+        Case("families", "infer with no checkpoint and no teacher", lambda: ["infer", "--soundscapes",
+             data / "test_soundscapes", "--out", w / "n.csv"], 1, "--checkpoint"),
+        Case("families", "choose with neither --runs nor --students", lambda: ["choose", *cfg, "--teacher", w,
+             "--out", w / "e.yaml"], 1, "--students"),
+        Case("families", "student on a teacher folder without embeddings", lambda: ["student", *cfg, "--teacher",
+             w / "t49", "--out", w / "st49"], 1, "teacher.embeddings=true"),
+        Case("families", "infer.window_seconds=4.5 (no whole-second row ids)", lambda: ["prepare", *cfg,
+             "infer.window_seconds=4.5"], 1, "infer.window_seconds"),
     ]  # fmt: skip
 
 

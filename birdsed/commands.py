@@ -12,7 +12,7 @@ from pathlib import Path
 
 from birdsed.config import Config, load_config
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.outputs import check_file_output
+from birdsed.ownership import check_file_output
 
 log = logging.getLogger("birdsed")
 

@@ -317,6 +317,7 @@ def _check_infer(cfg: Config) -> None:
             f"{BIRDNET_CHUNK_SECONDS:g}-s chunk (teacher.infer=birdnet)"
         )
     _check_teacher_memory(cfg)
+    _check_batch_memory(cfg)
     room = i.window_seconds - BIRDNET_CHUNK_SECONDS  # a stride beyond it skips whole chunks of some windows
     if room >= 0 and cfg.teacher.stride > room:
         raise ConfigError(
@@ -351,6 +352,27 @@ def _check_teacher_memory(cfg: Config) -> None:
             f"window, ≈ {per_window / 2**30:.1f} GiB held at once; this machine has {total / 2**30:.0f} GiB (use a "
             "stride of 0.5-1 s)"
         )
+
+
+def _check_batch_memory(cfg: Config) -> None:
+    """The batch settings: one batch of raw audio (training crops, inference windows with their context and TTA
+    shifts) or of soundscape-student sequences, held at once, must stay under a quarter of this machine's memory (the
+    model's activations take many times more); refused with the estimate."""
+    total = machine_memory()
+    if not total:
+        return
+    sr, i = cfg.audio.sample_rate, cfg.infer
+    sizes = {
+        "data.batch_size": cfg.data.batch_size * cfg.data.crop_seconds * sr * 4,
+        "infer.batch_size": i.batch_size * i.context_seconds * sr * 4 * len(i.tta_shifts),
+        "student.batch_size": cfg.student.batch_size * max(12, cfg.student.max_windows) * 1024 * 4,
+    }
+    for key, size in sizes.items():
+        if size > total / 4:
+            raise ConfigError(
+                f"{key}: one batch holds ≈ {size / 2**30:.1f} GiB of inputs alone; this machine has "
+                f"{total / 2**30:.0f} GiB (a smaller batch)"
+            )
 
 
 # ---- keys that moved ---------------------------------------------------------------------------------------------

@@ -140,8 +140,10 @@ def test_birdsed_agile_on_the_synthetic_set(tiny_root, tmp_path, capsys):
     assert not (out / "test_soundscapes.csv").exists()  # no teacher CSV of the test folder: nothing to blend
     line = cli_error(capsys, ["agile", f"data.root={tiny_root}", "--teacher", teacher, "--out", teacher])
     assert "is the teacher folder" in line
-    (teacher / f"train_audio{EMBEDDINGS_SUFFIX}").unlink()
     line = cli_error(capsys, ["agile", f"data.root={tiny_root}", "--teacher", teacher, "--out", out])
+    assert "pass --overwrite" in line  # its own folder, replaced only when asked (issue 49)
+    (teacher / f"train_audio{EMBEDDINGS_SUFFIX}").unlink()
+    line = cli_error(capsys, ["agile", f"data.root={tiny_root}", "--teacher", teacher, "--out", out, "--overwrite"])
     assert f"train_audio{EMBEDDINGS_SUFFIX}" in line and "teacher.embeddings=true" in line
 
 

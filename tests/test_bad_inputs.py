@@ -587,8 +587,11 @@ def test_folder_outputs_never_replace_what_birdsed_did_not_write(trained_run, ti
     line = cli_error(capsys, [*export, "--out", exp])  # no longer only birdsed's: refused, the file kept
     assert "holds 1 file(s) birdsed did not write (notes.txt)" in line and (exp / "notes.txt").is_file()
     (exp / "notes.txt").unlink()
-    (exp / "model.onnx").write_bytes(b"damaged")  # a file birdsed wrote, changed: still its own folder
-    assert main([*map(str, export), "--out", str(exp)]) == 0  # its own kind: replaced whole
+    (exp / "model.onnx").write_bytes(b"edited")  # a file birdsed wrote, changed since: the user's now (issue 49)
+    line = cli_error(capsys, [*export, "--out", exp])
+    assert "model.onnx (changed since birdsed wrote it)" in line and (exp / "model.onnx").read_bytes() == b"edited"
+    (exp / "model.onnx").unlink()
+    assert main([*map(str, export), "--out", str(exp)]) == 0  # its own kind, nothing of the user's: replaced whole
     assert (exp / "model.onnx").stat().st_size > 1000 and (exp / "model.json").is_file()
 
 

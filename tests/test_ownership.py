@@ -11,14 +11,8 @@ from pathlib import Path
 import pytest
 
 from birdsed.cli import main
-from birdsed.outputs import (
-    OUTPUT_MARKER,
-    OutputError,
-    check_dir_output,
-    check_file_output,
-    foreign_files,
-    staged_dir,
-)
+from birdsed.outputs import OutputError
+from birdsed.ownership import OUTPUT_MARKER, check_dir_output, check_file_output, foreign_files, staged_dir
 from tests.conftest import cli_error, cli_run, snapshot
 
 

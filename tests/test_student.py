@@ -164,6 +164,9 @@ def test_birdsed_student_and_choose_on_a_2026_folder(tiny_root26, tmp_path, caps
         run = tmp_path / f"seq{k}"
         assert main(["student", "configs/demo.yaml", *over, f"data.soundscape_fold={k}", "--teacher", str(teacher),
                      "--out", str(run), "--no-progress"]) == 0  # fmt: skip
+        pool = pd.read_csv(run / "train_soundscapes.csv").set_index("row_id")  # teacher.pseudo of SED rounds
+        pool_stems = {r.rsplit("_", 1)[0] for r in pool.index}
+        assert pool_stems == {p.stem for p in data.unlabelled_soundscapes} and pool.notna().all().all()
         preds = pd.read_csv(run / "labelled_preds.csv").set_index("row_id")
         assert set(preds.index) == set(lw.table.loc[lw.table["fold"] == k, "row_id"])  # the held-out fold's windows
         oof.append(preds)
@@ -209,7 +212,7 @@ def _probs(model, folder, cfg):
 def test_choose_reports_the_kept_entrys_figure_not_the_discarded_procedures():
     rng = np.random.default_rng(0)
     y = (rng.random((120, 4)) < 0.3).astype(float)
-    teacher = np.clip(0.45 * y + 0.55 * rng.random(y.shape), 0, 1)
+    teacher = np.clip(0.25 * y + 0.75 * rng.random(y.shape), 0, 1)
     noise = rng.random(y.shape)  # a useless soundscape student
     folds = np.arange(120) % 4
     c = choose_shares(y, [], teacher, np.zeros(4, dtype=bool), folds, soundscape=noise)
@@ -218,7 +221,7 @@ def test_choose_reports_the_kept_entrys_figure_not_the_discarded_procedures():
     assert c.oof_auc >= c.baseline_auc - 1e-12
     good = np.clip(0.9 * y + 0.1 * rng.random(y.shape), 0, 1)
     c = choose_shares(y, [], teacher, np.zeros(4, dtype=bool), folds, soundscape=good)
-    assert c.student_weight > 0 and c.oof_auc > c.baseline_auc + 0.05 and c.oof_auc == c.procedure_auc
+    assert c.student_weight > 0 and c.oof_auc > c.baseline_auc + 0.02 and c.oof_auc == c.procedure_auc
 
 
 def test_a_bundle_of_the_teacher_and_its_soundscape_students_predicts_as_infer_does(tmp_path):

@@ -16,7 +16,7 @@ import torch
 from birdsed.config import load_config
 from birdsed.data.soundscapes import read_labelled_windows
 from birdsed.errors import ConfigError
-from birdsed.outputs import LEDGER, _ledger, record_output
+from birdsed.ownership import LEDGER, _ledger, record_output
 from tests.conftest import cli_error
 
 
@@ -214,7 +214,8 @@ def test_a_run_folder_with_a_users_file_is_not_replaced_by_overwrite(trained_run
 
 
 def test_an_output_folder_is_birdseds_by_content_and_never_through_a_link(tmp_path):
-    from birdsed.outputs import OutputError, check_dir_output, mark_output, seal_output
+    from birdsed.outputs import OutputError
+    from birdsed.ownership import check_dir_output, mark_output, seal_output
 
     folder = tmp_path / "teacher"
     folder.mkdir()
@@ -236,7 +237,7 @@ def test_an_output_folder_is_birdseds_by_content_and_never_through_a_link(tmp_pa
 def test_a_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
     import os
 
-    from birdsed import outputs
+    from birdsed import ownership as outputs
 
     target = tmp_path / "bundle"
     target.mkdir()
@@ -254,3 +255,13 @@ def test_a_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
     with pytest.raises(outputs.OutputError), outputs.staged_dir(target) as stage:
         (stage / "new.txt").write_text("new")
     assert (target / "old.txt").read_text() == "old" and not (target / "new.txt").exists()
+
+
+@pytest.mark.parametrize("key", ["data.batch_size", "infer.batch_size", "student.batch_size"])
+def test_a_batch_past_the_machines_memory_is_refused_before_it_allocates(monkeypatch, key):
+    from birdsed import rules
+
+    monkeypatch.setattr(rules, "machine_memory", lambda: 24 * 2**30)
+    with pytest.raises(ConfigError, match=re.escape(f"{key}: one batch holds ≈")):
+        load_config(None, [f"{key}=100000000"])
+    load_config(None, [f"{key}=64"])

@@ -23,7 +23,8 @@ from scipy import fft, signal
 
 from birdsed.config import InferConfig
 from birdsed.errors import ConfigError
-from birdsed.outputs import check_dir_output, die_with_parent, mark_output, staged_dir
+from birdsed.outputs import die_with_parent
+from birdsed.ownership import check_dir_output, mark_output, staged_dir
 
 SR = 32000
 WINDOW_SECONDS = round(InferConfig().window_seconds)  # labelled windows, as the competition scores them

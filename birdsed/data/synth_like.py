@@ -24,7 +24,8 @@ import pandas as pd
 
 from birdsed.data.synth import SR, WINDOW_SECONDS, ClassSpec, make_classes, pink_noise, place_track, write_audio
 from birdsed.errors import ConfigError
-from birdsed.outputs import check_dir_output, die_with_parent, mark_output, progress, staged_dir
+from birdsed.outputs import die_with_parent, progress
+from birdsed.ownership import check_dir_output, mark_output, staged_dir
 
 # BirdCLEF+ 2026 at S = 1
 RECORDINGS, TRAIN_SOUNDSCAPES, LABELLED, TEST_SOUNDSCAPES = 35_549, 10_658, 66, 600

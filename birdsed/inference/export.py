@@ -34,7 +34,8 @@ from birdsed.models.build import (
     resolve_checkpoint,
 )
 from birdsed.models.frontend import MelFrontend
-from birdsed.outputs import atomic_path, atomic_write, check_dir_output, mark_output, staged_dir
+from birdsed.outputs import atomic_path, atomic_write
+from birdsed.ownership import check_dir_output, mark_output, staged_dir
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "openvino")

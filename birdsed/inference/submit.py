@@ -27,8 +27,9 @@ from birdsed.data.audio import AudioError, list_audio
 from birdsed.data.folder import DataError, check_unique_stems, n_windows, row_ids
 from birdsed.inference.ensemble import Member, combine, describe, fallback_prior, frontends, load_member
 from birdsed.inference.infer import InMemoryAudio, StreamingAudio, WindowSpec, predict_group, read_audio
-from birdsed.outputs import atomic_path, check_file_output, record_output
+from birdsed.outputs import atomic_path
 from birdsed.outputs import progress as progress_bar
+from birdsed.ownership import check_file_output, record_output
 from birdsed.rules import check_processes, usable_cores
 from birdsed.scoring.metrics import SubmissionError, read_table
 from birdsed.teacher.source import TeacherTable

@@ -38,7 +38,8 @@ from birdsed import __version__
 from birdsed.config import Config, ConfigError, config_to_dict, load_config
 from birdsed.errors import BirdsedError
 from birdsed.kaggle.image import IMAGE, NOTEBOOK_NEEDS, PLATFORM, PYTHON, RUNTIME_NEEDS, TEACHER_NEEDS
-from birdsed.outputs import atomic_write, check_dir_output, mark_output, read_json, staged_dir
+from birdsed.outputs import atomic_write, read_json
+from birdsed.ownership import check_dir_output, mark_output, staged_dir
 from birdsed.rules import renamed_keys
 from birdsed.teacher.windows import STUDENT_FILE, load_students
 

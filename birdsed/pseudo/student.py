@@ -313,21 +313,27 @@ def run_rounds(
     return out
 
 
+def _labelled_stems(cfg: Config, data: BirdCLEFData) -> set[str]:
+    return {Path(f).stem for f in data.labelled_files}
+
+
 def run_student(
     cfg: Config, teacher_dir: str | Path, out: str | Path, progress: bool = True, overwrite: bool = False
 ) -> dict:
     """``birdsed student``: train ``student.seeds`` students (seeds ``train.seed`` + i) for the fold
     ``data.soundscape_fold`` on `teacher_dir`'s window table, with ``student.rounds`` pseudo-label rounds; write
     ``OUT/student.pt`` (:func:`birdsed.teacher.windows.save_students`), ``OUT/labelled_preds.csv`` (the held-out
-    fold's labelled windows, what ``birdsed choose`` reads), ``OUT/<folder>.csv`` for the teacher folder's
-    ``test_soundscapes`` where it has them, ``OUT/student.json`` and ``OUT/config.yaml``.
+    fold's labelled windows, what ``birdsed choose`` reads), ``OUT/train_soundscapes.csv`` (the pool, in the teacher
+    layout: ``teacher.pseudo`` of a SED student's rounds), ``OUT/test_soundscapes.csv`` where the teacher folder has
+    them, ``OUT/student.json`` and ``OUT/config.yaml``.
 
     Returns:
         what ``student.json`` holds (rounds' seconds, windows per source, the held-out windows' AUC).
     """
     from birdsed.config import to_yaml
     from birdsed.data.folder import load_data
-    from birdsed.outputs import atomic_path, atomic_write, check_dir_output, seal_output
+    from birdsed.outputs import atomic_path, atomic_write
+    from birdsed.ownership import check_dir_output, seal_output
     from birdsed.scoring.metrics import macro_auc
 
     teacher_dir = Path(teacher_dir)
@@ -356,6 +362,16 @@ def run_student(
         lw = read_if_present(cfg, data.root, data.classes)
         truth = pd.DataFrame(lw.targets, index=lw.table["row_id"]).loc[sd.held_rows].to_numpy()
         info["labelled_auc"] = macro_auc(truth, held.to_numpy())
+    pool = sd.folders["train_soundscapes"]
+    pool_rows = np.flatnonzero(
+        ~pd.Series(pool.ids).str.rsplit("_", n=1).str[0].isin(_labelled_stems(cfg, data)).to_numpy()
+    )
+    pool_probs = students_probs(models, Folder(pool.ids[pool_rows], pool.emb[pool_rows], pool.birdnet[pool_rows]),
+                                cfg.data.name_pattern)  # fmt: skip
+    table = pd.DataFrame(pool_probs, columns=sd.classes)  # the pool's labels for SED rounds (teacher.pseudo)
+    table.insert(0, "row_id", pool.ids[pool_rows])
+    with atomic_path(out / "train_soundscapes.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.5f")
     if (teacher_dir / f"test_soundscapes{EMBEDDINGS_SUFFIX}").is_file():
         folder = read_folder(teacher_dir, "test_soundscapes", sd.classes)
         table = pd.DataFrame(students_probs(models, folder, cfg.data.name_pattern), columns=sd.classes)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import time
@@ -19,7 +20,8 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 
-from birdsed.outputs import atomic_path, atomic_write, check_file_output, record_output
+from birdsed.outputs import atomic_write
+from birdsed.ownership import check_file_output, record_output
 from birdsed.reports.listen import describe, page_megabytes
 from birdsed.reports.plots import plot_calibration, plot_curves, plot_rounds, plot_study, plot_training, plot_window
 from birdsed.reports.report import EVALUATIONS, TITLES, Listening, Report, ReportError, StudyView, to_json
@@ -348,8 +350,12 @@ def write_report(report: Report, out: str | Path, screenshot: str | Path | None 
         raise
     record_output(beside, "report-json")
     record_output(out, "report")
-    if shot is not None:  # rendered beside, then renamed: a failed render leaves what was there
-        with atomic_path(shot) as tmp:
-            screenshot_html(out, Path(tmp))
+    if shot is not None:  # rendered beside (Chromium wants a .png name), then renamed: a failure leaves what was there
+        tmp = shot.with_name(f".{shot.stem}.{os.getpid()}.part.png")
+        try:
+            screenshot_html(out, tmp)
+            os.replace(tmp, shot)
+        finally:
+            tmp.unlink(missing_ok=True)
         record_output(shot, "screenshot")
     return out

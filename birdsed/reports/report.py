@@ -22,7 +22,8 @@ import pandas as pd
 from birdsed.config import solution_path
 from birdsed.data.folder import BirdCLEFData, DataError, load_birdclef
 from birdsed.errors import BirdsedError
-from birdsed.outputs import output_facts, read_csv_own, read_json, read_yaml
+from birdsed.outputs import read_csv_own, read_json, read_yaml
+from birdsed.ownership import output_facts
 from birdsed.reports.listen import Window, listen
 from birdsed.scoring.metrics import Score, json_safe, read_aligned, score_arrays
 from birdsed.study.runner import MARKER as STUDY_MARKER

@@ -106,7 +106,8 @@ class Score:
     per_class: dict[str, dict[str, float | int]] = field(default_factory=dict)
 
     def to_json(self, path: str | Path) -> None:
-        from birdsed.outputs import atomic_write, record_output
+        from birdsed.outputs import atomic_write
+        from birdsed.ownership import record_output
 
         atomic_write(path, json.dumps(json_safe(asdict(self)), indent=2))
         record_output(path, "score")

@@ -41,7 +41,8 @@ from birdsed.data.folder import BirdCLEFData, load_data
 from birdsed.data.soundscapes import LabelledWindows, read_if_present
 from birdsed.errors import BirdsedError
 from birdsed.inference.predict import predict
-from birdsed.outputs import atomic_write, check_file_output, record_output
+from birdsed.outputs import atomic_write
+from birdsed.ownership import check_file_output, record_output
 from birdsed.scoring.metrics import macro_auc
 from birdsed.teacher.agile import agile_inputs, fit_gated, with_agile
 from birdsed.teacher.birdnet_tflite import EMBEDDINGS_SUFFIX, read_teacher

@@ -411,7 +411,8 @@ def run_agile(cfg: Config, teacher_dir: str | Path, out: str | Path, overwrite: 
     in as ``teacher.infer=birdnet teacher.agile=OUT`` would: ``a·agile + (1-a)·teacher`` where both know a class and
     ``teacher.agile_classes`` blends it (by default where the gate, :func:`gate_classes`, says it helps), the teacher
     alone where it knows a class otherwise, the agile model alone where only it does; a = ``teacher.agile_weight``)."""
-    from birdsed.outputs import atomic_path, atomic_write, check_dir_output, seal_output
+    from birdsed.outputs import atomic_path, atomic_write
+    from birdsed.ownership import check_dir_output, seal_output
 
     teacher_dir = Path(teacher_dir)
     data = load_data(cfg)

@@ -33,8 +33,9 @@ from birdsed.config import TEACHER_FOLDERS, Config
 from birdsed.data.audio import AudioError, list_audio, load_audio
 from birdsed.data.folder import check_unique_stems, n_windows, row_ids, split_row_ids
 from birdsed.models.birdnet_port import INSTALL_HINT, BirdNetError, birdnet_files
-from birdsed.outputs import atomic_path, atomic_write, check_dir_output, seal_output
+from birdsed.outputs import atomic_path, atomic_write
 from birdsed.outputs import progress as progress_bar
+from birdsed.ownership import check_dir_output, seal_output
 from birdsed.rules import BIRDNET_CHUNK_SECONDS, parse_window_rule, usable_cores
 from birdsed.scoring.metrics import SubmissionError, read_table
 from birdsed.teacher.mapping import (  # re-exported: the mapping is part of the teacher's interface

@@ -35,7 +35,8 @@ from birdsed import __version__
 from birdsed.config import Config, ConfigError, config_to_dict, load_config, save_config
 from birdsed.errors import BirdsedError, OutputError
 from birdsed.models.build import save_checkpoint
-from birdsed.outputs import atomic_path, atomic_write, check_dir_output, read_json
+from birdsed.outputs import atomic_path, atomic_write, read_json
+from birdsed.ownership import check_dir_output
 from birdsed.training.averaging import kept_model
 
 log = logging.getLogger(__name__)
