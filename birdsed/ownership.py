@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,9 @@ def record_output(path: str | Path, kind: str, **facts: Any) -> None:
     path = Path(path)
     entry = {"kind": kind, "sha256": _digest(path), **facts}
     # read, changed and rewritten under a lock: two processes recording at once lose nothing
-    with FileLock(str(path.parent / f"{LEDGER}.lock"), timeout=120):
+    # the lock beside the system's temporary files, named by the folder: nothing extra in the user's folder
+    key = hashlib.sha256(str(path.parent.resolve()).encode()).hexdigest()[:24]
+    with FileLock(str(Path(tempfile.gettempdir()) / f"birdsed-ledger-{key}.lock"), timeout=120):
         ledger = _ledger(path.parent)
         ledger[path.name] = entry
         atomic_write(path.parent / LEDGER, json.dumps(ledger, indent=1))

@@ -261,3 +261,20 @@ def test_a_bundle_of_the_teacher_and_its_soundscape_students_predicts_as_infer_d
     ours = predict(cfg, [], comp / "test_soundscapes", comp / "sample_submission.csv").submission
     assert len(ours) == 12 and theirs["row_id"].tolist() == ours["row_id"].tolist()
     np.testing.assert_allclose(theirs[data.classes].to_numpy(), ours[data.classes].to_numpy(), atol=1e-6)
+
+
+def test_a_folder_without_labelled_soundscapes_trains_a_student_with_nothing_held_out(tiny_root, tmp_path, capsys):
+    """The 2025 layout: no labelled windows to hold out or choose on — the student trains on the focal recordings and
+    the pool, writes no labelled_preds.csv, and `choose` says there is nothing to choose on."""
+    teacher = _window_table(tiny_root, tmp_path / "teacher")
+    over = [*tiny_overrides(tiny_root, tmp_path / "cache"), "student.epochs=2", "student.hidden=16"]
+    run = tmp_path / "seq"
+    assert main(["student", "configs/demo.yaml", *over, "--teacher", str(teacher), "--out", str(run),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert (run / "student.pt").is_file() and not (run / "labelled_preds.csv").exists()
+    assert json.loads((run / "student.json").read_text())["sequences"]["labelled"] == 0
+    line = cli_error(capsys, ["choose", "configs/demo.yaml", *over, "--teacher", teacher, "--students", run,
+                              "--out", tmp_path / "e.yaml"])  # fmt: skip
+    assert "no labelled soundscapes" in line
+    line = cli_error(capsys, ["student", "configs/demo.yaml", *over, "--teacher", teacher, "--out", run])
+    assert "pass --overwrite" in line

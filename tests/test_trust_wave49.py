@@ -163,6 +163,7 @@ def test_two_processes_recording_outputs_at_once_lose_no_ledger_entry(tmp_path):
 def test_choose_refuses_a_labelled_preds_csv_cut_mid_row(tiny_root26, tmp_path, capsys):
     """A run's held-out predictions cut short: refused naming the file, not chosen on fewer windows."""
     from birdsed.data.folder import load_birdclef
+    from birdsed.scoring.metrics import SubmissionError
     from birdsed.study.choose import ChooseError, held_out_rows
 
     data = load_birdclef(tiny_root26)
@@ -177,7 +178,7 @@ def test_choose_refuses_a_labelled_preds_csv_cut_mid_row(tiny_root26, tmp_path, 
     assert next(iter(held_out_rows([run], lw, data.classes).values())).tolist() == np.flatnonzero(rows).tolist()
     text = "\n".join(lines)
     (run / "labelled_preds.csv").write_text(text[: len(text) - len(lines[-1]) // 2])  # the last row cut in two
-    with pytest.raises(ChooseError, match=re.escape("labelled_preds.csv: damaged")):
+    with pytest.raises(SubmissionError, match=r"labelled_preds\.csv line \d+: .* damaged"):
         held_out_rows([run], lw, data.classes)
     (run / "labelled_preds.csv").write_text("\n".join(lines[:-1]) + "\n")  # a whole row lost
     with pytest.raises(ChooseError, match=re.escape("labelled_preds.csv: damaged")):
@@ -265,3 +266,15 @@ def test_a_batch_past_the_machines_memory_is_refused_before_it_allocates(monkeyp
     with pytest.raises(ConfigError, match=re.escape(f"{key}: one batch holds ≈")):
         load_config(None, [f"{key}=100000000"])
     load_config(None, [f"{key}=64"])
+
+
+def test_a_teacher_table_or_submission_cut_mid_row_is_damaged_not_no_opinion(tmp_path):
+    from birdsed.scoring.metrics import SubmissionError
+    from birdsed.teacher.birdnet_tflite import read_teacher
+
+    text = "row_id,a,b\ns_5,0.1,0.2\ns_10,0.3,0.4\n"
+    (tmp_path / "t.csv").write_text(text[:-5])  # the last row cut in two
+    with pytest.raises(SubmissionError, match=re.escape("t.csv line 3: 2 field(s), the header has 3")):
+        read_teacher(tmp_path / "t.csv", ["a", "b"])
+    (tmp_path / "t.csv").write_text(text)
+    assert read_teacher(tmp_path / "t.csv", ["a", "b"]).shape == (2, 2)

@@ -152,10 +152,17 @@ def read_table(path: str | Path, what: str) -> pd.DataFrame:
         raise SubmissionError(f"{path}: {what} file not found")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            header = [h.strip() for h in next(csv.reader(f), [])]
+            rows = csv.reader(f)
+            header = [h.strip() for h in next(rows, [])]
+            short = next(((i + 2, len(r)) for i, r in enumerate(rows) if r and len(r) != len(header)), None)
         df = pd.read_csv(path, dtype={"row_id": str})
     except Exception as err:
         raise SubmissionError(f"{path}: cannot parse {what} as CSV ({err})") from None
+    if short is not None:  # pandas would fill a short row with NaN: a file cut mid-row read as "no opinion"
+        raise SubmissionError(
+            f"{path} line {short[0]}: {short[1]} field(s), the header has {len(header)}; the {what} is damaged (cut "
+            "short?)"
+        )
     twice = sorted({h for h in header if header.count(h) > 1})
     if twice:
         raise SubmissionError(f"{path}: {what} names column(s) {twice[:5]} more than once")
