@@ -20,6 +20,17 @@ from birdsed.kaggle.image import PLATFORM as KAGGLE_PLATFORM
 from birdsed.kaggle.image import PYTHON as KAGGLE_PYTHON
 
 
+class _Help(argparse.HelpFormatter):
+    """Every option's help line ends with its default, where it has one worth saying (not None, False or [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or not action.option_strings or default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _config_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
@@ -124,12 +135,12 @@ def apply_deprecated(args: argparse.Namespace) -> None:
 
 def _synth(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = sub.add_parser("synth", help="write a synthetic BirdCLEF-format dataset")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--classes", type=_positive(int), default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--files-per-class", type=_positive(int), default=8)
-    p.add_argument("--train-soundscapes", type=_non_negative, default=20)
-    p.add_argument("--test-soundscapes", type=_positive(int), default=10)
+    p.add_argument("--out", required=True, type=Path, help="the folder of the synthetic dataset")
+    p.add_argument("--classes", type=_positive(int), default=12, help="species (the last one a frog or insect)")
+    p.add_argument("--seed", type=int, default=0, help="the random seed: the same seed, the same dataset")
+    p.add_argument("--files-per-class", type=_positive(int), default=8, help="focal recordings per class")
+    p.add_argument("--train-soundscapes", type=_non_negative, default=20, help="unlabelled one-minute soundscapes")
+    p.add_argument("--test-soundscapes", type=_positive(int), default=10, help="labelled one-minute test soundscapes")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.add_argument("--like", choices=["birdclef2026"], help="a competition's shape (its classes, long tail, lengths, "
                    "soundscapes) instead of the small demo set; the other size options do not apply")  # fmt: skip
@@ -164,8 +175,8 @@ def _infer(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
         parents=[parents["config"], parents["ensemble"], parents["progress"]],
         help="predict soundscapes with checkpoints and/or the teacher (teacher.*); write a submission",
     )
-    p.add_argument("--soundscapes", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--soundscapes", required=True, type=Path, help="the folder of soundscapes to predict")
+    p.add_argument("--out", required=True, type=Path, help="the submission CSV")
     p.add_argument("--sample-submission", type=Path, help="column order of the submission")
     _deprecated(p, "--tta-shifts", "--runtime", "--precision")
     p.set_defaults(func=commands.cmd_infer)
@@ -174,7 +185,7 @@ def _infer(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
 def _budget(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     help_ = "project the Kaggle wall time of an ensemble from timings on this machine"
     p = sub.add_parser("budget", parents=[parents["config"], parents["ensemble"]], help=help_)
-    p.add_argument("--soundscapes", type=_positive(int), default=700)
+    p.add_argument("--soundscapes", type=_positive(int), default=700, help="how many test soundscapes to project")
     p.add_argument("--minutes", type=_positive(float), default=1.0, help="length of each soundscape")
     p.add_argument("--cores", type=_positive(int), default=4, help="CPU cores of the target (Kaggle: 4)")
     p.add_argument("--limit", type=_positive(float), default=90.0, help="the notebook's time limit in minutes")
@@ -184,18 +195,19 @@ def _budget(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
 
 def _export(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = sub.add_parser("export", help="export a checkpoint for CPU inference")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, help="a .pt file or run folder")
+    p.add_argument("--format", choices=["onnx", "openvino"], default="onnx", help="the runtime's file format")
+    p.add_argument("--out", required=True, type=Path, help="the export folder")
     p.set_defaults(func=commands.cmd_export)
 
 
 def _bundle(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     help_ = "models, wheels, notebook and metadata for an offline Kaggle submission"
     p = sub.add_parser("bundle", parents=[parents["config"], parents["ensemble"]], help=help_)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="the bundle folder (models, wheels, notebook)")
     p.add_argument("--kaggle-user", help="owner of the datasets and notebook (default: $KAGGLE_USERNAME)")
-    p.add_argument("--competition", default="birdclef-2025", help="the competition's Kaggle slug")
+    p.add_argument("--competition", help="the competition's Kaggle slug (default: birdclef-2026 for a folder in its "
+                   "layout — labelled training soundscapes or BC2026 names —, else birdclef-2025)")  # fmt: skip
     p.add_argument("--prefix", default="birdsed", help="names PREFIX-models, PREFIX-wheels, PREFIX-inference")
     p.add_argument("--python-version", default=KAGGLE_PYTHON, help="the Kaggle image's Python (wheels are for it)")
     p.add_argument("--platform", default=KAGGLE_PLATFORM, help="pip platform tag of the Kaggle image")
@@ -267,9 +279,9 @@ def _study(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
 
 def _score(sub: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = sub.add_parser("score", help="check a submission and compute the BirdCLEF metrics")
-    p.add_argument("--solution", required=True, type=Path)
-    p.add_argument("--submission", required=True, type=Path)
-    p.add_argument("--threshold", type=_unit, default=0.5)
+    p.add_argument("--solution", required=True, type=Path, help="the answer key (test_solution.csv)")
+    p.add_argument("--submission", required=True, type=Path, help="the submission CSV to score")
+    p.add_argument("--threshold", type=_unit, default=0.5, help="for accuracy, precision, recall and F1")
     p.add_argument("--json", type=Path, help="write every figure here")
     p.set_defaults(func=commands.cmd_score)
 
@@ -319,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     parents = _parents()
     for add in SUBCOMMANDS:
         add(sub, parents)
+    for p in sub.choices.values():  # every option's default in its --help line
+        p.formatter_class = _Help
     return parser
 
 

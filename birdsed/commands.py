@@ -176,13 +176,24 @@ def _kaggle_user(given: str | None) -> str:
     raise ConfigError("--kaggle-user: not given, and neither $KAGGLE_USERNAME nor ~/.kaggle/kaggle.json is set")
 
 
+def competition_of(root: Path) -> str:
+    """The Kaggle slug a folder's layout says: ``birdclef-2026`` where it has labelled training soundscapes or
+    BirdCLEF+ 2026's soundscape names, else ``birdclef-2025``."""
+    from birdsed.data.audio import list_audio
+    from birdsed.data.folder import LABELS_FILE
+
+    names = [p.name for d in ("train_soundscapes", "test_soundscapes") for p in list_audio(root / d)[:50]]
+    modern = (root / LABELS_FILE).is_file() or any(n.startswith("BC2026_") for n in names)
+    return "birdclef-2026" if modern else "birdclef-2025"
+
+
 def cmd_bundle(args: argparse.Namespace) -> str:
     from birdsed.kaggle.bundle import Target, make_bundle
 
     cfg = config_from_args(args.config_and_overrides, defaults=["infer.runtime=onnx"])  # Kaggle's CPU
     target = Target(
         user=_kaggle_user(args.kaggle_user),
-        competition=args.competition,
+        competition=args.competition or competition_of(Path(cfg.data.root)),
         prefix=args.prefix,
         python=args.python_version,
         platform=args.platform,

@@ -170,3 +170,10 @@ def test_bundle_refuses_a_name_kaggle_would_refuse(trained_run, tmp_path, caplog
     with caplog.at_level("WARNING"):
         Target(user="u", python="3.11").check()
     assert "bundle for Python 3.11: the Kaggle image has Python 3.12" in caplog.text
+
+
+def test_the_competition_slug_follows_the_folders_layout(tiny_root, tiny_root26):
+    from birdsed.commands import competition_of
+
+    assert competition_of(tiny_root) == "birdclef-2025"
+    assert competition_of(tiny_root26) == "birdclef-2026"  # labelled training soundscapes

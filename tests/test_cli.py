@@ -93,3 +93,21 @@ def test_bundle_runs_onnx_unless_the_config_says(tmp_path):
     assert config_from_args([str(cfg)], ["infer.runtime=onnx"]).infer.runtime == "torch"
     cfg.write_text("infer:\n  clip_weight: 0.5\n")
     assert config_from_args([str(cfg)], ["infer.runtime=onnx"]).infer.runtime == "onnx"
+
+
+def test_every_option_has_a_help_line_and_shows_its_default():
+    """`--help` of every subcommand: each option says what it is, and its default where it has one (issue 48)."""
+    import argparse
+
+    from birdsed.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        for action in p._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, f"birdsed {name} {action.option_strings[0]}: no help line"
+            if action.default not in (None, False, [], argparse.SUPPRESS):
+                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.option_strings)
