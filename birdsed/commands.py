@@ -94,8 +94,6 @@ def cmd_infer(args: argparse.Namespace) -> str:
     from birdsed.inference.submit import write_submission
 
     cfg = config_from_args(args.config_and_overrides)
-    if not args.checkpoint and not cfg.teacher.infer:
-        raise ConfigError("infer: give --checkpoint, or teacher.infer (the teacher alone makes the submission)")
     config = split_config(args.config_and_overrides)[0]
     inputs = (args.sample_submission, config, *args.checkpoint, *cfg.teacher.student, *list_audio(args.soundscapes))
     check_file_output(args.out, inputs, kind="submission")  # before minutes of compute, not after

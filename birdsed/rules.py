@@ -316,8 +316,7 @@ def _check_infer(cfg: Config) -> None:
             f"infer.window_seconds: {i.window_seconds:g} s is shorter than BirdNET's "
             f"{BIRDNET_CHUNK_SECONDS:g}-s chunk (teacher.infer=birdnet)"
         )
-    _check_teacher_memory(cfg)
-    _check_batch_memory(cfg)
+    _check_memory(cfg)
     room = i.window_seconds - BIRDNET_CHUNK_SECONDS  # a stride beyond it skips whole chunks of some windows
     if room >= 0 and cfg.teacher.stride > room:
         raise ConfigError(
@@ -340,39 +339,29 @@ def machine_memory() -> int:
 TEACHER_CHUNK_BYTES = round(BIRDNET_CHUNK_SECONDS * 48000) * 4  # one 3-s chunk at 48 kHz, float32
 
 
-def _check_teacher_memory(cfg: Config) -> None:
-    """``teacher.stride``: the teacher holds one window's chunks at once at the least (``window / stride`` chunks);
-    refused, with the estimate, where that passes a quarter of this machine's memory."""
-    chunks = math.ceil(cfg.infer.window_seconds / cfg.teacher.stride)
-    per_window = chunks * TEACHER_CHUNK_BYTES
-    total = machine_memory()
-    if total and per_window > total / 4:
-        raise ConfigError(
-            f"teacher.stride: {cfg.teacher.stride:g} s makes {chunks:,} chunks per {cfg.infer.window_seconds:g}-s "
-            f"window, ≈ {per_window / 2**30:.1f} GiB held at once; this machine has {total / 2**30:.0f} GiB (use a "
-            "stride of 0.5-1 s)"
-        )
-
-
-def _check_batch_memory(cfg: Config) -> None:
-    """The batch settings: one batch of raw audio (training crops, inference windows with their context and TTA
-    shifts) or of soundscape-student sequences, held at once, must stay under a quarter of this machine's memory (the
-    model's activations take many times more); refused with the estimate."""
+def _check_memory(cfg: Config) -> None:
+    """The settings that size what is held at once — the teacher's chunks of one window (``window / stride`` 3-s
+    chunks at the least), one batch of raw audio (training crops, inference windows with their context and TTA
+    shifts) or of soundscape-student sequences — each under a quarter of this machine's memory (a model's
+    activations take many times more); refused with the estimate."""
     total = machine_memory()
     if not total:
         return
     sr, i = cfg.audio.sample_rate, cfg.infer
-    sizes = {
-        "data.batch_size": cfg.data.batch_size * cfg.data.crop_seconds * sr * 4,
-        "infer.batch_size": i.batch_size * i.context_seconds * sr * 4 * len(i.tta_shifts),
-        "student.batch_size": cfg.student.batch_size * max(12, cfg.student.max_windows) * 1024 * 4,
-    }
-    for key, size in sizes.items():
+    chunks = math.ceil(i.window_seconds / cfg.teacher.stride)
+    batch = "one batch holds ≈ {} GiB of inputs alone"
+    needs = {  # key: (bytes held at once, what holds them, the advice)
+        "teacher.stride": (chunks * TEACHER_CHUNK_BYTES, f"{cfg.teacher.stride:g} s makes {chunks:,} chunks per "
+                           f"{i.window_seconds:g}-s window, ≈ {{}} GiB held at once", "use a stride of 0.5-1 s"),
+        "data.batch_size": (cfg.data.batch_size * cfg.data.crop_seconds * sr * 4, batch, "a smaller batch"),
+        "infer.batch_size": (i.batch_size * i.context_seconds * sr * 4 * len(i.tta_shifts), batch, "a smaller batch"),
+        "student.batch_size": (cfg.student.batch_size * max(12, cfg.student.max_windows) * 1024 * 4, batch,
+                               "a smaller batch"),
+    }  # fmt: skip
+    for key, (size, what, advice) in needs.items():
         if size > total / 4:
-            raise ConfigError(
-                f"{key}: one batch holds ≈ {size / 2**30:.1f} GiB of inputs alone; this machine has "
-                f"{total / 2**30:.0f} GiB (a smaller batch)"
-            )
+            held = what.format(f"{size / 2**30:.1f}")
+            raise ConfigError(f"{key}: {held}; this machine has {total / 2**30:.0f} GiB ({advice})")
 
 
 # ---- keys that moved ---------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from birdsed.config import Config, ConfigError
 from birdsed.data.folder import DataError
 from birdsed.inference.ensemble import Member
 from birdsed.inference.submit import InferResult, describe_entry, infer_folder, load_ensemble, output_columns
-from birdsed.scoring.metrics import read_table
 from birdsed.teacher.source import TeacherTable, teacher_source, with_teacher
 
 log = logging.getLogger(__name__)
@@ -111,22 +110,22 @@ def _teacher_alone(
     if columns is None:
         if sample_submission is None:
             raise ConfigError("the teacher alone needs --sample-submission for the submission's columns")
-        columns = [str(c) for c in read_table(sample_submission, "the sample submission").columns[1:]]
+        columns = output_columns([], Path(sample_submission))
     files = list_audio(soundscapes) if files is None else list(files)
     if not files:
         raise DataError(f"{soundscapes}: no audio files (ogg/flac/wav/mp3) to predict")
     check_unique_stems(files, soundscapes)
     source = teacher_source(cfg, columns)
+    assert source is not None  # teacher.infer is set
     t0 = time.perf_counter()
-    table = source(soundscapes) if source is not None else None
-    assert table is not None
+    table = source(soundscapes)
     known = table.table.reindex(columns=columns)
-    stems = known.index.str.rsplit("_", n=1).str[0]
+    rows_of = known.index.str.rsplit("_", n=1).str[0].value_counts()  # windows per file the teacher read
     spec = window_spec(cfg.infer, cfg.audio.sample_rate)
     result = InferResult(submission=pd.DataFrame())
     ids: list[str] = []
     for path in files:
-        n = int((stems == path.stem).sum())
+        n = int(rows_of.get(path.stem, 0))
         if n == 0:
             n = _expected_windows(path, spec)
             result.fallback_files[str(path)] = "the teacher could not read it"

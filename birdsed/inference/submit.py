@@ -89,13 +89,16 @@ def load_ensemble(checkpoints: Sequence[str | Path], icfg: InferConfig, device: 
 
 
 def output_columns(members: list[Member], sample_submission: Path | None) -> list[str]:
-    """Submission classes: the sample submission's columns (in order), else the first member's classes."""
+    """Submission classes: the sample submission's columns (in order), else the first member's classes (with no
+    member — the teacher alone — the sample submission is needed)."""
     if sample_submission is None:
         return list(members[0].classes)
     cols = read_table(sample_submission, "the sample submission").columns.tolist()
     if cols[0] != "row_id":
         raise SubmissionError(f"{sample_submission}: first column must be row_id")
     columns = [str(c) for c in cols[1:]]
+    if not members:  # the teacher alone: the sample submission's classes as they are
+        return columns
     known = set().union(*(m.classes for m in members))
     filled = [c for c in columns if c not in known]
     if len(filled) == len(columns):

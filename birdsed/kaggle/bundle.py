@@ -388,13 +388,6 @@ def _sample_root(sample_data: str | Path | None, models: Path) -> Path:
     return root
 
 
-def _columns(sample: Path) -> list[str]:
-    """The sample submission's classes (a bundle of the teacher alone has no member to take them from)."""
-    from birdsed.scoring.metrics import read_table
-
-    return [str(c) for c in read_table(sample / "sample_submission.csv", "the sample submission").columns[1:]]
-
-
 def _sample_files(root: Path, n: int) -> list[Path]:
     from birdsed.data.audio import list_audio
 
@@ -414,8 +407,7 @@ def _budget(members: list[Member], cfg: Config, cores: int, soundscapes: int, sa
         from birdsed.inference.submit import output_columns
         from birdsed.teacher.source import teacher_source
 
-        columns = output_columns(members, sample / "sample_submission.csv") if members else _columns(sample)
-        teacher = teacher_source(cfg, columns)
+        teacher = teacher_source(cfg, output_columns(members, sample / "sample_submission.csv"))
     b = measure(members, cfg.infer, soundscapes, 1.0, cores, teacher=teacher)
     print(
         f"budget: {len(members)} model(s) x {len(cfg.infer.tta_shifts)} shift(s)"

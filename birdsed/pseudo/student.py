@@ -48,6 +48,7 @@ from birdsed.teacher.windows import (
     Sequences,
     StudentError,
     as_sequences,
+    file_fields,
     gather_rows,
     predict_sequences,
     read_folder,
@@ -74,6 +75,8 @@ class StudentData:
     pool_teacher: np.ndarray  # (N, T, C) BirdNET + agile on the pool, NaN = no opinion
     held: Sequences | None  # the held-out fold's files (all their windows)
     held_rows: pd.Index = field(default_factory=pd.Index)  # the held-out fold's labelled row ids
+    held_y: np.ndarray | None = None  # (len(held_rows), C) their labels
+    pool_ids: pd.Index = field(default_factory=pd.Index)  # the pool's window row ids (sd.pool's rows index them)
     folders: dict[str, Folder] = field(default_factory=dict)
 
 
@@ -107,7 +110,7 @@ def student_data(cfg: Config, data: BirdCLEFData, teacher_dir: Path, fold: int |
     held_stems = {Path(f).stem for f in held_files}
     in_pool = ~stems.isin(labelled_stems).to_numpy()  # the labelled files never enter the pool
     sites_all = sorted(
-        {f for f in (name_fields_site(st, cfg.data.name_pattern) for st in stems[~stems.isin(held_stems)]) if f}
+        {site for site in file_fields(list(stems[~stems.isin(held_stems)]), cfg.data.name_pattern)[0] if site}
     )
     pattern = cfg.data.name_pattern
     focal = as_sequences(focal_f.ids, focal_f.emb, focal_f.birdnet, pattern, sites_all, s.max_windows)
@@ -120,7 +123,7 @@ def student_data(cfg: Config, data: BirdCLEFData, teacher_dir: Path, fold: int |
     pool_idx = np.flatnonzero(in_pool)
     pool = as_sequences(pool_f.ids[pool_idx], pool_f.emb[pool_idx], pool_f.birdnet[pool_idx], pattern, sites_all)
     pool_teacher = gather_rows(pool, blend_pool[pool_idx], np.nan)
-    labelled = labelled_y = labelled_m = held = None
+    labelled = labelled_y = labelled_m = held = held_y = None
     held_rows = pd.Index([])
     if lw is not None:
         missing = pd.Index(lw.table["row_id"]).difference(pool_f.ids)
@@ -142,16 +145,11 @@ def student_data(cfg: Config, data: BirdCLEFData, teacher_dir: Path, fold: int |
             hk = np.flatnonzero(stems.isin(held_stems).to_numpy())
             held = as_sequences(pool_f.ids[hk], pool_f.emb[hk], pool_f.birdnet[hk], pattern, sites_all)
             held.rows = np.where(held.valid, hk[np.where(held.valid, held.rows, 0)], -1)  # rows of the whole folder
-            held_rows = pd.Index(lw.table.loc[lw.table["fold"] == fold, "row_id"])
+            in_fold = (lw.table["fold"] == fold).to_numpy()
+            held_rows, held_y = pd.Index(lw.table.loc[in_fold, "row_id"]), lw.targets[in_fold]
+    folders = {"train_audio": focal_f, "train_soundscapes": pool_f}
     return StudentData(classes, sites_all, focal, focal_y, labelled, labelled_y, labelled_m, pool, pool_teacher, held,
-                       held_rows, {"train_audio": focal_f, "train_soundscapes": pool_f})  # fmt: skip
-
-
-def name_fields_site(stem: str, pattern: str) -> str:
-    """A stem's site ('' where its name has none)."""
-    from birdsed.data.soundscapes import name_fields
-
-    return name_fields(stem, pattern).get("site", "")
+                       held_rows, held_y, pool_f.ids[pool_idx], folders)  # fmt: skip
 
 
 def pool_targets(
@@ -313,10 +311,6 @@ def run_rounds(
     return out
 
 
-def _labelled_stems(cfg: Config, data: BirdCLEFData) -> set[str]:
-    return {Path(f).stem for f in data.labelled_files}
-
-
 def run_student(
     cfg: Config, teacher_dir: str | Path, out: str | Path, progress: bool = True, overwrite: bool = False
 ) -> dict:
@@ -350,28 +344,15 @@ def run_student(
             "round_seconds": rounds, "sequences": {"focal": len(sd.focal), "labelled": len(sd.labelled or []),
                                                    "pool": len(sd.pool)}}  # fmt: skip
     save_students(out / STUDENT_FILE, models, sd.classes, info)
+    folder = sd.folders["train_soundscapes"]  # every window of it predicted once: the held-out fold and the pool
+    probs = pd.DataFrame(students_probs(models, folder, cfg.data.name_pattern), index=folder.ids, columns=sd.classes)
+    tables = {"train_soundscapes.csv": probs.loc[sd.pool_ids]}  # the pool's labels for SED rounds (teacher.pseudo)
     if sd.held is not None:
-        folder = sd.folders["train_soundscapes"]
-        probs = pd.DataFrame(
-            students_probs(models, folder, cfg.data.name_pattern), index=folder.ids, columns=sd.classes
-        )
-        held = probs.loc[sd.held_rows]
-        table = held.reset_index(names="row_id")
-        with atomic_path(out / "labelled_preds.csv") as tmp:
-            table.to_csv(tmp, index=False, float_format="%.5f")
-        lw = read_if_present(cfg, data.root, data.classes)
-        truth = pd.DataFrame(lw.targets, index=lw.table["row_id"]).loc[sd.held_rows].to_numpy()
-        info["labelled_auc"] = macro_auc(truth, held.to_numpy())
-    pool = sd.folders["train_soundscapes"]
-    pool_rows = np.flatnonzero(
-        ~pd.Series(pool.ids).str.rsplit("_", n=1).str[0].isin(_labelled_stems(cfg, data)).to_numpy()
-    )
-    pool_probs = students_probs(models, Folder(pool.ids[pool_rows], pool.emb[pool_rows], pool.birdnet[pool_rows]),
-                                cfg.data.name_pattern)  # fmt: skip
-    table = pd.DataFrame(pool_probs, columns=sd.classes)  # the pool's labels for SED rounds (teacher.pseudo)
-    table.insert(0, "row_id", pool.ids[pool_rows])
-    with atomic_path(out / "train_soundscapes.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.5f")
+        tables["labelled_preds.csv"] = probs.loc[sd.held_rows]
+        info["labelled_auc"] = macro_auc(sd.held_y, tables["labelled_preds.csv"].to_numpy())
+    for name, table in tables.items():
+        with atomic_path(out / name) as tmp:
+            table.reset_index(names="row_id").to_csv(tmp, index=False, float_format="%.5f")
     if (teacher_dir / f"test_soundscapes{EMBEDDINGS_SUFFIX}").is_file():
         folder = read_folder(teacher_dir, "test_soundscapes", sd.classes)
         table = pd.DataFrame(students_probs(models, folder, cfg.data.name_pattern), columns=sd.classes)

@@ -120,7 +120,16 @@ def teacher_on_windows(
 
 
 def held_out_rows(runs: list[Path], lw: LabelledWindows, classes: list[str]) -> dict[Path, np.ndarray]:
-    """Each run's held-out labelled windows (the rows of its ``labelled_preds.csv``), as row indices of `lw`.
+    """Each run's held-out labelled windows (the rows of its ``labelled_preds.csv``), as row indices of `lw`
+    (:func:`held_out_preds` without the predictions)."""
+    return {run: rows for run, (rows, _) in held_out_preds(runs, lw, classes).items()}
+
+
+def held_out_preds(
+    runs: list[Path], lw: LabelledWindows, classes: list[str]
+) -> dict[Path, tuple[np.ndarray, np.ndarray]]:
+    """Each run's held-out labelled windows as row indices of `lw`, with its (rows, C) predictions of them in that
+    order (its ``labelled_preds.csv``, read once).
 
     Raises:
         ChooseError: a run without ``labelled_preds.csv``, or one whose rows are not one held-out fold of these folds
@@ -147,7 +156,7 @@ def held_out_rows(runs: list[Path], lw: LabelledWindows, classes: list[str]) -> 
                 f"{path}: damaged: {len(rows)} of fold {folds[rows[0]]}'s {whole} labelled windows, {gaps} with "
                 "missing values (cut short?); retrain the run or remove it"
             )
-        held[Path(run)] = rows
+        held[Path(run)] = (rows, preds.to_numpy(dtype=np.float64))
     return held
 
 
@@ -173,18 +182,16 @@ def student_variants(
     for v in infer_variants(cfg):
         vcfg = copy.deepcopy(cfg)
         vcfg.infer.tta_shifts, vcfg.infer.clip_weight = v["tta_shifts"], v["clip_weight"]
-        vcfg.teacher.infer, vcfg.teacher.agile = "", ""  # the students alone: the teacher is blended by the choice
-        total, count = np.zeros((len(lw), len(classes))), np.zeros(len(lw))
+        # the students alone: the teacher (with its agile model and soundscape students) is blended by the choice
+        vcfg.teacher.infer, vcfg.teacher.agile, vcfg.teacher.student = "", "", []
+        parts = []
         for run, rows in held.items():
             names = sorted(set(lw.table["filename"].iloc[rows]))
             files = [root / "train_soundscapes" / n for n in names]
             sub = predict(vcfg, [run], root / "train_soundscapes", files=files, device="cpu", columns=classes)
             table = sub.submission.set_index("row_id")
-            total[rows] += table.loc[lw.table["row_id"].iloc[rows], classes].to_numpy(dtype=np.float64)
-            count[rows] += 1
-        pred = np.full_like(total, np.nan)
-        pred[count > 0] = total[count > 0] / count[count > 0, None]
-        out.append((v, pred))
+            parts.append((rows, table.loc[lw.table["row_id"].iloc[rows], classes].to_numpy(dtype=np.float64)))
+        out.append((v, mean_over_runs(parts, (len(lw), len(classes)))))
     return out
 
 
@@ -304,13 +311,16 @@ def choose_shares(
 def soundscape_rows(runs: list[Path], lw: LabelledWindows, classes: list[str]) -> np.ndarray:
     """(M, C) the soundscape students' predictions of the labelled windows they held out (their
     ``labelled_preds.csv``; the mean where several runs held a window out, NaN where none did)."""
-    held = held_out_rows(runs, lw, classes)
-    total, count = np.zeros((len(lw), len(classes))), np.zeros(len(lw))
-    for run, rows in held.items():
-        preds = read_teacher(Path(run) / "labelled_preds.csv", classes)
-        total[rows] += preds.loc[lw.table["row_id"].iloc[rows], classes].to_numpy(dtype=np.float64)
+    return mean_over_runs(held_out_preds(runs, lw, classes).values(), (len(lw), len(classes)))
+
+
+def mean_over_runs(parts, shape: tuple[int, int]) -> np.ndarray:
+    """(M, C) the mean of several runs' (rows, (n, C) predictions) where they overlap, NaN where no run has a row."""
+    total, count = np.zeros(shape), np.zeros(shape[0])
+    for rows, values in parts:
+        total[rows] += values
         count[rows] += 1
-    out = np.full_like(total, np.nan)
+    out = np.full(shape, np.nan)
     out[count > 0] = total[count > 0] / count[count > 0, None]
     return out
 

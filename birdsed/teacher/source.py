@@ -131,7 +131,7 @@ def teacher_table(
         folder = Folder(table.index, embeddings, raw)
         ours = students_probs(list(students), folder, cfg.data.name_pattern)
         table[columns] = blend_teacher(ours, table[columns].to_numpy(), 1.0 - cfg.teacher.student_weight)
-    return TeacherTable(table, only if agile is not None else [])
+    return TeacherTable(table, only)
 
 
 def with_teacher(sub: pd.DataFrame, teacher: TeacherTable, cfg: Config) -> pd.DataFrame:
