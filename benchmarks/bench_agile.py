@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from birdsed.config import load_config
+from birdsed.config.load import load_config
 from birdsed.data.folder import split_row_ids
 from birdsed.scoring.metrics import per_class_auc
 from birdsed.teacher.agile import run_agile

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_agile import macro
 
-from birdsed.config import load_config
+from birdsed.config.load import load_config
 from birdsed.data.audio import load_audio
 from birdsed.data.folder import split_row_ids
 from birdsed.models.birdnet_port import birdnet_files, load_birdnet

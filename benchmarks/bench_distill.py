@@ -75,7 +75,7 @@ def speed(config: Path) -> None:
 
     import torch
 
-    from birdsed.config import load_config
+    from birdsed.config.load import load_config
     from birdsed.models.birdnet_port import BirdNetV24, load_birdnet
     from birdsed.models.build import build_model
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from birdsed.config import load_config
+from birdsed.config.load import load_config
 from birdsed.inference.ensemble import load_member
 from birdsed.inference.export import export, runtime_runner
 from birdsed.inference.infer import InMemoryAudio, read_audio

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from birdsed.config import load_config
+from birdsed.config.load import load_config
 from birdsed.models import build_model, save_checkpoint
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "birdclef-real-mini"

@@ -32,7 +32,7 @@ from scipy import stats
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from birdsed.config import load_config  # noqa: E402
+from birdsed.config.load import load_config  # noqa: E402
 from birdsed.data.folder import load_birdclef  # noqa: E402
 from birdsed.data.soundscapes import read_if_present  # noqa: E402
 from birdsed.pseudo.student import fold_agile, run_rounds, student_data  # noqa: E402

@@ -25,7 +25,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from birdsed.config import load_config
+from birdsed.config.load import load_config
 from birdsed.data.augment import mixup, spec_augment
 from birdsed.training.train import SEDModule, cpu_has_bf16, trainer_kwargs
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from birdsed.config import load_config
+from birdsed.config.load import load_config
 from birdsed.models.build import build_model
 from birdsed.training.finetune import param_groups
 

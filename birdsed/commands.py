@@ -10,7 +10,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from birdsed.config import Config, load_config
+from birdsed.config import Config
+from birdsed.config.load import load_config
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.ownership import check_file_output
 
@@ -34,7 +35,7 @@ def config_from_args(items: Sequence[str], defaults: Sequence[str] = ()) -> Conf
 
 def _in_file(path: str | None, key: str) -> bool:
     """Whether the YAML config at `path` sets the dotted `key` (False where it cannot be read: load_config says why)."""
-    from birdsed.rules import parse_yaml
+    from birdsed.config.text import parse_yaml
 
     try:
         node: object = parse_yaml(Path(path).read_text(encoding="utf-8")) if path else None

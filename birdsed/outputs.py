@@ -108,8 +108,8 @@ def read_json(path: str | Path) -> Any:
 
 def read_yaml(path: str | Path) -> Any:
     """A YAML file birdsed wrote (a run's config.yaml), read through the same error path as :func:`read_json` and the
-    same loader as a config (:func:`birdsed.rules.parse_yaml`: no repeated key, no alias that multiplies)."""
-    from birdsed.rules import parse_yaml
+    same loader as a config (:func:`birdsed.config.text.parse_yaml`: no repeated key, no alias that multiplies)."""
+    from birdsed.config.text import parse_yaml
 
     return _read_own(path, parse_yaml, "YAML", ValueError)
 

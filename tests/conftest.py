@@ -94,7 +94,7 @@ def tiny_overrides(root, cache) -> list[str]:
 
 def tiny_cfg(root, cache, *over):
     """configs/demo.yaml shrunk (see :func:`tiny_overrides`), then `over`."""
-    from birdsed.config import load_config
+    from birdsed.config.load import load_config
 
     return load_config(REPO / "configs" / "demo.yaml", [*tiny_overrides(root, cache), *over])
 

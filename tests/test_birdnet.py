@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from birdsed.config import load_config
+from birdsed.config.load import load_config
 from birdsed.data.audio import load_audio
 from birdsed.models.birdnet_port import BirdNetError, BirdNetV24, birdnet_files, load_birdnet
 from birdsed.models.build import build_model, load_checkpoint

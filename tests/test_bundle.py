@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from birdsed.cli import main
-from birdsed.config import ConfigError, load_config
+from birdsed.config import ConfigError
+from birdsed.config.load import load_config
 from birdsed.kaggle.bundle import BundleError, Target, load_bundle, make_bundle, member_names, predict_competition
 from birdsed.kaggle.wheels import platform_tags, ship_wheels
 from birdsed.outputs import OutputError

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from birdsed.cli import main
-from birdsed.config import load_config
+from birdsed.config.load import load_config
 from birdsed.data.folder import load_birdclef
 from birdsed.data.soundscapes import read_labelled_windows
 from birdsed.study.choose import blend, choose_shares

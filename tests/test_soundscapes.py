@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from birdsed.config import AugmentConfig, load_config
+from birdsed.config import AugmentConfig
+from birdsed.config.load import load_config
 from birdsed.data.augment import mixup
 from birdsed.data.folder import DataError, load_birdclef
 from birdsed.data.soundscapes import class_groups, name_fields, parse_seconds, read_labelled_windows

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from birdsed.cli import main
-from birdsed.config import load_config
+from birdsed.config.load import load_config
 from birdsed.data.folder import load_birdclef, n_windows, row_ids
 from birdsed.data.soundscapes import read_labelled_windows
 from birdsed.models.sequence import SoundscapeStudent

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from birdsed.cli import main
-from birdsed.config import save_config
+from birdsed.config.load import save_config
 from birdsed.scoring.metrics import macro_auc, read_aligned
 from birdsed.study.runner import check_run, execute_run, prepare_out
 from birdsed.study.spec import StudyError, load_study, parse_shard, parse_study

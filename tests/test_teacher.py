@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdsed.config import ConfigError, load_config
+from birdsed.config import ConfigError
+from birdsed.config.load import load_config
 from birdsed.data.folder import load_birdclef, split_row_ids
 from birdsed.inference.submit import infer_folder, load_ensemble
 from birdsed.pseudo.rounds import PseudoError, label_pool, round_power

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from birdsed.config import config_from_dict, load_config
+from birdsed.config.load import config_from_dict, load_config
 from birdsed.data.cache import WaveStore
 from birdsed.data.datasets import oversample, sampling_weights
 from birdsed.data.folder import load_birdclef

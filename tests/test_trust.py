@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from birdsed.cli import main
-from birdsed.config import ConfigError, load_config
+from birdsed.config import ConfigError
+from birdsed.config.load import load_config
 from birdsed.models.build import resolve_checkpoint
 from birdsed.rules import check_processes, usable_cores
 from tests.conftest import REPO, cli_error, tiny_overrides

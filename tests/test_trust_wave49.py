@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from birdsed.config import load_config
+from birdsed.config.load import load_config
 from birdsed.data.soundscapes import read_labelled_windows
 from birdsed.errors import ConfigError
 from birdsed.ownership import LEDGER, _ledger, record_output

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from birdsed.config import Config, config_from_dict
+from birdsed.config import Config
+from birdsed.config.load import config_from_dict
 from birdsed.inference.infer import Runner
 from birdsed.models.build import load_checkpoint, read_checkpoint
 from birdsed.models.frontend import MelFrontend

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from birdsed.config import Config, config_from_dict, config_to_dict
+from birdsed.config import Config
+from birdsed.config.load import config_from_dict, config_to_dict
 from birdsed.errors import BirdsedError, ConfigError
 from birdsed.models.backbones import BIRDNET, create_backbone
 from birdsed.models.birdnet_port import BirdNetFrontend, birdnet_files, load_body, load_frontend

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdsed.config import Config, save_config
+from birdsed.config import Config
+from birdsed.config.load import save_config
 from birdsed.data.cache import WaveStore
 from birdsed.data.datasets import PseudoChunks
 from birdsed.data.folder import BirdCLEFData, load_data, split_row_ids

@@ -324,7 +324,7 @@ def run_student(
     Returns:
         what ``student.json`` holds (rounds' seconds, windows per source, the held-out windows' AUC).
     """
-    from birdsed.config import to_yaml
+    from birdsed.config.load import to_yaml
     from birdsed.data.folder import load_data
     from birdsed.outputs import atomic_path, atomic_write
     from birdsed.ownership import check_dir_output, seal_output

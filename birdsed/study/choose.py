@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdsed.config import Config, to_yaml
+from birdsed.config import Config
+from birdsed.config.load import to_yaml
 from birdsed.data.folder import BirdCLEFData, load_data
 from birdsed.data.soundscapes import LabelledWindows, read_if_present
 from birdsed.errors import BirdsedError

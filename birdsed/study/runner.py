@@ -30,7 +30,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from birdsed.config import Config, config_from_dict, config_to_dict
+from birdsed.config import Config
+from birdsed.config.load import config_from_dict, config_to_dict
 from birdsed.outputs import atomic_path, atomic_write, die_with_parent, read_csv_own, read_json, read_yaml
 from birdsed.ownership import check_dir_output
 from birdsed.rules import check_processes, usable_cores

@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from birdsed.config import Config, load_config
+from birdsed.config import Config
+from birdsed.config.load import load_config
+from birdsed.config.text import parse_yaml
 from birdsed.errors import BirdsedError, ConfigError
-from birdsed.rules import RENAMED, parse_yaml
+from birdsed.rules import RENAMED
 
 
 class StudyError(BirdsedError, ValueError):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from birdsed.config.text import parse_yaml
 from birdsed.errors import BirdsedError
-from birdsed.rules import parse_yaml
 
 log = logging.getLogger(__name__)
 

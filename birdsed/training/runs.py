@@ -32,7 +32,8 @@ import pandas as pd
 import torch
 
 from birdsed import __version__
-from birdsed.config import Config, ConfigError, config_to_dict, load_config, save_config
+from birdsed.config import Config, ConfigError
+from birdsed.config.load import config_to_dict, load_config, save_config
 from birdsed.errors import BirdsedError, OutputError
 from birdsed.models.build import save_checkpoint
 from birdsed.outputs import atomic_path, atomic_write, read_json
