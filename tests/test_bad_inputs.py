@@ -2,7 +2,7 @@
 
 Every case checks the exit status, a single ``error: <file or key>: <what is wrong>`` line that names the culprit,
 no traceback, and that nothing written before (an old run, a dataset, a submission) was lost or half-written.
-The README's troubleshooting table lists the same cases.
+The troubleshooting page (docs/troubleshooting.md) lists the same cases.
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def test_every_yaml_birdsed_reads_refuses_a_duplicate_key(tmp_path, capsys):
     with pytest.raises(TeacherError, match=r"map\.yaml: cannot parse \(line 2: duplicate key 'eurrob1'"):
         read_overrides(tmp_path / "map.yaml")
     (tmp_path / "empty.yaml").write_text("")
-    from birdsed.config import Config, load_config
+    from birdsed.config import Config
+    from birdsed.config.load import load_config
 
     assert load_config(tmp_path / "empty.yaml") == load_config(None) == Config()  # an empty config: the defaults
 

@@ -73,10 +73,10 @@ def test_one_convention_config_first_overrides_anywhere_old_flags_noted(tmp_path
     with pytest.raises(SystemExit):  # an unknown option is still argparse's error
         parse(["infer", "--checkpoint", "m", "--soundscapes", "s", "--out", "o", "--bogus", "0"])
     # the documents show the one convention only
-    texts = {p: p.read_text() for p in [REPO / "README.md", REPO / "Makefile", *REPO.glob("notebooks/*.ipynb"),
-                                        *REPO.glob("configs/**/*.yaml")]}  # fmt: skip
+    texts = {p: p.read_text() for p in [REPO / "README.md", *REPO.glob("docs/*.md"), REPO / "Makefile",
+                                        *REPO.glob("notebooks/*.ipynb"), *REPO.glob("configs/**/*.yaml")]}  # fmt: skip
     for path, text in texts.items():
-        text = re.sub(r"Renamed in this release.*?\n\n", "", text, flags=re.S)  # the README's note on the old names
+        text = re.sub(r"Renamed in this release.*?(\n\n|\Z)", "", text, flags=re.S)  # the note on the old names
         for flag in [*DEPRECATED_FLAGS, "--config"]:
             assert not re.search(rf"{flag}\b(?!-)", text), (path, flag)
 

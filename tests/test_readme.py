@@ -37,3 +37,30 @@ def test_every_command_of_the_best_entry_parses():
             from birdsed.commands import config_from_args
 
             config_from_args([i for i in items if "=runs/" not in i])
+
+
+def test_the_front_page_fits_a_screen_or_two_and_links_every_docs_page():
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 150, len(text.splitlines())
+    for page in sorted((REPO / "docs").glob("*.md")):
+        assert f"](docs/{page.name})" in text, page.name
+
+
+def test_every_birdsed_command_in_the_docs_parses():
+    """The reference pages' commands cannot rot either: each ``birdsed ...`` line of their bash blocks parses as the
+    CLI takes it (placeholders in capitals stand for values)."""
+    commands = []
+    for page in sorted((REPO / "docs").glob("*.md")):
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #", 1)[0].strip()
+                for part in re.split(r";|&&|\bdo\b|\bdone\b", line):
+                    part = part.strip()
+                    if part.startswith("birdsed "):
+                        commands.append((page.name, part))
+    assert len(commands) >= 5, commands
+    env = {"ROOT": "ROOT", "DATA": "data.root=ROOT", "k": "0", "TEACHER": "T"}
+    for page, command in commands:
+        expanded = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), m.group(1)), command)
+        args = parse(shlex.split(expanded)[1:])
+        assert args.command, (page, command)
